@@ -1,0 +1,41 @@
+"""onnxgrad: forward values and gradients of ONNX graphs on ONNX Runtime.
+
+The public surface; the implementation lives in private modules.
+"""
+
+from onnxgrad import nn
+from onnxgrad._api import ForwardValueAndGrad, value_and_grad
+from onnxgrad._graph import TensorInfo
+from onnxgrad._network import Network, Parameter, ParameterTuple, load
+from onnxgrad.errors import (
+    ConversionError,
+    GradientBuildError,
+    InputError,
+    ModelError,
+    OnnxGradError,
+    RuntimeFailure,
+    UnsupportedGradientError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # networks
+    "load",
+    "Network",
+    "Parameter",
+    "ParameterTuple",
+    "TensorInfo",
+    "nn",
+    # gradients
+    "ForwardValueAndGrad",
+    "value_and_grad",
+    # errors
+    "OnnxGradError",
+    "ModelError",
+    "ConversionError",
+    "GradientBuildError",
+    "UnsupportedGradientError",
+    "InputError",
+    "RuntimeFailure",
+]

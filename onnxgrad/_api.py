@@ -1,0 +1,313 @@
+"""The facade: MindSpore's ``ForwardValueAndGrad`` and ``ops.value_and_grad``.
+
+Both are one :class:`_GradFunction`: it resolves the network (an ONNX model, a
+loss cell, or a framework object through its front-end), asks ``_engine`` for
+flat lists of values and gradients, and nests them as MindSpore 2.10 does.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+from onnxgrad import _engine, _frontend
+from onnxgrad._network import Network, Parameter, load
+from onnxgrad.errors import InputError
+
+__all__ = ["ForwardValueAndGrad", "value_and_grad"]
+
+_ALL = "all"  # grad_position meaning every network input (ForwardValueAndGrad's get_all)
+
+
+class _FrameworkTarget:
+    """A framework object: exported per argument signature, parameters read at call time."""
+
+    def __init__(self, frontend: _frontend.Frontend) -> None:
+        self.frontend = frontend
+        self._networks: dict[tuple, tuple[Network, dict[str, str]]] = {}
+
+    def bind(self, args: Sequence[Any]) -> tuple[Network, list[np.ndarray], dict[str, str]]:
+        """The network for these arguments, with current parameter values copied in."""
+        arrays = self.frontend.to_numpy(args)
+        signature = tuple((a.shape, a.dtype.str) for a in arrays)
+        entry = self._networks.get(signature)
+        if entry is None:
+            network = load(self.frontend.export(arrays))
+            mapping = _frontend.parameter_map(network.model) or {}
+            entry = self._networks[signature] = (network, mapping)
+        network, mapping = entry
+        params = network.parameters_dict()
+        for framework_name, value in self.frontend.parameter_values().items():
+            if framework_name in mapping:
+                params[mapping[framework_name]].set_data(value)
+        return network, arrays, mapping
+
+
+def _resolve(network: Any) -> Network | _FrameworkTarget:
+    if isinstance(network, Network):
+        return network
+    if isinstance(network, (str, os.PathLike, onnx.ModelProto)):
+        return load(network)
+    frontend = _frontend.frontend_for(network)
+    if frontend is not None:
+        return _FrameworkTarget(frontend)
+    raise InputError(
+        f"Cannot differentiate a {type(network).__name__}: pass an onnxgrad Network, an ONNX file path or "
+        "ModelProto, a MindSpore Cell or a PyTorch nn.Module."
+    )
+
+
+def _weight_names(network: Network, weights: Any) -> list[str]:
+    if isinstance(weights, (Parameter, str)):
+        weights = [weights]
+    params = network.parameters_dict()
+    names = []
+    for weight in weights:
+        name = weight.name if isinstance(weight, Parameter) else weight
+        if not isinstance(name, str) or name not in params:
+            raise InputError(
+                f"Weight {name!r} is not a trainable parameter of the network; known: {sorted(params)}. "
+                "Pass Parameters from network.trainable_params() or their names."
+            )
+        names.append(name)
+    return names
+
+
+class _GradFunction:
+    """The shared implementation of ``ForwardValueAndGrad`` and ``value_and_grad``."""
+
+    def __init__(
+        self,
+        network: Any,
+        grad_position: int | tuple[int, ...] | str | None,
+        weights: Any,
+        has_aux: bool,
+        return_ids: bool,
+        sens_param: bool,
+        providers: Any,
+    ) -> None:
+        self._target = _resolve(network)
+        self._grad_position = grad_position
+        self._weights = weights
+        self._has_aux = has_aux
+        self._return_ids = return_ids
+        self._sens_param = sens_param
+        self._providers = providers
+        _engine.make_spec(providers=providers)  # fail early on a bad provider
+
+    def __call__(self, *args: Any) -> tuple[Any, Any]:
+        sens = None
+        if self._sens_param:
+            if not args:
+                raise InputError("sens_param=True: pass the network inputs, then the sensitivity.")
+            args, sens = args[:-1], args[-1]
+        framework = isinstance(self._target, _FrameworkTarget)
+        if framework:
+            network, arrays, mapping = self._target.bind(args)
+            if sens is not None:
+                sens = _to_numpy_tree(self._target.frontend, sens)
+        else:
+            network, arrays, mapping = self._target, list(args), {}
+
+        if self._grad_position == _ALL:
+            positions: tuple[int, ...] = tuple(range(len(network.inputs)))
+        elif self._grad_position is None:
+            positions = ()
+        elif isinstance(self._grad_position, int):
+            positions = (self._grad_position,)
+        else:
+            positions = tuple(self._grad_position)
+        for pos in positions:
+            if not 0 <= pos < len(network.inputs):
+                raise InputError(
+                    f"grad_position {pos} is out of range: the network has {len(network.inputs)} input(s)."
+                )
+
+        weight_ids, weight_names, missing = self._resolve_weights(network, mapping)
+        contributing = (0,) if self._has_aux else None
+        if self._has_aux and len(network.outputs) < 2:
+            raise InputError("has_aux=True needs a network with at least two outputs (the first is differentiated).")
+        spec = _engine.make_spec(positions, weight_names, self._sens_param, contributing, self._providers)
+        values, input_grads, weight_grads = _engine.run(network, spec, arrays, sens)
+        weight_grads = _with_missing(weight_grads, missing)
+
+        if self._return_ids:
+            input_grads = [(pos, g) for pos, g in zip(positions, input_grads)]
+            weight_grads = [(wid, g) for wid, g in zip(weight_ids, weight_grads)]
+        value = values[0] if len(values) == 1 else tuple(values)
+        grads = self._nest(input_grads, weight_grads)
+        result = (value, grads)
+        if framework and self._target.frontend.wants_framework_tensors(args):
+            result = _map_tree(self._target.frontend.from_numpy, result)
+        return result
+
+    def _resolve_weights(self, network: Network, mapping: dict[str, str]):
+        """Weight ids to report, initializer names to differentiate, and (index, zeros) for unused ones."""
+        if self._weights is None:
+            return [], [], []
+        if mapping or isinstance(self._target, _FrameworkTarget):
+            framework_names = self._target.frontend.weight_names(self._weights)
+            values = self._target.frontend.parameter_values()
+            names, missing = [], []
+            for i, fname in enumerate(framework_names):
+                if fname in mapping:
+                    names.append(mapping[fname])
+                else:  # not in the exported graph: the output does not depend on it
+                    missing.append((i, np.zeros_like(values[fname])))
+            return framework_names, names, missing
+        names = _weight_names(network, self._weights)
+        return names, names, []
+
+    def _nest(self, input_grads: list, weight_grads: list) -> Any:
+        position = self._grad_position
+        if self._weights is None:
+            return input_grads[0] if isinstance(position, int) else tuple(input_grads)
+        weights = weight_grads[0] if isinstance(self._weights, (Parameter, str)) else tuple(weight_grads)
+        if position is None:
+            return weights
+        inputs = input_grads[0] if isinstance(position, int) else tuple(input_grads)
+        return (inputs, weights)
+
+
+def _with_missing(grads: list, missing: list) -> list:
+    grads = list(grads)
+    for index, zeros in missing:
+        grads.insert(index, zeros)
+    return grads
+
+
+def _map_tree(fn, tree):
+    if isinstance(tree, tuple):
+        return tuple(_map_tree(fn, t) for t in tree)
+    if isinstance(tree, (int, str)):  # ids from return_ids
+        return tree
+    return fn(tree)
+
+
+def _to_numpy_tree(frontend, sens):
+    if isinstance(sens, (tuple, list)):
+        return type(sens)(frontend.to_numpy(list(sens)))
+    return frontend.to_numpy([sens])[0]
+
+
+class ForwardValueAndGrad:
+    """Forward value and gradients of a network: MindSpore's ``nn.ForwardValueAndGrad``.
+
+    ``fvg(*inputs)`` (or ``fvg(*inputs, sens)`` with ``sens_param=True``)
+    returns ``(forward_value, gradients)``. The forward value is an array, or a
+    tuple for several outputs. The gradients nest as in MindSpore 2.10:
+
+    - default: the gradient of the first input (an array);
+    - ``get_all``: a tuple with one gradient per network input;
+    - ``get_by_list``: a tuple with one gradient per weight;
+    - both: ``((input gradients), (weight gradients))``.
+
+    Int inputs get int zeros, except where they enter float math through a
+    Cast (then MindSpore's gradient, cast to the int dtype); inputs and weights
+    the outputs do not depend on get zeros.
+
+    Args:
+        network: a :class:`~onnxgrad.Network` or loss cell, a path to an ONNX
+            file, an ``onnx.ModelProto``, a MindSpore ``Cell`` or a PyTorch module.
+        weights: the weights to differentiate: a :class:`~onnxgrad.ParameterTuple`,
+            Parameters, initializer names, or framework Parameters for a
+            framework network.
+        get_all: return gradients of all inputs.
+        get_by_list: return gradients of ``weights``.
+        sens_param: the caller passes the sensitivity (the gradient of the
+            output) as the last argument: an array shaped and typed like the
+            output, or a tuple/list of them for several outputs. Otherwise it is
+            ``ones_like`` each output, and the contributions of several outputs add up.
+        providers: ONNX Runtime execution providers (names, or ``(name, options)``
+            tuples); default CPU.
+
+    Raises:
+        InputError: ``get_by_list`` without weights, unknown weights, and (when
+            called) wrong arguments or sensitivities.
+
+    Example:
+        >>> net = onnxgrad.nn.WithLossCell(onnxgrad.load("models/seed_net.onnx"),
+        ...                                onnxgrad.nn.SoftmaxCrossEntropyWithLogits())
+        >>> weights = onnxgrad.ParameterTuple(net.trainable_params())
+        >>> fvg = onnxgrad.ForwardValueAndGrad(net, weights, get_all=True, get_by_list=True)
+        >>> loss, ((dx, dlabel), (dweight,)) = fvg(np.ones([1, 2], np.float32), np.zeros([1, 2], np.float32))
+    """
+
+    def __init__(
+        self,
+        network: Any,
+        weights: Any = None,
+        get_all: bool = False,
+        get_by_list: bool = False,
+        sens_param: bool = False,
+        *,
+        providers: Any = None,
+    ) -> None:
+        if get_by_list and weights is None:
+            raise InputError(
+                "get_by_list=True needs weights: pass weights=ParameterTuple(net.trainable_params()) "
+                "(or an empty tuple for none)."
+            )
+        if get_all:
+            position: Any = _ALL
+        else:
+            position = None if get_by_list else 0
+        self.get_all, self.get_by_list, self.sens_param = get_all, get_by_list, sens_param
+        self.weights = weights
+        # Without get_by_list MindSpore ignores the weights.
+        self._fn = _GradFunction(
+            network, position, tuple(weights) if get_by_list else None, False, False, sens_param, providers
+        )
+
+    def __call__(self, *inputs: Any) -> tuple[Any, Any]:
+        """Runs forward and backward; see the class docstring for the nesting."""
+        return self._fn(*inputs)
+
+
+def value_and_grad(
+    fn: Any,
+    grad_position: int | tuple[int, ...] | None = 0,
+    weights: Any = None,
+    has_aux: bool = False,
+    return_ids: bool = False,
+    *,
+    providers: Any = None,
+):
+    """A function returning ``(value, gradients)``: MindSpore's ``ops.value_and_grad``.
+
+    Args:
+        fn: the network (anything :class:`ForwardValueAndGrad` takes).
+        grad_position: an input index (its gradient is returned bare), a tuple of
+            indices (a tuple of gradients), or None (no input gradients).
+        weights: a Parameter (its gradient bare), or a ParameterTuple / list of
+            Parameters or names (a tuple of gradients), or None.
+        has_aux: only the first output is differentiated; the value still holds
+            every output.
+        return_ids: each gradient becomes ``(input index or parameter name, gradient)``.
+        providers: ONNX Runtime execution providers; default CPU.
+
+    Returns:
+        ``f(*inputs) -> (value, grads)``; ``grads`` is the input part, the weight
+        part, or ``(input part, weight part)`` when both are asked for.
+
+    Raises:
+        InputError: both ``grad_position`` and ``weights`` are None.
+    """
+    if grad_position is None and weights is None:
+        raise InputError("grad_position and weights can not both be None: ask for input or weight gradients.")
+    if isinstance(grad_position, bool) or not (
+        grad_position is None or isinstance(grad_position, int) or (
+            isinstance(grad_position, tuple) and all(isinstance(p, int) for p in grad_position))
+    ):
+        raise InputError(f"grad_position must be an int, a tuple of ints or None, got {grad_position!r}.")
+    if weights is not None and not isinstance(weights, (Parameter, str)):
+        weights = tuple(weights)
+    grad_fn = _GradFunction(fn, grad_position, weights, has_aux, return_ids, False, providers)
+
+    def value_and_grad_fn(*inputs: Any) -> tuple[Any, Any]:
+        return grad_fn(*inputs)
+
+    return value_and_grad_fn

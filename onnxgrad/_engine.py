@@ -1,0 +1,215 @@
+"""The shared core of ``ForwardValueAndGrad``, ``value_and_grad`` and ``Network.__call__``.
+
+``run`` checks the arguments, compiles (once per spec and input signature) a
+gradient graph and a session, runs it, and returns flat lists: the forward
+values, one gradient per requested input, one per requested weight. How those
+lists nest is the facade's business.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+from onnxgrad import _gradient, _prepare
+from onnxgrad._network import Network
+from onnxgrad._session import Session, check_providers
+from onnxgrad.errors import InputError
+
+__all__ = ["GradSpec", "run", "forward", "check_arguments"]
+
+
+@dataclasses.dataclass(frozen=True)
+class GradSpec:
+    """What to differentiate.
+
+    Attributes:
+        inputs: positions of the inputs whose gradients are returned.
+        weights: names of the parameters whose gradients are returned.
+        sens: whether the caller passes the sensitivities.
+        contributing: outputs that feed the gradient (None: all).
+        providers: ONNX Runtime providers (hashable form).
+    """
+
+    inputs: tuple[int, ...] = ()
+    weights: tuple[str, ...] = ()
+    sens: bool = False
+    contributing: tuple[int, ...] | None = None
+    providers: tuple = ("CPUExecutionProvider",)
+
+
+@dataclasses.dataclass
+class _Compiled:
+    session: Session
+    prepared: _prepare.Prepared
+    n_outputs: int
+
+
+_FORWARD = GradSpec()
+
+
+def _hashable(providers: Any) -> tuple:
+    return tuple(
+        (p[0], tuple(sorted(p[1].items()))) if isinstance(p, tuple) else p for p in check_providers(providers)
+    )
+
+
+def make_spec(inputs=(), weights=(), sens=False, contributing=None, providers=None) -> GradSpec:
+    """A GradSpec with checked providers."""
+    return GradSpec(tuple(inputs), tuple(weights), bool(sens), contributing, _hashable(providers))
+
+
+def check_arguments(network: Network, args: Sequence[Any]) -> tuple[Network, list[np.ndarray]]:
+    """Checks the call arguments against the network's inputs.
+
+    Returns:
+        The network variant for these dtypes and the arguments as numpy arrays.
+
+    Raises:
+        InputError: wrong count, dtype or shape, naming the input and what it expects.
+    """
+    if len(args) != len(network.inputs):
+        names = [i.name for i in network.inputs]
+        raise InputError(
+            f"The network takes {len(names)} input(s) {names}, got {len(args)} argument(s): "
+            "pass one array per input (and the sensitivity last when sens_param=True)."
+        )
+    given = [a if isinstance(a, np.ndarray) else None for a in args]
+    dtypes = [g.dtype if g is not None else info.dtype for g, info in zip(given, network.inputs)]
+    network = network.variant(dtypes)
+    arrays = []
+    for arg, array, info in zip(args, given, network.inputs):
+        if array is None:
+            array = np.asarray(arg, dtype=info.dtype)
+        if array.dtype != info.dtype:
+            raise InputError(
+                f"Input {info.name!r} expects dtype {info.dtype}, got {array.dtype}: "
+                f"convert it with .astype(np.{info.dtype})."
+            )
+        if not info.accepts(array.shape):
+            raise InputError(
+                f"Input {info.name!r} expects shape {info.shape_text()}, got {list(array.shape)}: "
+                "pass an array of that shape (named sizes may vary)."
+            )
+        arrays.append(np.ascontiguousarray(array))
+    return network, arrays
+
+
+def _compile(network: Network, spec: GradSpec, arrays: list[np.ndarray]) -> _Compiled:
+    signature = tuple((a.shape, a.dtype.str) for a in arrays)
+    key = (spec, signature)
+    compiled = network._compiled.get(key)
+    if compiled is not None:
+        return compiled
+    params = network.parameters_dict()
+    shapes = {info.name: a.shape for info, a in zip(network.inputs, arrays)}
+    shapes.update({name: p.shape for name, p in params.items()})
+    prepared = _prepare.prepare(
+        network.model, [i.name for i in network.inputs], shapes, spec.inputs, spec.weights, spec.sens,
+        spec.contributing,
+    )
+    model = prepared.model
+    outputs = [o.name for o in network.outputs]
+    if prepared.xs:
+        model = _gradient.build_gradient_graph(model, _prepare.LOSS, prepared.xs)
+        outputs += [_gradient.grad_name(x) for x in prepared.xs]
+    buffers = {name: p.value for name, p in params.items()}
+    session = Session(model, list(_unhash(spec.providers)), buffers, outputs)
+    compiled = _Compiled(session, prepared, len(network.outputs))
+    network._compiled[key] = compiled
+    return compiled
+
+
+def _unhash(providers: tuple) -> list:
+    return [(p[0], dict(p[1])) if isinstance(p, tuple) else p for p in providers]
+
+
+def _check_sens(
+    network: Network, compiled: _Compiled, sens: Any, values: list[np.ndarray] | None = None
+) -> dict[int, np.ndarray]:
+    """Matches the caller's sensitivities to the outputs; returns them by output index."""
+    n = len(network.outputs)
+    if n == 1:
+        items = [sens]
+    elif isinstance(sens, (tuple, list)) and len(sens) == n:
+        items = list(sens)
+    else:
+        raise InputError(
+            f"The network has {n} outputs, so sens must be a tuple of {n} arrays, one per output; "
+            f"got {type(sens).__name__}."
+        )
+    checked = {}
+    for k, (item, info) in enumerate(zip(items, network.outputs)):
+        elem, shape = compiled.prepared.output_types[k]
+        if values is not None:
+            shape = values[k].shape
+        want_dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)) if elem else info.dtype
+        array = np.asarray(item) if isinstance(item, np.ndarray) else np.asarray(item, dtype=want_dtype)
+        if shape is not None and None not in shape:
+            shape = tuple(shape)
+            if array.shape != shape and not (shape == () and array.shape == (1,)):
+                raise InputError(
+                    f"The sensitivity of output {info.name!r} must have the output's shape {list(shape)} and "
+                    f"dtype {want_dtype}, got shape {list(array.shape)}: pass an array like the output."
+                )
+            array = array.reshape(shape)
+        if array.dtype != want_dtype:
+            raise InputError(
+                f"The sensitivity of output {info.name!r} must have dtype {want_dtype} (the output's), "
+                f"got {array.dtype}: convert it with .astype(np.{want_dtype})."
+            )
+        checked[k] = np.ascontiguousarray(array)
+    return checked
+
+
+def run(
+    network: Network, spec: GradSpec, args: Sequence[Any], sens: Any = None
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Runs forward and backward.
+
+    Args:
+        network: the network.
+        spec: what to differentiate.
+        args: the network inputs.
+        sens: the sensitivities (only with ``spec.sens``): an array for one
+            output, a tuple or list with one array per output otherwise.
+
+    Returns:
+        ``(values, input_grads, weight_grads)``: the forward outputs, one gradient
+        per ``spec.inputs`` entry and one per ``spec.weights`` entry.
+    """
+    network, arrays = check_arguments(network, args)
+    compiled = _compile(network, spec, arrays)
+    prepared = compiled.prepared
+    feeds = {info.name: a for info, a in zip(network.inputs, arrays)}
+    checked_sens = None
+    if spec.sens:
+        checked_sens = _check_sens(network, compiled, sens)
+        feeds.update({prepared.sens_inputs[k]: s for k, s in checked_sens.items() if k in prepared.sens_inputs})
+    results = compiled.session.run(feeds)
+    values = results[: compiled.n_outputs]
+    if spec.sens and any(shape is None or None in shape for _, shape in prepared.output_types):
+        _check_sens(network, compiled, sens, values)  # shapes only known now
+    grads = dict(zip(prepared.xs, results[compiled.n_outputs :]))
+
+    input_grads = []
+    for pos in spec.inputs:
+        array = arrays[pos]
+        total = np.zeros(array.shape, dtype=np.float64 if array.dtype.kind in "iub" else array.dtype)
+        for name in prepared.input_targets.get(pos, ()):
+            total = total + grads[name]
+        input_grads.append(total.astype(array.dtype) if total.dtype != array.dtype else total)
+    params = network.parameters_dict()
+    weight_grads = [
+        grads[name] if name in prepared.weight_targets else np.zeros_like(params[name].value) for name in spec.weights
+    ]
+    return values, input_grads, weight_grads
+
+
+def forward(network: Network, args: Sequence[Any]) -> np.ndarray | tuple[np.ndarray, ...]:
+    """The network's forward values: one array, or a tuple for several outputs."""
+    values, _, _ = run(network, _FORWARD, args)
+    return values[0] if len(values) == 1 else tuple(values)

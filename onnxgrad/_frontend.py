@@ -1,0 +1,100 @@
+"""How the facade talks to framework front-ends without importing a framework.
+
+A front-end (``onnxgrad.converters.mindspore``, ``onnxgrad.converters.torch``)
+wraps one framework object (a MindSpore ``Cell``, a PyTorch ``nn.Module``) in a
+:class:`Frontend`. The facade asks it to turn call arguments into numpy arrays,
+to export ONNX for a given argument signature, to copy the current parameter
+values into the network's buffers before each call, and to turn numpy results
+back into framework tensors.
+
+Converted models carry the map from framework parameter names to ONNX
+initializer names in ``metadata_props`` under :data:`PARAMETER_MAP_KEY`
+(a JSON object ``{framework_name: initializer_name}``, in parameter order);
+:func:`onnxgrad.load` reads it to decide which initializers are trainable.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import json
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+__all__ = ["Frontend", "PARAMETER_MAP_KEY", "frontend_for", "parameter_map", "set_parameter_map"]
+
+#: ``metadata_props`` key holding the JSON map framework parameter name -> initializer name.
+PARAMETER_MAP_KEY = "onnxgrad.parameter_map"
+
+# (top-level module of the object's class, module implementing its Frontend)
+_FRONTENDS = (
+    ("mindspore", "onnxgrad.converters.mindspore"),
+    ("torch", "onnxgrad.converters.torch"),
+)
+
+
+class Frontend(abc.ABC):
+    """One framework object, seen by the facade."""
+
+    @abc.abstractmethod
+    def to_numpy(self, args: Sequence[Any]) -> list[np.ndarray]:
+        """Turns call arguments (framework tensors or array-likes) into numpy arrays."""
+
+    @abc.abstractmethod
+    def export(self, args: Sequence[np.ndarray]) -> onnx.ModelProto:
+        """Exports the object for these argument shapes and dtypes.
+
+        The result carries the parameter map (see :func:`set_parameter_map`) and
+        takes the arguments as graph inputs, in order. For a loss cell the last
+        input is the label and the single output is the loss.
+        """
+
+    @abc.abstractmethod
+    def parameter_values(self) -> dict[str, np.ndarray]:
+        """Current values of the framework parameters, keyed by framework name."""
+
+    @abc.abstractmethod
+    def weight_names(self, weights: Any) -> list[str]:
+        """Framework names of ``weights`` (framework Parameters, a ParameterTuple, or names)."""
+
+    @abc.abstractmethod
+    def wants_framework_tensors(self, args: Sequence[Any]) -> bool:
+        """Whether results should be returned as framework tensors (the arguments were)."""
+
+    @abc.abstractmethod
+    def from_numpy(self, array: np.ndarray) -> Any:
+        """Turns one numpy result into a framework tensor."""
+
+
+def frontend_for(obj: Any) -> Frontend | None:
+    """Returns the Frontend for a framework object, or None if ``obj`` is not one.
+
+    Only looks at the class's module name, so no framework gets imported unless
+    the object already comes from it.
+    """
+    for cls in type(obj).__mro__:
+        top = cls.__module__.split(".", 1)[0]
+        for framework, module_name in _FRONTENDS:
+            if top == framework:
+                module = importlib.import_module(module_name)
+                return module.frontend(obj)
+    return None
+
+
+def parameter_map(model: onnx.ModelProto) -> dict[str, str] | None:
+    """Reads the framework-name -> initializer-name map a converter stored, if any."""
+    for prop in model.metadata_props:
+        if prop.key == PARAMETER_MAP_KEY:
+            return json.loads(prop.value)
+    return None
+
+
+def set_parameter_map(model: onnx.ModelProto, mapping: dict[str, str]) -> None:
+    """Stores the framework-name -> initializer-name map on a (converter-owned) model."""
+    for prop in model.metadata_props:
+        if prop.key == PARAMETER_MAP_KEY:
+            prop.value = json.dumps(mapping)
+            return
+    model.metadata_props.add(key=PARAMETER_MAP_KEY, value=json.dumps(mapping))

@@ -1,0 +1,126 @@
+"""The one module that uses onnxruntime-training's gradient graph builder.
+
+``build_gradient_graph`` takes a prepared model (see ``_prepare``) whose scalar
+loss is ``loss`` and returns it with a ``<x>_grad`` output for each name in
+``xs``. The builder seeds ``<loss>_grad`` with a scalar 1.0, which is why the
+loss must be a scalar; it lists its gradient outputs in no stable order, so
+callers find them by name with :func:`grad_name`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from typing import Iterable
+
+import onnx
+
+from onnxgrad import _custom_gradients
+from onnxgrad.errors import GradientBuildError, UnsupportedGradientError
+
+__all__ = ["GRAD_SUFFIX", "grad_name", "build_gradient_graph"]
+
+logger = logging.getLogger(__name__)
+
+#: The builder names the gradient of tensor ``x`` ``x + GRAD_SUFFIX``.
+GRAD_SUFFIX = "_grad"
+
+_registered: set[str] = set()
+_lock = threading.Lock()
+
+
+def grad_name(x: str) -> str:
+    """The output name holding the gradient of tensor ``x``."""
+    return x + GRAD_SUFFIX
+
+
+def _pybind():
+    # The pybind module, not onnxruntime.training: that one imports torch.
+    from onnxruntime.capi import _pybind_state
+
+    if not hasattr(_pybind_state, "GradientGraphBuilder"):
+        raise GradientBuildError(
+            "This onnxruntime has no gradient builder: uninstall onnxruntime and install "
+            "onnxruntime-training-cpu==1.19.2 (only one onnxruntime package may be installed)."
+        )
+    return _pybind_state
+
+
+def _attribute(C, name: str, value) -> object:
+    attribute = C.GradientNodeAttributeDefinition()
+    attribute.name = name
+    if isinstance(value, bool) or isinstance(value, int):
+        attribute.value_json, attribute.dtype = json.dumps(int(value)), "int"
+    elif isinstance(value, float):
+        attribute.value_json, attribute.dtype = json.dumps(value), "float"
+    elif isinstance(value, str):
+        attribute.value_json, attribute.dtype = json.dumps(value), "string"
+    else:
+        attribute.value_json, attribute.dtype = json.dumps([int(v) for v in value]), "int"
+    attribute.is_tensor = False
+    return attribute
+
+
+def _register_custom_gradients(C) -> None:
+    with _lock:
+        for gradient in _custom_gradients.all_gradients():
+            if gradient.key in _registered:
+                continue
+            definition = []
+            for spec in gradient.nodes:
+                node = C.GradientNodeDefinition()
+                node.op_type, node.domain = spec.op_type, spec.domain
+                # List fields must be assigned whole: appending to them is lost.
+                node.inputs = list(spec.inputs)
+                node.outputs = list(spec.outputs)
+                node.attributes = [_attribute(C, k, v) for k, v in spec.attributes.items()]
+                definition.append(node)
+            C.register_gradient_definition(gradient.key, definition)
+            if gradient.stop_inputs:
+                C.register_custom_stop_gradient_edges(gradient.key, set(gradient.stop_inputs))
+            _registered.add(gradient.key)
+
+
+_NO_GRADIENT = re.compile(r"(?:gradient builder|GradientBuilder)[^\n]*?(?:for|of) (?:op )?\W?(\w+)", re.I)
+
+
+def build_gradient_graph(model: onnx.ModelProto, loss: str, xs: Iterable[str]) -> onnx.ModelProto:
+    """Adds backward nodes computing d(loss)/d(x) for each ``x`` in ``xs``.
+
+    Args:
+        model: a prepared model with a scalar output ``loss``.
+        loss: the scalar to differentiate.
+        xs: tensor names (graph inputs or intermediate tensors) that reach ``loss``.
+
+    Returns:
+        A new model: the same outputs plus ``grad_name(x)`` for each x.
+
+    Raises:
+        UnsupportedGradientError: an op on the path has no gradient.
+        GradientBuildError: the builder failed otherwise.
+    """
+    C = _pybind()
+    _register_custom_gradients(C)
+    try:
+        builder = C.GradientGraphBuilder(model.SerializeToString(), {loss}, set(xs), loss)
+        builder.build()
+        return onnx.load_from_string(builder.get_model())
+    except Exception as err:  # pybind raises RuntimeError/Fail with ORT's text
+        text = str(err)
+        op = _NO_GRADIENT.search(text)
+        if op or "is not registered" in text or "not supported" in text.lower():
+            raise UnsupportedGradientError(
+                f"onnxruntime-training has no gradient for an op on the path to the output ({_short(text)}). "
+                "Replace that op in the model, or report it so onnxgrad can rewrite it."
+            ) from err
+        raise GradientBuildError(
+            f"onnxruntime-training could not build the gradient graph: {_short(text)}. "
+            "Check the model with `onnxgrad inspect`; if it is valid ONNX, please report this."
+        ) from err
+
+
+def _short(text: str) -> str:
+    # ORT prefixes messages with its source location; keep the last, meaningful part.
+    return text.strip().splitlines()[-1].split(" : ")[-1][:500] if text.strip() else "no message"

@@ -1,0 +1,189 @@
+"""Small helpers for reading and writing ONNX graphs: tensor metadata, unique
+names, and node emitters that follow the model's opset (ReduceSum and
+Unsqueeze moved ``axes`` from an attribute to an input in opset 13)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Iterable, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+__all__ = ["TensorInfo", "GraphWriter", "default_opset", "tensor_infos", "FLOAT_TYPES"]
+
+#: ONNX element types treated as differentiable.
+FLOAT_TYPES = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape and dtype of a graph input or output.
+
+    Attributes:
+        name: the ONNX tensor name.
+        shape: one entry per axis: an ``int`` for a fixed size, a ``str`` for a
+            named symbolic size, ``None`` for an unknown one; ``None`` instead of a
+            tuple when even the rank is unknown.
+        dtype: the numpy dtype.
+    """
+
+    name: str
+    shape: tuple[int | str | None, ...] | None
+    dtype: np.dtype
+
+    @property
+    def elem_type(self) -> int:
+        """The ONNX ``TensorProto`` element type."""
+        return helper.np_dtype_to_tensor_dtype(self.dtype)
+
+    @property
+    def is_float(self) -> bool:
+        """Whether gradients can flow through this tensor."""
+        return self.elem_type in FLOAT_TYPES
+
+    def accepts(self, shape: Sequence[int]) -> bool:
+        """Whether a concrete ``shape`` fits this (possibly symbolic) shape."""
+        if self.shape is None:
+            return True
+        return len(shape) == len(self.shape) and all(
+            not isinstance(want, int) or want == got for want, got in zip(self.shape, shape)
+        )
+
+    def shape_text(self) -> str:
+        """The shape as a user would write it, symbolic sizes by name."""
+        if self.shape is None:
+            return "any shape"
+        return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+
+    @classmethod
+    def from_value_info(cls, value_info: onnx.ValueInfoProto) -> TensorInfo:
+        """Reads a graph input or output declaration."""
+        tensor_type = value_info.type.tensor_type
+        shape: tuple[int | str | None, ...] | None = None
+        if tensor_type.HasField("shape"):
+            shape = tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
+            )
+        return cls(value_info.name, shape, np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)))
+
+
+def tensor_infos(value_infos: Iterable[onnx.ValueInfoProto], exclude: Iterable[str] = ()) -> tuple[TensorInfo, ...]:
+    """TensorInfo for each declaration whose name is not in ``exclude``."""
+    skip = set(exclude)
+    return tuple(TensorInfo.from_value_info(v) for v in value_infos if v.name not in skip)
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The model's opset for the default ONNX domain."""
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            return opset.version
+    raise ValueError("model imports no default-domain opset")
+
+
+class GraphWriter:
+    """Emits nodes into a graph with unique names, following the graph's opset.
+
+    Args:
+        graph: the graph to append nodes and initializers to.
+        opset: the default-domain opset of the model.
+        prefix: prefix for generated tensor names.
+        model: the model owning ``graph``, needed to add functions.
+        inline_constants: emit constants as Constant nodes (function bodies
+            cannot hold initializers).
+    """
+
+    def __init__(
+        self,
+        graph: onnx.GraphProto,
+        opset: int,
+        prefix: str = "onnxgrad",
+        model: onnx.ModelProto | None = None,
+        inline_constants: bool = False,
+    ) -> None:
+        self.graph = graph
+        self.inline_constants = inline_constants
+        self.opset = opset
+        self.model = model
+        #: Where new nodes go; point it at another list to splice nodes in elsewhere.
+        self.nodes = graph.node
+        self._prefix = prefix
+        self._taken = {name for node in graph.node for name in itertools.chain(node.input, node.output)}
+        self._taken.update(v.name for v in itertools.chain(graph.input, graph.output, graph.initializer))
+        self._counter = itertools.count()
+
+    def fresh(self, hint: str) -> str:
+        """A tensor name not used in the graph yet."""
+        while True:
+            name = f"{self._prefix}/{hint}_{next(self._counter)}"
+            if name not in self._taken:
+                self._taken.add(name)
+                return name
+
+    def node(self, op_type: str, inputs: Sequence[str], outputs: int | Sequence[str] = 1, **attrs) -> list[str]:
+        """Appends one node; returns its output names (fresh ones when ``outputs`` is a count)."""
+        domain = attrs.pop("domain", "")
+        if isinstance(outputs, int):
+            outputs = [self.fresh(op_type.lower()) for _ in range(outputs)]
+        else:
+            self._taken.update(outputs)
+        self.nodes.append(
+            helper.make_node(op_type, list(inputs), list(outputs), name=self.fresh(op_type), domain=domain, **attrs)
+        )
+        return list(outputs)
+
+    def op(self, op_type: str, *inputs: str, **attrs) -> str:
+        """Appends a one-output node and returns the output's name."""
+        return self.node(op_type, inputs, 1, **attrs)[0]
+
+    def constant(self, value: np.ndarray | float | int | Sequence, dtype: np.dtype | type | None = None) -> str:
+        """Adds an initializer holding ``value``; returns its name."""
+        array = np.asarray(value, dtype=dtype)
+        name = self.fresh("const")
+        if self.inline_constants:
+            self.node("Constant", [], [name], value=numpy_helper.from_array(array, name))
+        else:
+            self.graph.initializer.append(numpy_helper.from_array(array, name))
+        return name
+
+    def reduce(self, op_type: str, x: str, axes: Sequence[int] | None, keepdims: bool) -> str:
+        """A Reduce* node over ``axes`` (all axes when None), in the right opset form."""
+        keep = int(keepdims)
+        # ReduceSum moved axes to an input in opset 13, the other reductions in 18.
+        axes_as_input = self.opset >= (13 if op_type == "ReduceSum" else 18)
+        if axes is None:
+            return self.op(op_type, x, keepdims=keep)
+        if axes_as_input:
+            return self.op(op_type, x, self.constant(list(axes), np.int64), keepdims=keep)
+        return self.op(op_type, x, axes=list(axes), keepdims=keep)
+
+    def unsqueeze(self, x: str, axes: Sequence[int]) -> str:
+        """Unsqueeze in the right opset form."""
+        if self.opset >= 13:
+            return self.op("Unsqueeze", x, self.constant(list(axes), np.int64))
+        return self.op("Unsqueeze", x, axes=list(axes))
+
+    def squeeze(self, x: str, axes: Sequence[int]) -> str:
+        """Squeeze in the right opset form."""
+        if self.opset >= 13:
+            return self.op("Squeeze", x, self.constant(list(axes), np.int64))
+        return self.op("Squeeze", x, axes=list(axes))
+
+    def add_function(self, function: onnx.FunctionProto) -> None:
+        """Adds a model-local function (once) and imports its domain."""
+        if self.model is None:
+            raise ValueError("this GraphWriter has no model to add functions to")
+        if any(f.domain == function.domain and f.name == function.name for f in self.model.functions):
+            return
+        self.model.functions.append(function)
+        if all(o.domain != function.domain for o in self.model.opset_import):
+            self.model.opset_import.append(helper.make_opsetid(function.domain, 1))
+
+    def cast(self, x: str, dtype: np.dtype) -> str:
+        """Cast to a numpy dtype."""
+        return self.op("Cast", x, to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))

@@ -1,0 +1,229 @@
+"""Networks over ONNX graphs: :func:`load`, :class:`Network`, :class:`Parameter`.
+
+A Network owns a private copy of the model. Its trainable initializers are
+moved out of the graph into :class:`Parameter` buffers and become graph inputs
+(after the user inputs), so that every session reads the current values
+without copies and an optimizer can update them in place.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxgrad import _frontend, _versions
+from onnxgrad._graph import FLOAT_TYPES, TensorInfo, tensor_infos
+from onnxgrad.errors import InputError, ModelError
+
+__all__ = ["Parameter", "ParameterTuple", "Network", "load"]
+
+
+class Parameter:
+    """A trainable weight of a :class:`Network`: an ONNX initializer's value.
+
+    The array is owned by the network and bound to its ONNX Runtime sessions;
+    assign through :attr:`value` or :meth:`set_data` (both copy into the same
+    buffer), or update ``param.value`` in place, and the next call sees it.
+
+    Args:
+        value: the initial value (copied).
+        name: the ONNX initializer name.
+    """
+
+    __slots__ = ("name", "_value")
+
+    def __init__(self, value: Any, name: str) -> None:
+        self.name = name
+        self._value = np.array(value, order="C", copy=True)
+
+    @property
+    def value(self) -> np.ndarray:
+        """The live buffer (not a copy): in-place updates are seen by the next call."""
+        return self._value
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        self.set_data(new)
+
+    def set_data(self, new: Any) -> None:
+        """Copies ``new`` into the parameter's buffer; shape and dtype must match."""
+        array = np.asarray(new)
+        if array.shape != self._value.shape:
+            raise InputError(
+                f"Parameter {self.name!r} has shape {list(self._value.shape)}, got a value of shape "
+                f"{list(array.shape)}: pass an array of the parameter's shape."
+            )
+        if array.dtype != self._value.dtype:
+            raise InputError(
+                f"Parameter {self.name!r} has dtype {self._value.dtype}, got {array.dtype}: "
+                f"convert with .astype(np.{self._value.dtype})."
+            )
+        np.copyto(self._value, array)
+
+    def asnumpy(self) -> np.ndarray:
+        """A copy of the current value (MindSpore's spelling)."""
+        return self._value.copy()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The parameter's shape."""
+        return self._value.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The parameter's numpy dtype."""
+        return self._value.dtype
+
+    def __repr__(self) -> str:
+        return f"Parameter(name={self.name!r}, shape={list(self.shape)}, dtype={self.dtype})"
+
+
+class ParameterTuple(tuple):
+    """A tuple of :class:`Parameter` with unique names, like MindSpore's ``ParameterTuple``."""
+
+    def __new__(cls, iterable: Iterable[Parameter] = ()) -> ParameterTuple:
+        items = tuple(iterable)
+        seen = set()
+        for item in items:
+            if not isinstance(item, Parameter):
+                raise InputError(
+                    f"ParameterTuple holds onnxgrad.Parameter objects, got {type(item).__name__}: "
+                    "take them from network.trainable_params()."
+                )
+            if item.name in seen:
+                raise InputError(f"ParameterTuple has {item.name!r} twice: pass each parameter once.")
+            seen.add(item.name)
+        return super().__new__(cls, items)
+
+
+class Network:
+    """A network over an ONNX graph: MindSpore's ``Cell`` for ONNX models.
+
+    Build one with :func:`load`. Calling it runs the forward pass on ONNX Runtime.
+
+    Attributes:
+        inputs: the graph inputs the caller passes, in order.
+        outputs: the graph outputs, in order.
+    """
+
+    def __init__(self, model: onnx.ModelProto, parameters: Sequence[Parameter]) -> None:
+        self._model = model  # private, weight-free: trainable initializers are graph inputs
+        self._parameters = {p.name: p for p in parameters}
+        # Old IR versions also list initializers as graph inputs: those are not arguments.
+        names = set(self._parameters) | {init.name for init in model.graph.initializer}
+        self.inputs: tuple[TensorInfo, ...] = tensor_infos(model.graph.input, exclude=names)
+        self.outputs: tuple[TensorInfo, ...] = tensor_infos(model.graph.output)
+        # Compiled gradient graphs and sessions, keyed by spec and input signature (see _engine).
+        self._compiled: dict[Any, Any] = {}
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        """The network's graph, with trainable weights as graph inputs (do not modify)."""
+        return self._model
+
+    def trainable_params(self) -> list[Parameter]:
+        """The trainable weights, in graph order."""
+        return list(self._parameters.values())
+
+    def parameters_dict(self) -> dict[str, Parameter]:
+        """The trainable weights by initializer name."""
+        return dict(self._parameters)
+
+    def variant(self, dtypes: Sequence[np.dtype]) -> Network:
+        """The network to run for arguments of these dtypes (itself, except for loss cells)."""
+        return self
+
+    def __call__(self, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Runs the forward pass; returns one array, or a tuple for several outputs."""
+        from onnxgrad import _engine
+
+        return _engine.forward(self, inputs)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{i.name}: {i.dtype}{i.shape_text()}" for i in self.inputs)
+        outs = ", ".join(f"{o.name}: {o.dtype}{o.shape_text()}" for o in self.outputs)
+        return f"Network(({ins}) -> ({outs}), {len(self._parameters)} parameters)"
+
+
+def _read_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return copy
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise ModelError(f"No model file at {path!r}: check the path.")
+        try:
+            return onnx.load(path)
+        except Exception as err:  # protobuf DecodeError and friends
+            raise ModelError(
+                f"{path!r} is not a readable ONNX model ({type(err).__name__}: {err}): "
+                "pass a .onnx file written by onnx.save or an exporter."
+            ) from err
+    raise ModelError(
+        f"load() takes a path or an onnx.ModelProto, got {type(model).__name__}: "
+        "for a MindSpore Cell or PyTorch module pass it to ForwardValueAndGrad directly."
+    )
+
+
+def load(model: str | os.PathLike | onnx.ModelProto, parameters: Sequence[str] | None = None) -> Network:
+    """Loads an ONNX model as a :class:`Network`.
+
+    Neither the file nor the ModelProto is modified. Models above IR version 10
+    or opset 21 are converted down to what onnxruntime-training accepts.
+
+    Args:
+        model: a path to an ``.onnx`` file (external data next to it is read) or
+            an ``onnx.ModelProto``.
+        parameters: names of the initializers that are trainable weights. By
+            default, the names recorded by an onnxgrad converter, or else every
+            floating-point initializer.
+
+    Returns:
+        The network.
+
+    Raises:
+        ModelError: the file cannot be read, the model is invalid or cannot be
+            converted to a supported IR/opset, or ``parameters`` names an unknown
+            initializer.
+
+    Example:
+        >>> net = onnxgrad.load("models/seed_net.onnx")
+        >>> [p.name for p in net.trainable_params()]
+        ['weight']
+    """
+    proto = _read_model(model)
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as err:
+        raise ModelError(f"The model is not valid ONNX: {err}. Fix the model (onnx.checker.check_model).") from err
+    proto = _versions.normalize(proto)
+
+    graph = proto.graph
+    initializers = {init.name: init for init in graph.initializer}
+    if parameters is None:
+        mapped = _frontend.parameter_map(proto)
+        if mapped is not None:
+            parameters = list(mapped.values())
+        else:
+            parameters = [i.name for i in graph.initializer if i.data_type in FLOAT_TYPES]
+    unknown = [name for name in parameters if name not in initializers]
+    if unknown:
+        raise ModelError(f"parameters {unknown} are not initializers of the model; known: {sorted(initializers)}.")
+    wanted = set(parameters)
+    params = [Parameter(numpy_helper.to_array(initializers[name]), name) for name in initializers if name in wanted]
+
+    # Trainable initializers become graph inputs (after the user inputs).
+    declared = {v.name for v in graph.input}
+    kept = [init for init in graph.initializer if init.name not in wanted]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    for p in params:
+        if p.name not in declared:
+            graph.input.append(onnx.helper.make_tensor_value_info(p.name, initializers[p.name].data_type, p.shape))
+    return Network(proto, params)

@@ -1,0 +1,246 @@
+"""Graph preparation: from a network's graph to the model the builder gets.
+
+The graph contract (the only place it is written down):
+
+- **Inputs**: the network's inputs in order, then its trainable parameters
+  (by initializer name), then, with caller-given sensitivities, one input
+  ``SENS_PREFIX + str(k)`` for each floating-point output ``k`` that
+  contributes to the gradient, shaped like that output.
+- **Outputs**: the network's outputs in order, then ``LOSS`` (the scalar the
+  builder differentiates), then ``grad_name(x)`` for each differentiated
+  tensor ``x`` (see ``_gradient``).
+- ``LOSS = sum_k ReduceSum(output_k * sens_k)`` over the contributing outputs;
+  without caller-given sensitivities ``sens_k`` is ones, which is
+  ``ReduceSum(output_k)``: MindSpore's ``ones_like(outputs)`` seeding.
+- Gradients of int inputs: an int input has no gradient, except where it
+  enters float math through a Cast: then its gradient is the sum of the
+  gradients of those Cast outputs, cast back (MindSpore does this).
+
+Preparation also fixes what the builder cannot take: input shapes are made
+concrete for the call's signature (ORT's Mul and AveragePool gradients break
+on symbolic batch sizes), ops without (correct) gradients are rewritten,
+optional outputs are declared, and a tensor fed twice to one node gets an
+Identity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, shape_inference
+
+from onnxgrad import _custom_gradients
+from onnxgrad._graph import FLOAT_TYPES, GraphWriter, default_opset
+from onnxgrad._rewrites import apply_rewrites
+
+__all__ = ["LOSS", "SENS_PREFIX", "Prepared", "prepare", "infer_types"]
+
+LOSS = "onnxgrad/loss"
+SENS_PREFIX = "onnxgrad/sens_"
+
+# Input edges no gradient flows through (besides non-float tensors), by op type.
+_STOP_EDGES: dict[str, frozenset[int]] = {
+    op: frozenset(idx)
+    for op, idx in {
+        "Shape": {0}, "Size": {0}, "Reshape": {1}, "Expand": {1}, "Tile": {1}, "Slice": {1, 2, 3, 4},
+        "Gather": {1}, "GatherElements": {1}, "GatherND": {1}, "ScatterElements": {1}, "Where": {0},
+        "TopK": {1}, "Resize": {1, 2, 3}, "Pad": {1, 2}, "Squeeze": {1}, "Unsqueeze": {1},
+        "ReduceSum": {1}, "ReduceMean": {1}, "ReduceMax": {1}, "ReduceMin": {1}, "Split": {1},
+        "Dropout": {1, 2}, "SoftmaxCrossEntropyLoss": {1, 2}, "ConstantOfShape": {0}, "Range": {0, 1, 2},
+        "OneHot": {0, 1, 2}, "NonZero": {0}, "Clip": {1, 2},
+    }.items()
+}
+
+# Optional outputs the builder needs declared: (op type, number of outputs).
+_OPTIONAL_OUTPUTS = {"LayerNormalization": 3, "SoftmaxCrossEntropyLoss": 2}
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A model ready for the gradient builder, and how to read it.
+
+    Attributes:
+        model: the model (outputs: network outputs, then ``LOSS`` if ``xs``).
+        xs: the tensors to differentiate, in order.
+        input_targets: for each requested input position, the tensors whose
+            gradients sum up to its gradient (empty: zeros).
+        weight_targets: requested weights that reach the loss.
+        sens_inputs: ``{output index: sens input name}``.
+        output_types: ``(elem_type, shape or None)`` for each network output.
+    """
+
+    model: onnx.ModelProto
+    xs: list[str]
+    input_targets: dict[int, list[str]]
+    weight_targets: set[str]
+    sens_inputs: dict[int, str]
+    output_types: list[tuple[int, tuple | None]]
+
+
+def infer_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple | None]]:
+    """``{tensor: (elem_type, shape)}`` for every tensor ONNX shape inference types."""
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # inference is a help, never a requirement
+        inferred = model
+    graph = inferred.graph
+    types: dict[str, tuple[int, tuple | None]] = {}
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        tensor = value.type.tensor_type
+        shape = None
+        if tensor.HasField("shape"):
+            shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        types[value.name] = (tensor.elem_type, shape)
+    for init in graph.initializer:
+        types[init.name] = (init.data_type, tuple(init.dims))
+    return types
+
+
+def _concretize(graph: onnx.GraphProto, shapes: dict[str, Sequence[int]]) -> None:
+    for value in graph.input:
+        if value.name in shapes:
+            dims = value.type.tensor_type.shape.dim
+            del dims[:]
+            for size in shapes[value.name]:
+                dims.add().dim_value = int(size)
+    # Old declarations may disagree with the concrete shapes; inference recomputes them.
+    del graph.value_info[:]
+    for value in graph.output:
+        value.type.tensor_type.ClearField("shape")
+
+
+def _declare_optional_outputs(graph: onnx.GraphProto, w: GraphWriter) -> None:
+    for node in graph.node:
+        wanted = _OPTIONAL_OUTPUTS.get(node.op_type)
+        if wanted and node.domain in ("", "ai.onnx"):
+            while len(node.output) < wanted:
+                node.output.append("")
+            for i in range(1, wanted):
+                if not node.output[i]:
+                    node.output[i] = w.fresh(f"{node.op_type}_out{i}")
+
+
+def _split_duplicate_inputs(graph: onnx.GraphProto, w: GraphWriter) -> None:
+    # The builder refuses a tensor feeding one node twice (Mul(x, x)).
+    new_nodes = []
+    for node in graph.node:
+        seen = set()
+        for i, name in enumerate(node.input):
+            if not name:
+                continue
+            if name in seen:
+                copy = w.fresh("dup")
+                new_nodes.append(helper.make_node("Identity", [name], [copy], name=w.fresh("Identity")))
+                node.input[i] = copy
+            seen.add(name)
+        new_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+
+
+def _gradient_sources(graph: onnx.GraphProto, targets: set[str], types: dict) -> set[str]:
+    """Tensors that a gradient flows back to from ``targets`` (through float edges only)."""
+    producer = {out: node for node in graph.node for out in node.output if out}
+    found = set(targets)
+    stack = list(targets)
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None:
+            continue
+        if node.domain == _custom_gradients.DOMAIN:
+            stopped = _custom_gradients.stop_edges(node.op_type)
+        else:
+            stopped = _STOP_EDGES.get(node.op_type, frozenset())
+        for i, name in enumerate(node.input):
+            elem = types.get(name, (onnx.TensorProto.FLOAT, None))[0]
+            if name and i not in stopped and name not in found and (elem in FLOAT_TYPES or elem == 0):
+                found.add(name)
+                stack.append(name)
+    return found
+
+
+def prepare(
+    model: onnx.ModelProto,
+    input_names: Sequence[str],
+    shapes: dict[str, Sequence[int]],
+    grad_inputs: Sequence[int],
+    grad_weights: Sequence[str],
+    sens: bool,
+    contributing: Sequence[int] | None,
+) -> Prepared:
+    """Builds the model the gradient builder gets, for one call signature.
+
+    Args:
+        model: the network's weight-free graph (not modified).
+        input_names: the network's input names, in order.
+        shapes: concrete shape of every graph input (network inputs and parameters).
+        grad_inputs: positions of inputs whose gradients are wanted.
+        grad_weights: parameter names whose gradients are wanted.
+        sens: whether sensitivities are graph inputs (else ones).
+        contributing: output indices that feed the loss (None: all).
+
+    Returns:
+        The prepared model and how to read its gradients.
+    """
+    prepared = onnx.ModelProto()
+    prepared.CopyFrom(model)
+    graph = prepared.graph
+    w = GraphWriter(graph, default_opset(prepared), model=prepared)
+    _concretize(graph, shapes)
+    types = infer_types(prepared)
+    apply_rewrites(prepared, w, types)
+    _declare_optional_outputs(graph, w)
+    _split_duplicate_inputs(graph, w)
+    types = infer_types(prepared)
+
+    outputs = [o.name for o in graph.output]
+    output_types = [types.get(name, (o.type.tensor_type.elem_type, None)) for name, o in zip(outputs, graph.output)]
+    indices = range(len(outputs)) if contributing is None else contributing
+    differentiable = [k for k in indices if output_types[k][0] in FLOAT_TYPES]
+
+    # Which tensors to differentiate: float inputs themselves, int inputs through their Casts.
+    input_candidates: dict[int, list[str]] = {}
+    for pos in grad_inputs:
+        name = input_names[pos]
+        if types.get(name, (0,))[0] in FLOAT_TYPES:
+            input_candidates[pos] = [name]
+        else:
+            input_candidates[pos] = [
+                node.output[0]
+                for node in graph.node
+                if node.op_type == "Cast" and node.input[0] == name and types.get(node.output[0], (0,))[0] in FLOAT_TYPES
+            ]
+
+    sens_inputs: dict[int, str] = {}
+    terms = []
+    for k in differentiable:
+        out = outputs[k]
+        if sens:
+            sens_name = SENS_PREFIX + str(k)
+            elem, shape = output_types[k]
+            graph.input.append(helper.make_tensor_value_info(sens_name, elem, shape))
+            sens_inputs[k] = sens_name
+            out = w.op("Mul", out, sens_name)
+        terms.append(w.reduce("ReduceSum", out, None, keepdims=False))
+
+    xs: list[str] = []
+    input_targets: dict[int, list[str]] = {pos: [] for pos in grad_inputs}
+    weight_targets: set[str] = set()
+    if terms:
+        loss = terms[0]
+        for term in terms[1:]:
+            loss = w.op("Add", loss, term)
+        w.node("Identity", [loss], [LOSS])
+        graph.output.append(helper.make_tensor_value_info(LOSS, output_types[differentiable[0]][0], []))
+        sources = _gradient_sources(graph, {outputs[k] for k in differentiable}, types)
+        for pos, names in input_candidates.items():
+            input_targets[pos] = [n for n in names if n in sources]
+        weight_targets = {name for name in grad_weights if name in sources}
+        # dict.fromkeys: de-duplicated, in a stable order.
+        wanted = [n for names in input_targets.values() for n in names] + [n for n in grad_weights if n in sources]
+        xs = list(dict.fromkeys(wanted))
+    return Prepared(prepared, xs, input_targets, weight_targets, sens_inputs, output_types)

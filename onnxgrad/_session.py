@@ -1,0 +1,95 @@
+"""The one module that opens ONNX Runtime sessions.
+
+A :class:`Session` binds the network's parameter buffers once, by pointer, so a
+call copies no weights and sees in-place updates; only the call's inputs are
+bound per call.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxgrad.errors import InputError, RuntimeFailure
+
+__all__ = ["Session", "check_providers"]
+
+logger = logging.getLogger(__name__)
+
+Providers = Sequence[str | tuple[str, Mapping[str, Any]]] | None
+
+
+def check_providers(providers: Providers) -> list:
+    """Validates ONNX Runtime provider names (with options); defaults to the CPU."""
+    if providers is None:
+        return ["CPUExecutionProvider"]
+    if isinstance(providers, str):
+        providers = [providers]
+    available = ort.get_available_providers()
+    checked = []
+    for entry in providers:
+        name = entry[0] if isinstance(entry, tuple) else entry
+        if name not in available:
+            raise InputError(
+                f"Execution provider {name!r} is not available in this onnxruntime build; available: {available}. "
+                "Install the matching onnxruntime-training build or choose another provider."
+            )
+        checked.append(entry)
+    return checked
+
+
+class Session:
+    """An ORT session over one (gradient) graph with parameters bound once.
+
+    Args:
+        model: the model to run.
+        providers: checked provider list (see :func:`check_providers`).
+        parameters: ``{graph input name: buffer}`` bound by pointer for the
+            session's lifetime; the buffers must stay alive and C-contiguous.
+        outputs: the output names to fetch, in order.
+    """
+
+    def __init__(
+        self, model: onnx.ModelProto, providers: list, parameters: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> None:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+        except Exception as err:
+            raise RuntimeFailure(
+                f"ONNX Runtime could not create a session for the graph: {_last_line(err)}. "
+                "Check the model with `onnxgrad inspect`; if it is valid ONNX, please report this."
+            ) from err
+        graph_inputs = {i.name for i in self._session.get_inputs()}
+        self._parameters = {name: buf for name, buf in parameters.items() if name in graph_inputs}
+        self._outputs = list(outputs)
+        self._binding = self._session.io_binding()
+        for name, buffer in self._parameters.items():
+            self._binding.bind_input(name, "cpu", 0, buffer.dtype, list(buffer.shape), buffer.ctypes.data)
+        for name in self._outputs:
+            self._binding.bind_output(name, "cpu")
+        self.input_names = graph_inputs - set(self._parameters)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Runs the graph on ``feeds`` (the non-parameter inputs); returns the outputs in order."""
+        for name, array in feeds.items():
+            if name in self.input_names:
+                self._binding.bind_cpu_input(name, array)
+        try:
+            self._session.run_with_iobinding(self._binding)
+        except Exception as err:
+            raise RuntimeFailure(
+                f"ONNX Runtime failed while running the graph: {_last_line(err)}. "
+                "Check the input values and shapes; if they are right, please report this."
+            ) from err
+        return self._binding.copy_outputs_to_cpu()
+
+
+def _last_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[-1][:500] if text else type(err).__name__

@@ -1,0 +1,41 @@
+"""Bringing models within what onnxruntime-training's gradient builder accepts."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import version_converter
+
+from onnxgrad._graph import default_opset
+from onnxgrad.errors import ModelError
+
+__all__ = ["MAX_IR_VERSION", "MAX_OPSET", "normalize"]
+
+#: The newest IR version and default-domain opset onnxruntime-training 1.19 builds gradients for.
+MAX_IR_VERSION = 10
+MAX_OPSET = 21
+
+
+def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Converts an (onnxgrad-owned) model down to IR <= 10 and opset <= 21.
+
+    Returns the same object when nothing needs converting.
+
+    Raises:
+        ModelError: the model uses ops that cannot be expressed in opset 21.
+    """
+    try:
+        opset = default_opset(model)
+    except ValueError as err:
+        raise ModelError("The model imports no default ONNX opset: add an opset_import for domain ''.") from err
+    if opset > MAX_OPSET:
+        try:
+            model = version_converter.convert_version(model, MAX_OPSET)
+        except Exception as err:
+            raise ModelError(
+                f"The model uses opset {opset}; onnxruntime-training supports opset <= {MAX_OPSET} and the "
+                f"conversion failed ({err}). Re-export the model with opset {MAX_OPSET} or lower."
+            ) from err
+    if model.ir_version > MAX_IR_VERSION:
+        # IR 11 adds nothing a converted opset-21 graph needs; the field is what the builder checks.
+        model.ir_version = MAX_IR_VERSION
+    return model

@@ -1,0 +1,160 @@
+"""Losses as ONNX subgraphs, and :class:`WithLossCell`.
+
+A loss is one small unit: a :class:`LossFn` subclass that says which label
+dtypes it takes and emits the nodes computing the per-element loss from
+``logits`` and ``label``; the base class applies MindSpore's reduction.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxgrad._graph import GraphWriter, TensorInfo, default_opset
+from onnxgrad._network import Network, load
+from onnxgrad.errors import InputError
+
+__all__ = ["LossFn", "attach_loss", "WithLossCell", "LABEL", "LOSS_OUTPUT"]
+
+#: Names of the label input and loss output a loss attaches (made unique if taken).
+LABEL = "label"
+LOSS_OUTPUT = "loss"
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+class LossFn(abc.ABC):
+    """Base of the losses in ``onnxgrad.nn``.
+
+    Args:
+        reduction: ``'none'``, ``'mean'`` or ``'sum'`` over all loss elements.
+    """
+
+    def __init__(self, reduction: str = "mean") -> None:
+        if reduction not in _REDUCTIONS:
+            raise InputError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
+        self.reduction = reduction
+
+    def label_dtypes(self) -> tuple[np.dtype, ...]:
+        """Label dtypes the loss takes; the first is the default."""
+        return (np.dtype(np.float32),)
+
+    def label_shape(self, logits: TensorInfo) -> tuple | None:
+        """The label's shape for logits of this shape (default: the same)."""
+        return logits.shape
+
+    @abc.abstractmethod
+    def build(self, w: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
+        """Emits the unreduced loss; returns its tensor name."""
+
+    def reduce(self, w: GraphWriter, loss: str) -> str:
+        """Applies the reduction (MindSpore's ``LossBase.get_loss``)."""
+        if self.reduction == "mean":
+            return w.reduce("ReduceMean", loss, None, keepdims=False)
+        if self.reduction == "sum":
+            return w.reduce("ReduceSum", loss, None, keepdims=False)
+        return loss
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+def attach_loss(model: onnx.ModelProto, loss_fn: LossFn, label_dtype: Any = None) -> onnx.ModelProto:
+    """Appends a loss to a one-output model.
+
+    Args:
+        model: the backbone (not modified); its single output is the logits.
+        loss_fn: the loss.
+        label_dtype: the label's dtype (default: the loss's first).
+
+    Returns:
+        A new model taking the backbone's inputs then the label, with the loss
+        as its only output.
+
+    Raises:
+        InputError: the backbone has several outputs, or the loss does not take
+            labels of ``label_dtype``.
+    """
+    if len(model.graph.output) != 1:
+        raise InputError(
+            f"A loss needs a backbone with one output, this one has {len(model.graph.output)}: "
+            "export a backbone that returns only the logits."
+        )
+    allowed = loss_fn.label_dtypes()
+    dtype = np.dtype(label_dtype) if label_dtype is not None else allowed[0]
+    if dtype not in allowed:
+        raise InputError(
+            f"{type(loss_fn).__name__} takes labels of dtype {[str(d) for d in allowed]}, got {dtype}: "
+            "convert the labels."
+        )
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    graph = result.graph
+    w = GraphWriter(graph, default_opset(result), model=result)
+    logits_info = TensorInfo.from_value_info(graph.output[0])
+    label = LABEL if LABEL not in w._taken else w.fresh(LABEL)
+    w._taken.add(label)
+    label_shape = loss_fn.label_shape(logits_info)
+    graph.input.insert(
+        _user_input_count(graph), helper.make_tensor_value_info(label, helper.np_dtype_to_tensor_dtype(dtype), label_shape)
+    )
+    loss = loss_fn.reduce(w, loss_fn.build(w, graph.output[0].name, label, logits_info, dtype))
+    name = LOSS_OUTPUT if LOSS_OUTPUT not in w._taken else w.fresh(LOSS_OUTPUT)
+    w.node("Identity", [loss], [name])
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(name, logits_info.elem_type, None))
+    return result
+
+
+def _user_input_count(graph: onnx.GraphProto) -> int:
+    # The label goes after the user inputs: before any input that is an initializer
+    # (old IR) or, for a loaded Network's graph, before the parameters, which trail.
+    initializers = {i.name for i in graph.initializer}
+    for i, value in enumerate(graph.input):
+        if value.name in initializers:
+            return i
+    return len(graph.input)
+
+
+class WithLossCell(Network):
+    """A backbone followed by a loss: MindSpore's ``nn.WithLossCell``.
+
+    Called as ``cell(*backbone_inputs, label)``; its output is the loss. It
+    shares the backbone's :class:`~onnxgrad.Parameter` objects.
+
+    Args:
+        backbone: a :class:`~onnxgrad.Network` (or a path or ModelProto) with one output.
+        loss_fn: a loss from ``onnxgrad.nn``.
+
+    Example:
+        >>> net = onnxgrad.nn.WithLossCell(onnxgrad.load("models/seed_net.onnx"),
+        ...                                onnxgrad.nn.SoftmaxCrossEntropyWithLogits())
+    """
+
+    def __init__(self, backbone: Network | Any, loss_fn: LossFn, _label_dtype: Any = None) -> None:
+        if not isinstance(backbone, Network):
+            backbone = load(backbone)
+        if not isinstance(loss_fn, LossFn):
+            raise InputError(
+                f"loss_fn must be a loss from onnxgrad.nn, got {type(loss_fn).__name__}: "
+                "e.g. onnxgrad.nn.SoftmaxCrossEntropyWithLogits()."
+            )
+        self.backbone = backbone
+        self.loss_fn = loss_fn
+        model = attach_loss(backbone.model, loss_fn, _label_dtype)
+        super().__init__(model, backbone.trainable_params())
+        self._variants: dict[np.dtype, WithLossCell] = {self.inputs[-1].dtype: self}
+
+    def variant(self, dtypes: Sequence[np.dtype]) -> Network:
+        """The cell for this label dtype (built once per dtype the loss takes)."""
+        dtype = np.dtype(dtypes[-1])
+        if dtype not in self._variants:
+            if dtype not in self.loss_fn.label_dtypes():
+                return self  # argument checking reports the dtype mismatch
+            self._variants[dtype] = WithLossCell(self.backbone, self.loss_fn, dtype)
+        return self._variants[dtype]
