@@ -104,7 +104,9 @@ def build_gradient_graph(model: onnx.ModelProto, loss: str, xs: Iterable[str]) -
     C = _pybind()
     _register_custom_gradients(C)
     try:
-        builder = C.GradientGraphBuilder(model.SerializeToString(), {loss}, set(xs), loss)
+        options = C.SessionOptions()
+        options.log_severity_level = 3  # the builder logs every graph transformer at INFO
+        builder = C.GradientGraphBuilder(model.SerializeToString(), {loss}, set(xs), loss, options)
         builder.build()
         return onnx.load_from_string(builder.get_model())
     except Exception as err:  # pybind raises RuntimeError/Fail with ORT's text
