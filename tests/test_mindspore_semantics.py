@@ -1,0 +1,137 @@
+"""ForwardValueAndGrad and value_and_grad on ONNX graphs that MindSpore exported,
+compared with MindSpore 2.10's own results computed in the same run."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+ms = pytest.importorskip("mindspore")
+from mindspore import ParameterTuple as MsParameterTuple  # noqa: E402
+from mindspore import Tensor, nn as ms_nn, ops  # noqa: E402
+
+import ms_nets  # noqa: E402
+import onnxgrad  # noqa: E402
+from onnxgrad import nn  # noqa: E402
+from treecompare import assert_trees_close  # noqa: E402
+
+ms.set_context(mode=ms.PYNATIVE_MODE)
+RNG = np.random.default_rng(0)
+
+# name -> (cell factory, input factory); inputs are numpy arrays.
+NETWORKS = {
+    "two_outputs": (
+        ms_nets.TwoOutputs,
+        lambda: [RNG.normal(size=(3, 2)).astype(np.float32), np.array([[3, -1, 2]] * 3, np.int32),
+                 RNG.normal(size=(3, 2)).astype(np.float32)],
+    ),
+    "dense_relu": (ms_nets.DenseReLU, lambda: [RNG.normal(size=(2, 4)).astype(np.float32)]),
+    "embedding": (
+        ms_nets.Embed,
+        lambda: [np.array([[0, 3], [2, 2]], np.int32), RNG.normal(size=(2, 2, 3)).astype(np.float32)],
+    ),
+    "scalar_loss": (ms_nets.ScalarLoss, lambda: [RNG.normal(size=(4, 3)).astype(np.float32)]),
+}
+# Two float32 implementations (MindSpore's CPU kernels, ONNX Runtime's) agree to about this.
+TOLERANCE = dict(rtol=1e-4, atol=1e-5)
+FLAGS = list(itertools.product([False, True], repeat=3))  # get_all, get_by_list, sens_param
+
+
+def _ms_tree(tree):
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_ms_tree(t) for t in tree)
+    return Tensor(tree)
+
+
+def _sens_for(values):
+    if isinstance(values, tuple):
+        return tuple(RNG.normal(size=v.shape).astype(v.dtype) for v in values)
+    return RNG.normal(size=values.shape).astype(values.dtype)
+
+
+def _pair(name):
+    """The MindSpore cell, its ONNX network, and the inputs."""
+    cell_factory, inputs_factory = NETWORKS[name]
+    cell = cell_factory()
+    inputs = inputs_factory()
+    network = onnxgrad.load(ms_nets.export_onnx(cell, *inputs))
+    return cell, network, inputs
+
+
+def _weights(cell, network):
+    # MindSpore's export names initializers after the parameters; unused ones are absent.
+    params = network.parameters_dict()
+    ms_weights = [p for p in cell.trainable_params() if p.name in params]
+    assert ms_weights, "the exported graph should hold the cell's parameters"
+    for p in ms_weights:
+        np.testing.assert_array_equal(params[p.name].value, p.asnumpy())
+    return MsParameterTuple(ms_weights), onnxgrad.ParameterTuple(params[p.name] for p in ms_weights)
+
+
+@pytest.mark.parametrize("get_all,get_by_list,sens_param", FLAGS, ids=lambda f: str(int(f)))
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_forward_value_and_grad_matches_mindspore(name, get_all, get_by_list, sens_param):
+    cell, network, inputs = _pair(name)
+    ms_weights, weights = _weights(cell, network)
+    args = list(inputs)
+    if sens_param:
+        args.append(_sens_for(network(*inputs)))
+
+    expected = ms_nn.ForwardValueAndGrad(cell, ms_weights, get_all, get_by_list, sens_param)(*_ms_tree(args))
+    actual = onnxgrad.ForwardValueAndGrad(network, weights, get_all, get_by_list, sens_param)(*args)
+
+    assert_trees_close(actual, expected, **TOLERANCE)
+
+
+def test_sensitivity_of_a_scalar_output_may_have_shape_1():
+    cell, network, inputs = _pair("scalar_loss")
+    sens = np.array([2.5], np.float32)
+    expected = ms_nn.ForwardValueAndGrad(cell, sens_param=True)(Tensor(inputs[0]), Tensor(sens))
+    actual = onnxgrad.ForwardValueAndGrad(network, sens_param=True)(inputs[0], sens)
+    assert_trees_close(actual, expected, **TOLERANCE)
+
+
+@pytest.mark.parametrize("sparse,reduction", [(False, "none"), (False, "mean"), (True, "sum"), (True, "none")])
+def test_loss_cell_matches_mindspore(sparse, reduction):
+    backbone = ms_nets.DenseReLU()
+    x = RNG.normal(size=(4, 4)).astype(np.float32)
+    if sparse:
+        labels = np.array([0, 2, 1, 2], np.int32)
+    else:  # rows that do not sum to 1: MindSpore's gradient is softmax - labels anyway
+        labels = RNG.uniform(size=(4, 3)).astype(np.float32)
+    ms_cell = ms_nn.WithLossCell(backbone, ms_nn.SoftmaxCrossEntropyWithLogits(sparse=sparse, reduction=reduction))
+    ours = nn.WithLossCell(
+        onnxgrad.load(ms_nets.export_onnx(backbone, x)), nn.SoftmaxCrossEntropyWithLogits(sparse, reduction)
+    )
+    ms_weights, weights = _weights(backbone, ours)
+
+    expected = ms_nn.ForwardValueAndGrad(ms_cell, ms_weights, get_all=True, get_by_list=True)(Tensor(x), Tensor(labels))
+    actual = onnxgrad.ForwardValueAndGrad(ours, weights, get_all=True, get_by_list=True)(x, labels)
+
+    assert_trees_close(actual, expected, **TOLERANCE)
+
+
+VALUE_AND_GRAD_CASES = {
+    "position_0": dict(grad_position=0),
+    "positions_tuple": dict(grad_position=(0, 2)),
+    "int_position": dict(grad_position=1),
+    "weights_only": dict(grad_position=None, weights=True),
+    "both_with_aux": dict(grad_position=(0, 2), weights=True, has_aux=True),
+    "ids": dict(grad_position=0, weights=True, return_ids=True),
+    "ids_weights_only": dict(grad_position=None, weights=True, return_ids=True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VALUE_AND_GRAD_CASES))
+def test_value_and_grad_matches_mindspore(case):
+    kwargs = dict(VALUE_AND_GRAD_CASES[case])
+    cell, network, inputs = _pair("two_outputs")
+    ms_weights, weights = _weights(cell, network)
+    use_weights = kwargs.pop("weights", False)
+
+    expected = ops.value_and_grad(cell, weights=ms_weights if use_weights else None, **kwargs)(*_ms_tree(inputs))
+    actual = onnxgrad.value_and_grad(network, weights=weights if use_weights else None, **kwargs)(*inputs)
+
+    assert_trees_close(actual, expected, **TOLERANCE)
