@@ -83,7 +83,7 @@ def _register_custom_gradients(C) -> None:
             _registered.add(gradient.key)
 
 
-_NO_GRADIENT = re.compile(r"(?:gradient builder|GradientBuilder)[^\n]*?(?:for|of) (?:op )?\W?(\w+)", re.I)
+_NO_GRADIENT = re.compile(r"has not been registered: (\S+) for node (\S*)")
 
 
 def build_gradient_graph(model: onnx.ModelProto, loss: str, xs: Iterable[str]) -> onnx.ModelProto:
@@ -111,11 +111,13 @@ def build_gradient_graph(model: onnx.ModelProto, loss: str, xs: Iterable[str]) -
         return onnx.load_from_string(builder.get_model())
     except Exception as err:  # pybind raises RuntimeError/Fail with ORT's text
         text = str(err)
-        op = _NO_GRADIENT.search(text)
-        if op or "is not registered" in text or "not supported" in text.lower():
+        missing = _NO_GRADIENT.search(text)
+        if missing:
+            op, node = missing.groups()
             raise UnsupportedGradientError(
-                f"onnxruntime-training has no gradient for an op on the path to the output ({_short(text)}). "
-                "Replace that op in the model, or report it so onnxgrad can rewrite it."
+                f"onnxruntime-training has no gradient for op {op} (node {node or '<unnamed>'!r}), which lies "
+                "between the differentiated inputs/weights and the outputs. Replace the op in the model (or ask "
+                "only for gradients that do not pass through it); `onnxgrad inspect` lists the blocking nodes."
             ) from err
         raise GradientBuildError(
             f"onnxruntime-training could not build the gradient graph: {_short(text)}. "

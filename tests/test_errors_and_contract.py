@@ -1,0 +1,209 @@
+"""Bad input gets onnxgrad errors that say how to fix it; the user's model is
+never modified; graphs and sessions are built once and weights are live."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import onnx
+import onnx.parser
+import pytest
+
+import onnxgrad
+from onnxgrad import _gradient, nn
+from treecompare import assert_trees_close
+
+MODELS = pathlib.Path(__file__).resolve().parents[1] / "models"
+
+
+def _model(text: str) -> onnx.ModelProto:
+    return onnx.parser.parse_model(text)
+
+
+MLP = """
+<ir_version: 8, opset_import: ["" : 17]>
+mlp (float[N, 3] x) => (float[N, 2] y)
+<float[3, 2] w = {1.0, -1.0, 0.5, 2.0, -0.5, 0.25}, float[2] b = {0.1, -0.2}, float[2] unused_w = {1.0, 2.0}>
+{
+  h = MatMul(x, w)
+  z = Add(h, b)
+  y = Tanh(z)
+}
+"""
+
+
+@pytest.fixture
+def mlp():
+    return onnxgrad.load(_model(MLP))
+
+
+X = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]], np.float32)
+
+
+def test_wrong_argument_count_names_the_inputs(mlp):
+    with pytest.raises(onnxgrad.InputError, match=r"takes 1 input\(s\) \['x'\], got 2"):
+        onnxgrad.ForwardValueAndGrad(mlp)(X, X)
+
+
+def test_wrong_dtype_names_input_and_fix(mlp):
+    with pytest.raises(onnxgrad.InputError, match=r"Input 'x' expects dtype float32, got float64.*astype"):
+        onnxgrad.ForwardValueAndGrad(mlp)(X.astype(np.float64))
+
+
+def test_wrong_shape_names_input_and_expected_shape(mlp):
+    with pytest.raises(onnxgrad.InputError, match=r"Input 'x' expects shape \[N, 3\], got \[2, 4\]"):
+        onnxgrad.ForwardValueAndGrad(mlp)(np.zeros((2, 4), np.float32))
+
+
+def test_python_lists_are_converted_to_the_input_dtype(mlp):
+    value, grad = onnxgrad.ForwardValueAndGrad(mlp)(X.tolist())
+    assert value.dtype == np.float32 and grad.dtype == np.float32
+
+
+def test_sensitivity_shape_and_dtype_are_checked(mlp):
+    fvg = onnxgrad.ForwardValueAndGrad(mlp, sens_param=True)
+    with pytest.raises(onnxgrad.InputError, match=r"output 'y' must have the output's shape \[2, 2\].*got shape \[2\]"):
+        fvg(X, np.ones(2, np.float32))
+    with pytest.raises(onnxgrad.InputError, match=r"must have dtype float32.*got float64"):
+        fvg(X, np.ones((2, 2), np.float64))
+    with pytest.raises(onnxgrad.InputError, match=r"pass the network inputs, then the sensitivity"):
+        fvg()
+
+
+def test_get_by_list_needs_weights(mlp):
+    with pytest.raises(onnxgrad.InputError, match="get_by_list=True needs weights"):
+        onnxgrad.ForwardValueAndGrad(mlp, get_by_list=True)
+
+
+def test_unknown_weight_lists_known_ones(mlp):
+    fvg = onnxgrad.ForwardValueAndGrad(mlp, ["w", "nope"], get_by_list=True)
+    with pytest.raises(onnxgrad.InputError, match=r"'nope' is not a trainable parameter.*\['b', 'unused_w', 'w'\]"):
+        fvg(X)
+
+
+def test_grad_position_out_of_range(mlp):
+    with pytest.raises(onnxgrad.InputError, match="grad_position 3 is out of range"):
+        onnxgrad.value_and_grad(mlp, grad_position=3)(X)
+    with pytest.raises(onnxgrad.InputError, match="can not both be None"):
+        onnxgrad.value_and_grad(mlp, grad_position=None)
+
+
+def test_unavailable_provider_lists_available_ones(mlp):
+    with pytest.raises(onnxgrad.InputError, match=r"'CUDAExecutionProvider' is not available.*CPUExecutionProvider"):
+        onnxgrad.ForwardValueAndGrad(mlp, providers=["CUDAExecutionProvider"])
+
+
+def test_providers_pass_through_with_options(mlp):
+    fvg = onnxgrad.ForwardValueAndGrad(mlp, providers=[("CPUExecutionProvider", {"arena_extend_strategy": "kSameAsRequested"})])
+    ref = onnxgrad.ForwardValueAndGrad(mlp)(X)
+    assert_trees_close(fvg(X), ref)
+
+
+def test_bad_files_give_model_errors(tmp_path):
+    with pytest.raises(onnxgrad.ModelError, match="No model file"):
+        onnxgrad.load(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07 this is not protobuf \xff\xff")
+    with pytest.raises(onnxgrad.ModelError, match="not a readable ONNX model"):
+        onnxgrad.load(junk)
+    with pytest.raises(onnxgrad.ModelError, match="takes a path or an onnx.ModelProto"):
+        onnxgrad.load(42)
+
+
+def test_invalid_graph_gives_model_error():
+    model = _model(MLP)
+    model.graph.node[0].input[1] = "does_not_exist"
+    with pytest.raises(onnxgrad.ModelError, match="not valid ONNX"):
+        onnxgrad.load(model)
+
+
+def test_op_without_gradient_names_the_problem():
+    model = _model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[4] x) => (float[4] y) { y = Round(x) }
+    """)
+    model.graph.node[0].name = "rounding"
+    with pytest.raises(onnxgrad.UnsupportedGradientError, match=r"no gradient for op Round \(node 'rounding'\)") as info:
+        onnxgrad.ForwardValueAndGrad(model)(np.ones(4, np.float32))
+    assert info.value.__cause__ is not None  # ORT's own error stays attached
+
+
+def test_users_proto_and_file_are_never_modified(tmp_path):
+    model = _model(MLP)
+    before = model.SerializeToString()
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, path)
+    file_before = path.read_bytes()
+    for source in (model, path):
+        net = nn.WithLossCell(onnxgrad.load(source), nn.SoftmaxCrossEntropyWithLogits())
+        fvg = onnxgrad.ForwardValueAndGrad(net, net.trainable_params(), get_all=True, get_by_list=True)
+        fvg(X, np.zeros((2, 2), np.float32))
+        net.trainable_params()[0].value[...] = 7.0
+    assert model.SerializeToString() == before
+    assert path.read_bytes() == file_before
+
+
+def test_unused_weights_get_zeros(mlp):
+    fvg = onnxgrad.ForwardValueAndGrad(mlp, ["unused_w", "b"], get_by_list=True)
+    _, (unused, db) = fvg(X)
+    np.testing.assert_array_equal(unused, np.zeros(2, np.float32))
+    assert db.shape == (2,) and np.abs(db).sum() > 0
+
+
+def test_gradient_graph_is_built_once_per_signature_and_weights_are_live(mlp, monkeypatch):
+    builds = []
+    real = _gradient.build_gradient_graph
+    monkeypatch.setattr(_gradient, "build_gradient_graph", lambda *a: builds.append(1) or real(*a))
+    fvg = onnxgrad.ForwardValueAndGrad(mlp, mlp.trainable_params(), get_by_list=True)
+    first = fvg(X)
+    w = mlp.parameters_dict()["w"]
+    w.value[...] = 0.0  # an in-place update, as an optimizer does
+    _, grads = fvg(X)
+    assert len(builds) == 1
+    # With w = 0 the pre-activation is b, so dL/db = 1 - tanh(b)^2 per row.
+    b = mlp.parameters_dict()["b"].value
+    np.testing.assert_allclose(grads[1], 2 * (1 - np.tanh(b) ** 2), rtol=1e-6)
+    assert not np.allclose(first[1][1], grads[1])
+    fvg(np.zeros((5, 3), np.float32))  # a new batch size is a new signature
+    assert len(builds) == 2
+    w.value = np.ones((3, 2), np.float32)  # assignment copies into the bound buffer
+    fvg(X)
+    assert len(builds) == 2
+    with pytest.raises(onnxgrad.InputError, match=r"has shape \[3, 2\], got a value of shape \[2\]"):
+        w.value = np.ones(2, np.float32)
+
+
+def test_input_used_twice_by_one_node_and_shape_only_input():
+    model = _model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[3] x, float[2, 3] s) => (float[3] y, int64[2] shp) {
+      y = Mul(x, x)
+      shp = Shape(s)
+    }
+    """)
+    x = np.array([1.0, -2.0, 3.0], np.float32)
+    value, (dx, ds) = onnxgrad.ForwardValueAndGrad(model, get_all=True)(x, np.ones((2, 3), np.float32))
+    np.testing.assert_allclose(dx, 2 * x)
+    np.testing.assert_array_equal(ds, np.zeros((2, 3), np.float32))
+
+
+def test_models_above_opset_21_are_converted_down():
+    model = _model("""
+    <ir_version: 10, opset_import: ["" : 22]>
+    g (float[2, 3] x) => (float[2, 3] y) { y = Relu(x) }
+    """)
+    net = onnxgrad.load(model)
+    x = np.array([[1, -1, 2], [0.5, -3, 4]], np.float32)
+    value, grad = onnxgrad.ForwardValueAndGrad(net)(x)
+    np.testing.assert_array_equal(value, np.maximum(x, 0))
+    np.testing.assert_array_equal(grad, (x > 0).astype(np.float32))
+    assert model.opset_import[0].version == 22  # the user's proto is untouched
+
+
+def test_network_call_and_metadata(mlp):
+    assert [i.name for i in mlp.inputs] == ["x"]
+    assert mlp.inputs[0].shape == ("N", 3)
+    assert [p.name for p in mlp.trainable_params()] == ["w", "b", "unused_w"]
+    np.testing.assert_allclose(mlp(X), np.tanh(X @ mlp.parameters_dict()["w"].value + [0.1, -0.2]), rtol=1e-6)
+    assert "Network((x: float32[N, 3]) -> (y: float32[N, 2]), 3 parameters)" == repr(mlp)
