@@ -19,7 +19,7 @@ from onnxgrad._network import Network
 from onnxgrad._session import Session, check_providers
 from onnxgrad.errors import InputError
 
-__all__ = ["GradSpec", "run", "forward", "check_arguments"]
+__all__ = ["GradSpec", "GradientModel", "make_spec", "gradient_model", "run", "forward", "check_arguments"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,14 +98,26 @@ def check_arguments(network: Network, args: Sequence[Any]) -> tuple[Network, lis
     return network, arrays
 
 
-def _compile(network: Network, spec: GradSpec, arrays: list[np.ndarray]) -> _Compiled:
-    signature = tuple((a.shape, a.dtype.str) for a in arrays)
-    key = (spec, signature)
-    compiled = network._compiled.get(key)
-    if compiled is not None:
-        return compiled
+@dataclasses.dataclass
+class GradientModel:
+    """A forward+backward graph and how to read it.
+
+    Attributes:
+        model: the graph; weights are graph inputs named like the parameters.
+        prepared: the preparation record (sens inputs, targets, output types).
+        outputs: output names: the network outputs, then ``<x>_grad`` for each
+            differentiated tensor ``x`` in ``prepared.xs``.
+    """
+
+    model: onnx.ModelProto
+    prepared: _prepare.Prepared
+    outputs: list[str]
+
+
+def gradient_model(network: Network, spec: GradSpec, input_shapes: Sequence[Sequence[int]]) -> GradientModel:
+    """Builds the forward+backward graph of ``network`` for inputs of these shapes."""
     params = network.parameters_dict()
-    shapes = {info.name: a.shape for info, a in zip(network.inputs, arrays)}
+    shapes = {info.name: tuple(shape) for info, shape in zip(network.inputs, input_shapes)}
     shapes.update({name: p.shape for name, p in params.items()})
     prepared = _prepare.prepare(
         network.model, [i.name for i in network.inputs], shapes, spec.inputs, spec.weights, spec.sens,
@@ -116,9 +128,19 @@ def _compile(network: Network, spec: GradSpec, arrays: list[np.ndarray]) -> _Com
     if prepared.xs:
         model = _gradient.build_gradient_graph(model, _prepare.LOSS, prepared.xs)
         outputs += [_gradient.grad_name(x) for x in prepared.xs]
-    buffers = {name: p.value for name, p in params.items()}
-    session = Session(model, list(_unhash(spec.providers)), buffers, outputs)
-    compiled = _Compiled(session, prepared, len(network.outputs))
+    return GradientModel(model, prepared, outputs)
+
+
+def _compile(network: Network, spec: GradSpec, arrays: list[np.ndarray]) -> _Compiled:
+    signature = tuple((a.shape, a.dtype.str) for a in arrays)
+    key = (spec, signature)
+    compiled = network._compiled.get(key)
+    if compiled is not None:
+        return compiled
+    built = gradient_model(network, spec, [a.shape for a in arrays])
+    buffers = {name: p.value for name, p in network.parameters_dict().items()}
+    session = Session(built.model, list(_unhash(spec.providers)), buffers, built.outputs)
+    compiled = _Compiled(session, built.prepared, len(network.outputs))
     network._compiled[key] = compiled
     return compiled
 
