@@ -97,6 +97,8 @@ class _GradFunction:
         self._sens_param = sens_param
         self._providers = providers
         _engine.make_spec(providers=providers)  # fail early on a bad provider
+        # Per network (a loss cell's label-dtype variants, a framework's signatures): spec and ids.
+        self._plans: dict[Network, tuple] = {}
 
     def __call__(self, *args: Any) -> tuple[Any, Any]:
         sens = None
@@ -112,6 +114,26 @@ class _GradFunction:
         else:
             network, arrays, mapping = self._target, list(args), {}
 
+        plan = self._plans.get(network)
+        if plan is None or framework:  # a framework's unused weights are re-read each call
+            plan = self._plans[network] = self._plan(network, mapping)
+        spec, positions, weight_ids, missing = plan
+        values, input_grads, weight_grads = _engine.run(network, spec, arrays, sens)
+        if missing:
+            weight_grads = _with_missing(weight_grads, missing)
+
+        if self._return_ids:
+            input_grads = [(pos, g) for pos, g in zip(positions, input_grads)]
+            weight_grads = [(wid, g) for wid, g in zip(weight_ids, weight_grads)]
+        value = values[0] if len(values) == 1 else tuple(values)
+        grads = self._nest(input_grads, weight_grads)
+        result = (value, grads)
+        if framework and self._target.frontend.wants_framework_tensors(args):
+            result = _map_tree(self._target.frontend.from_numpy, result)
+        return result
+
+    def _plan(self, network: Network, mapping: dict[str, str]) -> tuple:
+        """What to ask the engine for on this network: spec, positions, weight ids, zeros to add."""
         if self._grad_position == _ALL:
             positions: tuple[int, ...] = tuple(range(len(network.inputs)))
         elif self._grad_position is None:
@@ -125,24 +147,12 @@ class _GradFunction:
                 raise InputError(
                     f"grad_position {pos} is out of range: the network has {len(network.inputs)} input(s)."
                 )
-
         weight_ids, weight_names, missing = self._resolve_weights(network, mapping)
-        contributing = (0,) if self._has_aux else None
         if self._has_aux and len(network.outputs) < 2:
             raise InputError("has_aux=True needs a network with at least two outputs (the first is differentiated).")
+        contributing = (0,) if self._has_aux else None
         spec = _engine.make_spec(positions, weight_names, self._sens_param, contributing, self._providers)
-        values, input_grads, weight_grads = _engine.run(network, spec, arrays, sens)
-        weight_grads = _with_missing(weight_grads, missing)
-
-        if self._return_ids:
-            input_grads = [(pos, g) for pos, g in zip(positions, input_grads)]
-            weight_grads = [(wid, g) for wid, g in zip(weight_ids, weight_grads)]
-        value = values[0] if len(values) == 1 else tuple(values)
-        grads = self._nest(input_grads, weight_grads)
-        result = (value, grads)
-        if framework and self._target.frontend.wants_framework_tensors(args):
-            result = _map_tree(self._target.frontend.from_numpy, result)
-        return result
+        return spec, positions, weight_ids, missing
 
     def _resolve_weights(self, network: Network, mapping: dict[str, str]):
         """Weight ids to report, initializer names to differentiate, and (index, zeros) for unused ones."""

@@ -119,6 +119,8 @@ class Network:
         self.outputs: tuple[TensorInfo, ...] = tensor_infos(model.graph.output)
         # Compiled gradient graphs and sessions, keyed by spec and input signature (see _engine).
         self._compiled: dict[Any, Any] = {}
+        # (spec, signature of already-checked arguments) -> (variant, compiled), for the hot path.
+        self._fast: dict[Any, Any] = {}
 
     @property
     def model(self) -> onnx.ModelProto:

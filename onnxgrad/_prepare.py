@@ -71,6 +71,7 @@ class Prepared:
         weight_targets: requested weights that reach the loss.
         sens_inputs: ``{output index: sens input name}``.
         output_types: ``(elem_type, shape or None)`` for each network output.
+        tensor_types: ``(elem_type, shape or None)`` of every typed tensor.
     """
 
     model: onnx.ModelProto
@@ -79,6 +80,7 @@ class Prepared:
     weight_targets: set[str]
     sens_inputs: dict[int, str]
     output_types: list[tuple[int, tuple | None]]
+    tensor_types: dict[str, tuple[int, tuple | None]]
 
 
 def infer_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple | None]]:
@@ -243,4 +245,4 @@ def prepare(
         # dict.fromkeys: de-duplicated, in a stable order.
         wanted = [n for names in input_targets.values() for n in names] + [n for n in grad_weights if n in sources]
         xs = list(dict.fromkeys(wanted))
-    return Prepared(prepared, xs, input_targets, weight_targets, sens_inputs, output_types)
+    return Prepared(prepared, xs, input_targets, weight_targets, sens_inputs, output_types, types)
