@@ -9,7 +9,8 @@ The graph contract (the only place it is written down):
 - **Outputs**: the network's outputs in order, then ``LOSS`` (the scalar the
   builder differentiates), then ``grad_name(x)`` for each differentiated
   tensor ``x`` (see ``_gradient``).
-- ``LOSS = sum_k ReduceSum(output_k * sens_k)`` over the contributing outputs;
+- ``LOSS = sum_k ReduceSum(output_k * sens_k)`` over the contributing outputs,
+  cast to float32 (the builder seeds its gradient with a float32 1.0);
   without caller-given sensitivities ``sens_k`` is ones, which is
   ``ReduceSum(output_k)``: MindSpore's ``ones_like(outputs)`` seeding.
 - Gradients of int inputs: an int input has no gradient, except where it
@@ -236,8 +237,11 @@ def prepare(
         loss = terms[0]
         for term in terms[1:]:
             loss = w.op("Add", loss, term)
+        if output_types[differentiable[0]][0] != onnx.TensorProto.FLOAT:
+            # The builder seeds d(LOSS) with a float32 1.0, whatever the graph's dtype.
+            loss = w.cast(loss, np.dtype(np.float32))
         w.node("Identity", [loss], [LOSS])
-        graph.output.append(helper.make_tensor_value_info(LOSS, output_types[differentiable[0]][0], []))
+        graph.output.append(helper.make_tensor_value_info(LOSS, onnx.TensorProto.FLOAT, []))
         sources = _gradient_sources(graph, {outputs[k] for k in differentiable}, types)
         for pos, names in input_candidates.items():
             input_targets[pos] = [n for n in names if n in sources]
