@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from onnxgrad import _gradient, _prepare
+from onnxgrad import _cache, _gradient, _prepare
 from onnxgrad._network import Network
 from onnxgrad._session import Session, check_providers
 from onnxgrad.errors import InputError
@@ -44,7 +44,7 @@ class GradSpec:
 @dataclasses.dataclass
 class _Compiled:
     session: Session
-    prepared: _prepare.Prepared
+    layout: _prepare.Layout
     n_outputs: int
 
 
@@ -104,53 +104,50 @@ class GradientModel:
 
     Attributes:
         model: the graph; weights are graph inputs named like the parameters.
-        prepared: the preparation record (sens inputs, targets, output types).
+        layout: sens inputs, differentiated tensors, output types (see ``_prepare``).
         outputs: output names: the network outputs, then ``<x>_grad`` for each
-            differentiated tensor ``x`` in ``prepared.xs``.
+            differentiated tensor ``x`` in ``layout.xs``.
     """
 
     model: onnx.ModelProto
-    prepared: _prepare.Prepared
+    layout: _prepare.Layout
     outputs: list[str]
 
 
 def gradient_model(network: Network, spec: GradSpec, input_shapes: Sequence[Sequence[int]]) -> GradientModel:
-    """Builds the forward+backward graph of ``network`` for inputs of these shapes."""
+    """The forward+backward graph of ``network`` for inputs of these shapes.
+
+    Built once per graph, spec and signature: later calls, in this process or
+    (through the disk cache) in another, reuse it.
+    """
     params = network.parameters_dict()
-    shapes = {info.name: tuple(shape) for info, shape in zip(network.inputs, input_shapes)}
+    shapes = {info.name: tuple(int(d) for d in shape) for info, shape in zip(network.inputs, input_shapes)}
     shapes.update({name: p.shape for name, p in params.items()})
+    parts = (spec.inputs, spec.weights, spec.sens, spec.contributing, tuple(sorted(shapes.items())))
+    key = _cache.cache_key(network.digest, parts)
+    cached = _cache.lookup(key)
+    if cached is not None:
+        return GradientModel(*cached)
     prepared = _prepare.prepare(
         network.model, [i.name for i in network.inputs], shapes, spec.inputs, spec.weights, spec.sens,
         spec.contributing,
     )
-    model = prepared.model
+    model, layout = prepared.model, prepared.layout
     outputs = [o.name for o in network.outputs]
-    if prepared.xs:
-        model = _gradient.build_gradient_graph(model, _prepare.LOSS, prepared.xs)
-        outputs += [_gradient.grad_name(x) for x in prepared.xs]
-    return GradientModel(model, prepared, outputs)
+    if layout.xs:
+        model = _gradient.build_gradient_graph(model, _prepare.LOSS, layout.xs)
+        outputs += [_gradient.grad_name(x) for x in layout.xs]
+    _cache.store(key, model, layout, outputs)
+    return GradientModel(model, layout, outputs)
 
 
-def _output_types(
-    built: GradientModel, network: Network, arrays: list[np.ndarray], buffers: dict[str, np.ndarray]
-) -> list | None:
+def _output_types(built: GradientModel) -> list | None:
     """(shape, dtype) of each output when all are known before running, else None."""
     types = []
-    for elem, shape in built.prepared.output_types:
+    for elem, shape in [*built.layout.output_types, *(built.layout.x_types[x] for x in built.layout.xs)]:
         if not elem or shape is None or None in shape:
             return None
         types.append((shape, onnx.helper.tensor_dtype_to_np_dtype(elem)))
-    # A gradient has the shape of its tensor: an input, a parameter, or an int input's float Cast.
-    known = {info.name: (a.shape, a.dtype) for info, a in zip(network.inputs, arrays)}
-    known.update({name: (b.shape, b.dtype) for name, b in buffers.items()})
-    for x in built.prepared.xs:
-        if x in known:
-            types.append(known[x])
-        else:
-            elem, shape = built.prepared.tensor_types.get(x, (0, None))
-            if not elem or shape is None or None in shape:
-                return None
-            types.append((shape, onnx.helper.tensor_dtype_to_np_dtype(elem)))
     return types
 
 
@@ -162,10 +159,8 @@ def _compile(network: Network, spec: GradSpec, arrays: list[np.ndarray]) -> _Com
         return compiled
     built = gradient_model(network, spec, [a.shape for a in arrays])
     buffers = {name: p.value for name, p in network.parameters_dict().items()}
-    session = Session(
-        built.model, list(_unhash(spec.providers)), buffers, built.outputs, _output_types(built, network, arrays, buffers)
-    )
-    compiled = _Compiled(session, built.prepared, len(network.outputs))
+    session = Session(built.model, list(_unhash(spec.providers)), buffers, built.outputs, _output_types(built))
+    compiled = _Compiled(session, built.layout, len(network.outputs))
     network._compiled[key] = compiled
     return compiled
 
@@ -190,7 +185,7 @@ def _check_sens(
         )
     checked = {}
     for k, (item, info) in enumerate(zip(items, network.outputs)):
-        elem, shape = compiled.prepared.output_types[k]
+        elem, shape = compiled.layout.output_types[k]
         if values is not None:
             shape = values[k].shape
         want_dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)) if elem else info.dtype
@@ -239,22 +234,22 @@ def run(
         compiled = _compile(network, spec, arrays)
         if key is not None and all(a is b for a, b in zip(arrays, args)):  # args were fine as given
             root._fast[key] = (network, compiled)
-    prepared = compiled.prepared
+    layout = compiled.layout
     feeds = {info.name: a for info, a in zip(network.inputs, arrays)}
     checked_sens = None
     if spec.sens:
         checked_sens = _check_sens(network, compiled, sens)
-        feeds.update({prepared.sens_inputs[k]: s for k, s in checked_sens.items() if k in prepared.sens_inputs})
+        feeds.update({layout.sens_inputs[k]: s for k, s in checked_sens.items() if k in layout.sens_inputs})
     results = compiled.session.run(feeds)
     values = results[: compiled.n_outputs]
-    if spec.sens and any(shape is None or None in shape for _, shape in prepared.output_types):
+    if spec.sens and any(shape is None or None in shape for _, shape in layout.output_types):
         _check_sens(network, compiled, sens, values)  # shapes only known now
-    grads = dict(zip(prepared.xs, results[compiled.n_outputs :]))
+    grads = dict(zip(layout.xs, results[compiled.n_outputs :]))
 
-    input_grads = [_input_grad(arrays[pos], prepared.input_targets[pos], grads) for pos in spec.inputs]
+    input_grads = [_input_grad(arrays[pos], layout.input_targets[pos], grads) for pos in spec.inputs]
     params = network._parameters
     weight_grads = [
-        grads[name] if name in prepared.weight_targets else np.zeros_like(params[name].value) for name in spec.weights
+        grads[name] if name in layout.weight_targets else np.zeros_like(params[name].value) for name in spec.weights
     ]
     return values, input_grads, weight_grads
 

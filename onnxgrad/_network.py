@@ -8,6 +8,7 @@ without copies and an optimizer can update them in place.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any, Iterable, Sequence
 
@@ -121,11 +122,19 @@ class Network:
         self._compiled: dict[Any, Any] = {}
         # (spec, signature of already-checked arguments) -> (variant, compiled), for the hot path.
         self._fast: dict[Any, Any] = {}
+        self._digest: str | None = None
 
     @property
     def model(self) -> onnx.ModelProto:
         """The network's graph, with trainable weights as graph inputs (do not modify)."""
         return self._model
+
+    @property
+    def digest(self) -> str:
+        """A hash of the weight-free graph: equal graphs share built gradient graphs."""
+        if self._digest is None:
+            self._digest = hashlib.sha256(self._model.SerializeToString(deterministic=True)).hexdigest()
+        return self._digest
 
     def trainable_params(self) -> list[Parameter]:
         """The trainable weights, in graph order."""

@@ -38,7 +38,7 @@ from onnxgrad import _custom_gradients
 from onnxgrad._graph import FLOAT_TYPES, GraphWriter, default_opset
 from onnxgrad._rewrites import apply_rewrites
 
-__all__ = ["LOSS", "SENS_PREFIX", "Prepared", "prepare", "infer_types"]
+__all__ = ["LOSS", "SENS_PREFIX", "Layout", "Prepared", "prepare", "infer_types"]
 
 LOSS = "onnxgrad/loss"
 SENS_PREFIX = "onnxgrad/sens_"
@@ -61,27 +61,58 @@ _OPTIONAL_OUTPUTS = {"LayerNormalization": 3, "SoftmaxCrossEntropyLoss": 2}
 
 
 @dataclasses.dataclass
-class Prepared:
-    """A model ready for the gradient builder, and how to read it.
+class Layout:
+    """How to feed a prepared graph and read its gradients (JSON-serializable).
 
     Attributes:
-        model: the model (outputs: network outputs, then ``LOSS`` if ``xs``).
         xs: the tensors to differentiate, in order.
         input_targets: for each requested input position, the tensors whose
             gradients sum up to its gradient (empty: zeros).
         weight_targets: requested weights that reach the loss.
         sens_inputs: ``{output index: sens input name}``.
         output_types: ``(elem_type, shape or None)`` for each network output.
-        tensor_types: ``(elem_type, shape or None)`` of every typed tensor.
+        x_types: ``(elem_type, shape or None)`` of each tensor in ``xs``.
+    """
+
+    xs: list[str]
+    input_targets: dict[int, list[str]]
+    weight_targets: list[str]
+    sens_inputs: dict[int, str]
+    output_types: list[tuple[int, tuple | None]]
+    x_types: dict[str, tuple[int, tuple | None]]
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Layout:
+        """Reads :meth:`to_json`'s output back."""
+
+        def typ(t):
+            return (t[0], None if t[1] is None else tuple(t[1]))
+
+        return cls(
+            xs=list(data["xs"]),
+            input_targets={int(k): list(v) for k, v in data["input_targets"].items()},
+            weight_targets=list(data["weight_targets"]),
+            sens_inputs={int(k): v for k, v in data["sens_inputs"].items()},
+            output_types=[typ(t) for t in data["output_types"]],
+            x_types={k: typ(t) for k, t in data["x_types"].items()},
+        )
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A model ready for the gradient builder, and its :class:`Layout`.
+
+    Attributes:
+        model: the model (outputs: network outputs, then ``LOSS`` if there is anything to differentiate).
+        layout: how to feed it and read it.
     """
 
     model: onnx.ModelProto
-    xs: list[str]
-    input_targets: dict[int, list[str]]
-    weight_targets: set[str]
-    sens_inputs: dict[int, str]
-    output_types: list[tuple[int, tuple | None]]
-    tensor_types: dict[str, tuple[int, tuple | None]]
+    layout: Layout
 
 
 def infer_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple | None]]:
@@ -232,7 +263,7 @@ def prepare(
 
     xs: list[str] = []
     input_targets: dict[int, list[str]] = {pos: [] for pos in grad_inputs}
-    weight_targets: set[str] = set()
+    weight_targets: list[str] = []
     if terms:
         loss = terms[0]
         for term in terms[1:]:
@@ -245,8 +276,9 @@ def prepare(
         sources = _gradient_sources(graph, {outputs[k] for k in differentiable}, types)
         for pos, names in input_candidates.items():
             input_targets[pos] = [n for n in names if n in sources]
-        weight_targets = {name for name in grad_weights if name in sources}
+        weight_targets = [name for name in grad_weights if name in sources]
         # dict.fromkeys: de-duplicated, in a stable order.
         wanted = [n for names in input_targets.values() for n in names] + [n for n in grad_weights if n in sources]
         xs = list(dict.fromkeys(wanted))
-    return Prepared(prepared, xs, input_targets, weight_targets, sens_inputs, output_types, types)
+    x_types = {x: types.get(x, (0, None)) for x in xs}
+    return Prepared(prepared, Layout(xs, input_targets, weight_targets, sens_inputs, output_types, x_types))

@@ -151,7 +151,7 @@ def test_unused_weights_get_zeros(mlp):
     assert db.shape == (2,) and np.abs(db).sum() > 0
 
 
-def test_gradient_graph_is_built_once_per_signature_and_weights_are_live(mlp, monkeypatch):
+def test_gradient_graph_is_built_once_per_signature_and_weights_are_live(mlp, monkeypatch, fresh_cache):
     builds = []
     real = _gradient.build_gradient_graph
     monkeypatch.setattr(_gradient, "build_gradient_graph", lambda *a: builds.append(1) or real(*a))
@@ -207,3 +207,33 @@ def test_network_call_and_metadata(mlp):
     assert [p.name for p in mlp.trainable_params()] == ["w", "b", "unused_w"]
     np.testing.assert_allclose(mlp(X), np.tanh(X @ mlp.parameters_dict()["w"].value + [0.1, -0.2]), rtol=1e-6)
     assert "Network((x: float32[N, 3]) -> (y: float32[N, 2]), 3 parameters)" == repr(mlp)
+
+
+def test_second_network_and_new_process_reuse_the_built_graph(monkeypatch, fresh_cache):
+    builds = []
+    real = _gradient.build_gradient_graph
+    monkeypatch.setattr(_gradient, "build_gradient_graph", lambda *a: builds.append(1) or real(*a))
+    expected = onnxgrad.ForwardValueAndGrad(onnxgrad.load(_model(MLP)), get_all=True)(X)
+    assert builds == [1]
+    # Same model and flags again, in this process: nothing is built.
+    again = onnxgrad.ForwardValueAndGrad(onnxgrad.load(_model(MLP)), get_all=True)(X)
+    assert builds == [1]
+    assert_trees_close(again, expected)
+    # A new process finds the graph on disk: simulate by forgetting the memory cache.
+    from onnxgrad import _cache
+
+    _cache.clear_memory()
+    assert sorted(p.suffix for p in fresh_cache.iterdir()) == [".json", ".onnx"]
+    from_disk = onnxgrad.ForwardValueAndGrad(onnxgrad.load(_model(MLP)), get_all=True)(X)
+    assert builds == [1]
+    assert_trees_close(from_disk, expected)
+
+
+def test_corrupt_cache_entries_are_rebuilt(monkeypatch, fresh_cache):
+    expected = onnxgrad.ForwardValueAndGrad(onnxgrad.load(_model(MLP)))(X)
+    from onnxgrad import _cache
+
+    _cache.clear_memory()
+    for path in fresh_cache.iterdir():
+        path.write_bytes(b"garbage")
+    assert_trees_close(onnxgrad.ForwardValueAndGrad(onnxgrad.load(_model(MLP)))(X), expected)
