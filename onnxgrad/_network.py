@@ -182,6 +182,22 @@ def _read_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     )
 
 
+def _unique_outputs(graph: onnx.GraphProto) -> None:
+    """Renames repeated graph outputs (``return t, t``) through Identity nodes."""
+    seen: set[str] = set()
+    taken = {name for node in graph.node for name in node.output} | {v.name for v in graph.input}
+    for value in graph.output:
+        if value.name in seen:
+            k = 1
+            while f"{value.name}_{k}" in taken:
+                k += 1
+            new = f"{value.name}_{k}"
+            graph.node.append(onnx.helper.make_node("Identity", [value.name], [new], name=f"onnxgrad_output_{new}"))
+            taken.add(new)
+            value.name = new
+        seen.add(value.name)
+
+
 def load(model: str | os.PathLike | onnx.ModelProto, parameters: Sequence[str] | None = None) -> Network:
     """Loads an ONNX model as a :class:`Network`.
 
@@ -229,6 +245,7 @@ def load(model: str | os.PathLike | onnx.ModelProto, parameters: Sequence[str] |
     wanted = set(parameters)
     params = [Parameter(numpy_helper.to_array(initializers[name]), name) for name in initializers if name in wanted]
 
+    _unique_outputs(graph)
     # Trainable initializers become graph inputs (after the user inputs).
     declared = {v.name for v in graph.input}
     kept = [init for init in graph.initializer if init.name not in wanted]

@@ -237,3 +237,16 @@ def test_corrupt_cache_entries_are_rebuilt(monkeypatch, fresh_cache):
     for path in fresh_cache.iterdir():
         path.write_bytes(b"garbage")
     assert_trees_close(onnxgrad.ForwardValueAndGrad(onnxgrad.load(_model(MLP)))(X), expected)
+
+
+def test_a_tensor_returned_twice_counts_twice():
+    model = _model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2] x, float[2] y) => (float[2] z, float[2] z) { z = Mul(x, y) }
+    """)
+    x, y = np.ones(2, np.float32), np.full(2, 3.0, np.float32)
+    (z1, z2), (dx, dy) = onnxgrad.ForwardValueAndGrad(model, get_all=True)(x, y)
+    np.testing.assert_array_equal(z1, x * y)
+    np.testing.assert_array_equal(z2, x * y)
+    np.testing.assert_array_equal(dx, 2 * y)
+    np.testing.assert_array_equal(dy, 2 * x)

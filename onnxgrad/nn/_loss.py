@@ -47,6 +47,14 @@ class LossFn(abc.ABC):
         """The label's shape for logits of this shape (default: the same)."""
         return logits.shape
 
+    def loss_shape(self, logits: TensorInfo) -> tuple | None:
+        """The unreduced loss's shape for logits of this shape (default: the same)."""
+        return logits.shape
+
+    def output_shape(self, logits: TensorInfo) -> tuple | None:
+        """The shape of the loss after reduction."""
+        return self.loss_shape(logits) if self.reduction == "none" else ()
+
     @abc.abstractmethod
     def build(self, w: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
         """Emits the unreduced loss; returns its tensor name."""
@@ -107,7 +115,10 @@ def attach_loss(model: onnx.ModelProto, loss_fn: LossFn, label_dtype: Any = None
     name = LOSS_OUTPUT if LOSS_OUTPUT not in w._taken else w.fresh(LOSS_OUTPUT)
     w.node("Identity", [loss], [name])
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(name, logits_info.elem_type, None))
+    shape = loss_fn.output_shape(logits_info)
+    # onnx.checker wants a shape on graph outputs; an unknown one is a list of unnamed dims.
+    dims = shape if shape is not None else [None] * len(logits_info.shape or ())
+    graph.output.append(helper.make_tensor_value_info(name, logits_info.elem_type, dims))
     return result
 
 
