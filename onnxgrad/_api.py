@@ -61,7 +61,7 @@ def _resolve(network: Any) -> Network | _FrameworkTarget:
 
 
 def _weight_names(network: Network, weights: Any) -> list[str]:
-    if isinstance(weights, (Parameter, str)):
+    if _is_single(weights):
         weights = [weights]
     params = network.parameters_dict()
     names = []
@@ -175,11 +175,17 @@ class _GradFunction:
         position = self._grad_position
         if self._weights is None:
             return input_grads[0] if isinstance(position, int) else tuple(input_grads)
-        weights = weight_grads[0] if isinstance(self._weights, (Parameter, str)) else tuple(weight_grads)
+        weights = weight_grads[0] if _is_single(self._weights) else tuple(weight_grads)
         if position is None:
             return weights
         inputs = input_grads[0] if isinstance(position, int) else tuple(input_grads)
         return (inputs, weights)
+
+
+def _is_single(weights: Any) -> bool:
+    # One weight (any framework's Parameter, or a name) gets a bare gradient; a
+    # list, tuple or ParameterTuple (a tuple subclass) gets a tuple.
+    return not isinstance(weights, (list, tuple))
 
 
 def _with_missing(grads: list, missing: list) -> list:
@@ -313,7 +319,7 @@ def value_and_grad(
             isinstance(grad_position, tuple) and all(isinstance(p, int) for p in grad_position))
     ):
         raise InputError(f"grad_position must be an int, a tuple of ints or None, got {grad_position!r}.")
-    if weights is not None and not isinstance(weights, (Parameter, str)):
+    if weights is not None and not _is_single(weights):
         weights = tuple(weights)
     grad_fn = _GradFunction(fn, grad_position, weights, has_aux, return_ids, False, providers)
 

@@ -144,6 +144,7 @@ VALUE_AND_GRAD_CASES = {
     "both_with_aux": dict(grad_position=(0, 2), weights=True, has_aux=True),
     "ids": dict(grad_position=0, weights=True, return_ids=True),
     "ids_weights_only": dict(grad_position=None, weights=True, return_ids=True),
+    "single_weight": dict(grad_position=0, weights="single"),
 }
 
 
@@ -154,6 +155,8 @@ def test_value_and_grad_matches_mindspore(case):
     ms_weights, weights = _weights(cell, network)
     use_weights = kwargs.pop("weights", False)
 
+    if use_weights == "single":  # one Parameter, not a tuple: its gradient comes back bare
+        ms_weights, weights = ms_weights[0], weights[0]
     expected = ops.value_and_grad(cell, weights=ms_weights if use_weights else None, **kwargs)(*_ms_tree(inputs))
     actual = onnxgrad.value_and_grad(network, weights=weights if use_weights else None, **kwargs)(*inputs)
 
