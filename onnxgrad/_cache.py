@@ -19,11 +19,11 @@ import os
 import pathlib
 import tempfile
 import threading
-from typing import Callable, Hashable
+from typing import Hashable
 
 import onnx
-import onnxruntime
 
+from onnxgrad._ort import ort
 from onnxgrad._prepare import Layout
 
 __all__ = ["cache_key", "lookup", "store", "cache_dir", "clear_memory"]
@@ -47,7 +47,7 @@ def cache_key(model_digest: str, parts: Hashable) -> str:
     """The entry key for a graph digest and the spec/signature ``parts``."""
     from onnxgrad import __version__
 
-    text = repr((_VERSION, __version__, onnxruntime.__version__, model_digest, parts))
+    text = repr((_VERSION, __version__, ort.__version__, model_digest, parts))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -38,7 +38,7 @@ def grad_name(x: str) -> str:
 
 def _pybind():
     # The pybind module, not onnxruntime.training: that one imports torch.
-    from onnxruntime.capi import _pybind_state
+    from onnxgrad._ort import pybind as _pybind_state
 
     if not hasattr(_pybind_state, "GradientGraphBuilder"):
         raise GradientBuildError(
@@ -117,7 +117,9 @@ def build_gradient_graph(model: onnx.ModelProto, loss: str, xs: Iterable[str]) -
             raise UnsupportedGradientError(
                 f"onnxruntime-training has no gradient for op {op} (node {node or '<unnamed>'!r}), which lies "
                 "between the differentiated inputs/weights and the outputs. Replace the op in the model (or ask "
-                "only for gradients that do not pass through it); `onnxgrad inspect` lists the blocking nodes."
+                "only for gradients that do not pass through it); `onnxgrad inspect` lists the blocking nodes.",
+                op_type=op,
+                node=node,
             ) from err
         raise GradientBuildError(
             f"onnxruntime-training could not build the gradient graph: {_short(text)}. "

@@ -27,7 +27,6 @@ Identity.
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 from typing import Sequence
 
 import numpy as np

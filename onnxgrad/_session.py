@@ -12,8 +12,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
+from onnxgrad._ort import ort
 from onnxgrad.errors import InputError, RuntimeFailure
 
 __all__ = ["Session", "check_providers"]

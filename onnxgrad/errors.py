@@ -35,7 +35,17 @@ class GradientBuildError(OnnxGradError):
 
 
 class UnsupportedGradientError(GradientBuildError):
-    """A node on the path from the differentiated tensors to the outputs has no gradient."""
+    """A node on the path from the differentiated tensors to the outputs has no gradient.
+
+    Attributes:
+        op_type: the op without a gradient (empty when unknown).
+        node: the node's name (empty when the node is unnamed or unknown).
+    """
+
+    def __init__(self, message: str, op_type: str = "", node: str = "") -> None:
+        super().__init__(message)
+        self.op_type = op_type
+        self.node = node
 
 
 class InputError(OnnxGradError, ValueError):
