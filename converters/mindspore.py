@@ -43,10 +43,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 import onnxgrad.nn
 from onnxgrad._frontend import Frontend, set_parameter_map
+from onnxgrad.converters._common import initializer_mismatch, rearranged_copy
 from onnxgrad.errors import ConversionError, InputError
 
 __all__ = ["MindSporeFrontend", "frontend", "to_onnx"]
@@ -279,39 +280,16 @@ def _parameter_map(cell: Any, model: onnx.ModelProto) -> dict[str, str]:
         value = param.asnumpy()
         initializer = initializers.get(param.name)
         if initializer is None:
-            copy = _rearranged_copy(value, [i for n, i in initializers.items() if n not in claimed])
+            copy = rearranged_copy(value, [i for n, i in initializers.items() if n not in claimed])
             if copy is not None:
                 raise _transformed(param.name, f"its values are in initializer {copy!r}, rearranged")
             logger.debug("parameter %s is not in the exported graph: the outputs do not depend on it", param.name)
             continue
-        array = numpy_helper.to_array(initializer)
-        if array.shape != value.shape or array.dtype != value.dtype:
-            raise _transformed(
-                param.name,
-                f"its initializer is {array.dtype}{list(array.shape)}, the parameter {value.dtype}{list(value.shape)}",
-            )
-        if not _same_values(array, value):
-            raise _transformed(param.name, "its initializer holds other values")
+        mismatch = initializer_mismatch(value, initializer)
+        if mismatch:
+            raise _transformed(param.name, mismatch)
         mapping[param.name] = initializer.name
     return mapping
-
-
-def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.array_equal(a, b, equal_nan=np.issubdtype(a.dtype, np.inexact)))
-
-
-def _rearranged_copy(value: np.ndarray, candidates: Sequence[onnx.TensorProto]) -> str | None:
-    """The name of an initializer holding ``value``'s elements in another shape or order."""
-    flat = np.sort(value, axis=None)
-    if flat.size < 2 or flat[0] == flat[-1]:
-        return None  # a constant-valued parameter matches any constant; proves nothing
-    for candidate in candidates:
-        if candidate.data_type != helper.np_dtype_to_tensor_dtype(value.dtype):
-            continue
-        array = numpy_helper.to_array(candidate)
-        if array.size == value.size and _same_values(np.sort(array, axis=None), flat):
-            return candidate.name
-    return None
 
 
 def _transformed(name: str, detail: str) -> ConversionError:
@@ -495,7 +473,8 @@ class MindSporeFrontend(Frontend):
 
     def from_numpy(self, array: np.ndarray) -> Any:
         """A MindSpore Tensor holding ``array``."""
-        return _mindspore().Tensor(np.ascontiguousarray(array))
+        # np.ascontiguousarray would turn a 0-d loss into shape (1,).
+        return _mindspore().Tensor(np.require(array, requirements="C"))
 
 
 def frontend(obj: Any) -> MindSporeFrontend:

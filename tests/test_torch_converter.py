@@ -1,0 +1,438 @@
+"""The PyTorch converter: the ONNX it exports computes what the module computes,
+the parameter map holds by value, the user's module is left as it was, and every
+failure says what to do. Pins what PyTorch 2.13's TorchScript exporter does (see
+the docstring of ``onnxgrad.converters.torch``)."""
+
+from __future__ import annotations
+
+import collections
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from onnxgrad import _frontend  # noqa: E402
+from onnxgrad._graph import TensorInfo, default_opset  # noqa: E402
+from onnxgrad.converters import torch as converter  # noqa: E402
+from onnxgrad.errors import ConversionError, InputError  # noqa: E402
+from torch_models import MODELS  # noqa: E402
+
+# Two float32 implementations (PyTorch's CPU kernels, ONNX Runtime's).
+TOLERANCE = dict(rtol=1e-5, atol=1e-6)
+
+
+def _run(model: onnx.ModelProto, inputs) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {i.name: np.asarray(x) for i, x in zip(session.get_inputs(), inputs)}
+    return session.run(None, feeds)
+
+
+def _torch_outputs(module: nn.Module, inputs) -> list[np.ndarray]:
+    with torch.no_grad():
+        result = module(*inputs)
+    results = result if isinstance(result, tuple) else (result,)
+    return [r.numpy() for r in results]
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def _op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
+
+
+@pytest.fixture(scope="module")
+def exported() -> dict[str, tuple[nn.Module, tuple, onnx.ModelProto]]:
+    """Every zoo module, its inputs and its export (exporting is the slow part)."""
+    results = {}
+    for name, case in MODELS.items():
+        module, inputs = case.module(), case.inputs()
+        results[name] = (module, inputs, converter.to_onnx(module, *inputs))
+    return results
+
+
+# --- Every zoo module -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_onnx_computes_what_torch_computes(exported, name):
+    module, inputs, model = exported[name]
+    expected = _torch_outputs(module, inputs)
+    actual = _run(model, [x.numpy() for x in inputs])
+    assert len(actual) == len(expected), f"{name}: {len(actual)} outputs, torch gives {len(expected)}"
+    for index, (a, e) in enumerate(zip(actual, expected)):
+        assert a.shape == e.shape, f"{name} output {index}: shape {a.shape}, torch {e.shape}"
+        assert a.dtype == e.dtype, f"{name} output {index}: dtype {a.dtype}, torch {e.dtype}"
+        np.testing.assert_allclose(a, e, **TOLERANCE, err_msg=f"{name} output {index}")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_versions_inputs_and_outputs(exported, name):
+    module, inputs, model = exported[name]
+    assert model.ir_version <= 10 and default_opset(model) <= 21
+    assert default_opset(model) == converter.OPSET
+    assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+    # One graph input per example input, in order, dtypes (int64 ids, targets) kept.
+    infos = [TensorInfo.from_value_info(v) for v in model.graph.input]
+    assert [(i.dtype, i.shape) for i in infos] == [(x.numpy().dtype, tuple(x.shape)) for x in inputs]
+    expected_outputs = len(_torch_outputs(module, inputs))
+    assert [o.name for o in model.graph.output] == [f"output_{i}" for i in range(expected_outputs)]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_parameter_map_holds_every_parameter_unchanged(exported, name):
+    module, _, model = exported[name]
+    mapping = _frontend.parameter_map(model)
+    used = [n for n, p in module.named_parameters() if p.requires_grad and n not in MODELS[name].unused_parameters]
+    assert list(mapping) == used
+    # One initializer per parameter: the exporter neither merged equal values nor fused parameters.
+    assert len(set(mapping.values())) == len(mapping)
+    initializers = _initializers(model)
+    params = dict(module.named_parameters())
+    for param_name, init_name in mapping.items():
+        value = params[param_name].detach().numpy()
+        array = initializers[init_name]
+        assert array.shape == value.shape and array.dtype == value.dtype, param_name
+        np.testing.assert_array_equal(array, value, err_msg=f"initializer of {param_name}")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_training_flags_are_restored(name):
+    case = MODELS[name]
+    module = case.module().train()
+    submodules = list(module.modules())
+    submodules[-1].eval()  # mixed modes must survive, not just the top-level flag
+    before = [m.training for m in submodules]
+    converter.to_onnx(module, *case.inputs())
+    assert [m.training for m in module.modules()] == before
+
+
+# --- What the exporter does, pinned ------------------------------------------
+
+
+def test_batchnorm_is_neither_fused_nor_folded(exported):
+    _, _, model = exported["cnn_bn"]
+    assert _op_histogram(model) == {"BatchNormalization": 1, "Conv": 1, "Flatten": 1, "Gemm": 1, "Relu": 1}
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    assert list(conv.input[1:]) == ["conv.weight", "conv.bias"]
+    batchnorm = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    assert list(batchnorm.input[1:]) == ["bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"]
+    # The running statistics are buffers: initializers, but no parameters.
+    assert "bn.running_mean" not in _frontend.parameter_map(model).values()
+
+
+def test_transposed_weights_stay_transpose_nodes(exported):
+    _, _, model = exported["transformer"]
+    # Constant folding would store transposed copies named onnx::MatMul_<n>.
+    assert all(not name.startswith("onnx::") for name in _initializers(model))
+    transposed = {n.input[0] for n in model.graph.node if n.op_type == "Transpose"}
+    assert {"layer.self_attn.in_proj_weight", "layer.linear1.weight", "layer.linear2.weight"} <= transposed
+
+
+def test_equal_valued_parameters_keep_their_own_initializers(exported):
+    _, _, model = exported["transformer"]
+    mapping = _frontend.parameter_map(model)
+    # Both zeros after initialization: the exporter's value-deduplication would merge them.
+    assert mapping["layer.norm1.bias"] == "layer.norm1.bias"
+    assert mapping["layer.self_attn.out_proj.bias"] == "layer.self_attn.out_proj.bias"
+
+
+def test_transformer_exports_standard_ops_only(exported):
+    _, _, model = exported["transformer"]
+    ops = set(_op_histogram(model))
+    assert {"MatMul", "Softmax", "LayerNormalization", "Transpose"} <= ops
+    assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["no_grad", "frozen_parameters"])
+def test_transformer_fast_path_is_off_during_export(frozen):
+    case = MODELS["transformer"]
+    module, inputs = case.module(), case.inputs()
+    # Either condition sends eval-mode TransformerEncoderLayer down its fused kernel.
+    if frozen:
+        module.requires_grad_(False)
+        model = converter.to_onnx(module, *inputs)
+    else:
+        with torch.no_grad():
+            model = converter.to_onnx(module, *inputs)
+    np.testing.assert_allclose(_run(model, inputs)[0], _torch_outputs(module, inputs)[0], **TOLERANCE)
+    assert torch.backends.mha.get_fastpath_enabled()
+    if frozen:
+        assert _frontend.parameter_map(model) == {}
+
+
+def test_cross_entropy_inside_forward_is_one_op(exported):
+    _, _, model = exported["with_loss"]
+    assert _op_histogram(model) == {"Gemm": 1, "SoftmaxCrossEntropyLoss": 1}
+    assert model.graph.input[1].type.tensor_type.elem_type == onnx.TensorProto.INT64
+
+
+def test_inputs_are_named_after_forward_arguments(exported):
+    assert [v.name for v in exported["two_inputs"][2].graph.input] == ["x", "y"]
+    assert [v.name for v in exported["embedding"][2].graph.input] == ["ids"]
+
+
+class UnusedFirst(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, unused, x, scale):
+        return self.fc(x) * scale
+
+
+def test_unused_inputs_are_put_back_in_place():
+    inputs = (np.zeros((2, 5), np.float64), np.ones((2, 4), np.float32), np.full((2, 3), 2, np.int64))
+    module = UnusedFirst()
+    model = converter.to_onnx(module, *inputs)
+    infos = [TensorInfo.from_value_info(v) for v in model.graph.input]
+    assert [(i.name, i.dtype, i.shape) for i in infos] == [
+        ("unused", np.float64, (2, 5)),
+        ("x", np.float32, (2, 4)),
+        ("scale", np.int64, (2, 3)),
+    ]
+    expected = _torch_outputs(module, [torch.from_numpy(x) for x in inputs])
+    np.testing.assert_allclose(_run(model, inputs)[0], expected[0], **TOLERANCE)
+
+
+class Passthrough(nn.Module):
+    """Returns the same tensor twice, an input, and a nested tuple."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return y, (x, y)
+
+
+def test_repeated_and_passthrough_outputs_are_separate_graph_outputs():
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    module = Passthrough()
+    model = converter.to_onnx(module, x)
+    assert [o.name for o in model.graph.output] == ["output_0", "output_1", "output_2"]
+    y, x_out, y_again = _run(model, [x])
+    np.testing.assert_array_equal(x_out, x)
+    np.testing.assert_array_equal(y, y_again)
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.out = nn.Linear(4, 10, bias=False)
+        self.out.weight = self.embed.weight
+
+    def forward(self, ids):
+        return self.out(self.embed(ids))
+
+
+def test_tied_weights_map_to_one_initializer():
+    model = converter.to_onnx(Tied(), np.array([[1, 2, 3]]))
+    assert _frontend.parameter_map(model) == {"embed.weight": "embed.weight"}
+
+
+def test_frozen_parameters_are_not_mapped():
+    case = MODELS["mlp"]
+    module = case.module()
+    module.fc1.requires_grad_(False)
+    model = converter.to_onnx(module, *case.inputs())
+    assert list(_frontend.parameter_map(model)) == ["fc2.weight", "fc2.bias"]
+    assert {"fc1.weight", "fc1.bias"} <= set(_initializers(model))  # still in the graph, as constants
+
+
+def test_numpy_and_python_number_inputs():
+    class Scale(nn.Module):
+        def forward(self, x, s):
+            return x * s
+
+    model = converter.to_onnx(Scale(), np.ones((2,), np.float32), 2.0)
+    infos = [TensorInfo.from_value_info(v) for v in model.graph.input]
+    assert [(i.dtype, i.shape) for i in infos] == [(np.float32, (2,)), (np.float32, ())]
+    assert _frontend.parameter_map(model) == {}
+
+
+# --- Failures ---------------------------------------------------------------
+
+
+class Erfcx(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.special.erfcx(self.fc(x))
+
+
+class Branching(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.fc(x)
+        return -self.fc(x)
+
+
+class ReturnsDict(nn.Module):
+    def forward(self, x):
+        return {"y": x * 2}
+
+
+def test_unsupported_op_names_it():
+    module = Erfcx().train()
+    with pytest.raises(ConversionError, match=r"does not support the operator aten::special_erfcx\. Replace") as info:
+        converter.to_onnx(module, np.ones((2, 4), np.float32))
+    assert isinstance(info.value.__cause__, torch.onnx.errors.UnsupportedOperatorError)
+    assert module.training  # restored after the failure too
+
+
+def test_branch_on_tensor_value_is_refused():
+    with pytest.raises(ConversionError, match=r"branches on a tensor's value .*torch\.where"):
+        converter.to_onnx(Branching(), np.ones((2, 4), np.float32))
+
+
+class ChecksShape(nn.Module):
+    """The way out the branch error suggests for shape checks."""
+
+    def forward(self, x):
+        if not torch.onnx.is_in_onnx_export():
+            if x.shape[-1] != 4:
+                raise ValueError("x must have 4 features")
+        return x * 2
+
+
+def test_shape_check_skipped_during_export_is_accepted():
+    model = converter.to_onnx(ChecksShape(), np.ones((2, 4), np.float32))
+    assert _op_histogram(model) == {"Constant": 1, "Mul": 1}
+
+
+class Warns(nn.Module):
+    def forward(self, x):
+        warnings.warn("forward says hello", UserWarning)
+        return x * 2
+
+
+def test_other_warnings_are_passed_on_once():
+    # forward runs twice (eagerly, then traced); the user sees its warning once.
+    with pytest.warns(UserWarning, match="forward says hello") as record:
+        converter.to_onnx(Warns(), np.ones(2, np.float32))
+    assert [str(w.message) for w in record] == ["forward says hello"]
+
+
+def test_non_tensor_example_input_is_refused():
+    with pytest.raises(ConversionError, match=r"Example input 1 of MLP is a str; .*functools\.partial"):
+        converter.to_onnx(MODELS["mlp"].module(), np.ones((2, 4), np.float32), "mean")
+
+
+def test_non_tensor_output_is_refused():
+    with pytest.raises(ConversionError, match=r"ReturnsDict\.forward returns a dict at output; .*tuple of tensors"):
+        converter.to_onnx(ReturnsDict(), np.ones((2,), np.float32))
+
+
+def test_forward_failing_on_the_examples_is_reported():
+    with pytest.raises(ConversionError, match=r"MLP\.forward failed on the example inputs \(RuntimeError") as info:
+        converter.to_onnx(MODELS["mlp"].module(), np.ones((2, 5), np.float32))
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def _doctored(rename: str | None, transpose: bool) -> onnx.ModelProto:
+    """The MLP's export with fc1.weight's initializer renamed or dropped, as a folding exporter would leave it."""
+    case = MODELS["mlp"]
+    model = converter.to_onnx(case.module(), *case.inputs())
+    for index, init in enumerate(model.graph.initializer):
+        if init.name == "fc1.weight":
+            array = numpy_helper.to_array(init)
+            del model.graph.initializer[index]
+            if rename is not None:
+                model.graph.initializer.append(numpy_helper.from_array(array.T if transpose else array * 2, rename))
+            return model
+    raise AssertionError("no fc1.weight initializer")
+
+
+@pytest.mark.parametrize(
+    "rename, transpose, match",
+    [
+        ("onnx::MatMul_7", True, r"'fc1\.weight' \(its values are in initializer 'onnx::MatMul_7', rearranged\)"),
+        ("onnx::Gemm_7", False, r"'fc1\.weight' \(the outputs depend on it, but no initializer holds it"),
+        (None, False, r"'fc1\.weight' \(the outputs depend on it, but no initializer holds it"),
+    ],
+    ids=["transposed_copy", "folded", "missing"],
+)
+def test_parameter_the_outputs_need_must_be_an_initializer(rename, transpose, match):
+    case = MODELS["mlp"]
+    module, inputs = case.module(), case.inputs()
+    outputs = converter._example_outputs(module, list(inputs))
+    with pytest.raises(ConversionError, match=match):
+        converter._parameter_map(module, _doctored(rename, transpose), converter._reached_leaves(outputs))
+
+
+def test_not_a_module_is_refused():
+    with pytest.raises(ConversionError, match=r"converts a torch\.nn\.Module, got function"):
+        converter.to_onnx(torch.nn.functional.relu, np.ones(2, np.float32))
+
+
+# --- Frontend ---------------------------------------------------------------
+
+
+def test_frontend_for_returns_the_torch_frontend():
+    module = MODELS["mlp"].module()
+    front = _frontend.frontend_for(module)
+    assert isinstance(front, converter.TorchFrontend) and front.module is module
+    with pytest.raises(InputError, match=r"got a Tensor: pass the network"):
+        _frontend.frontend_for(torch.ones(2))
+
+
+def test_frontend_converts_arguments_and_results():
+    front = converter.frontend(MODELS["mlp"].module())
+    tensor = torch.ones(2, 3, requires_grad=True)
+    arrays = front.to_numpy([tensor, np.zeros(2, np.float64), 1.5, 3, [1, 2]])
+    assert [(a.dtype, a.shape) for a in arrays] == [
+        (np.float32, (2, 3)),
+        (np.float64, (2,)),
+        (np.float32, ()),
+        (np.int64, ()),
+        (np.int64, (2,)),
+    ]
+    with pytest.raises(InputError, match=r"Argument 0 is a object, which is not a tensor"):
+        front.to_numpy([object()])
+    assert front.wants_framework_tensors([np.ones(1), tensor])
+    assert not front.wants_framework_tensors([np.ones(1), 2.0])
+    scalar = np.array(2.5, np.float32)
+    scalar.flags.writeable = False
+    result = front.from_numpy(scalar)
+    assert isinstance(result, torch.Tensor) and result.shape == () and result.item() == 2.5
+
+
+def test_frontend_parameters_and_weight_names():
+    module = MODELS["mlp"].module()
+    module.fc1.bias.requires_grad_(False)
+    front = converter.frontend(module)
+    values = front.parameter_values()
+    assert list(values) == ["fc1.weight", "fc2.weight", "fc2.bias"]
+    np.testing.assert_array_equal(values["fc2.bias"], module.fc2.bias.detach().numpy())
+    assert front.weight_names([module.fc2.weight, module.fc1.weight]) == ["fc2.weight", "fc1.weight"]
+    assert front.weight_names(p for p in module.parameters() if p.requires_grad) == list(values)
+    assert front.weight_names("fc2.bias") == ["fc2.bias"]
+    with pytest.raises(InputError, match=r"'fc1.bias' is not a parameter of MLP with requires_grad; known: \["):
+        front.weight_names(["fc1.bias"])
+    with pytest.raises(InputError, match=r"a tensor of shape \[3\] is not a parameter of MLP"):
+        front.weight_names([nn.Parameter(torch.ones(3))])
+
+
+def test_frontend_export_is_to_onnx():
+    case = MODELS["two_inputs"]
+    front = converter.frontend(case.module())
+    arrays = front.to_numpy(case.inputs())
+    model = front.export(arrays)
+    assert [v.name for v in model.graph.input] == ["x", "y"]
+    assert list(_frontend.parameter_map(model)) == list(front.parameter_values())
