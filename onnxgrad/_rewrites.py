@@ -3,12 +3,21 @@
 Each rewrite replaces one node by standard ops with the same forward values
 and correct built-in gradients:
 
-- ReduceSumSquare, Sum, Elu, Softplus, PRelu and inference-mode
-  BatchNormalization have no gradient in the builder;
-- inference-mode Dropout back-propagates twice the gradient;
-- opset-20 Gelu uses the erf gradient even with ``approximate='tanh'``.
+- no gradient in the builder: ReduceSumSquare, ReduceL1, ReduceLogSum,
+  ReduceMax, ReduceMin, GlobalMaxPool, Sum, Mean, Elu, Selu, Celu, Softplus,
+  Softsign, Mish, HardSigmoid, HardSwish, ThresholdedRelu, Shrink, PRelu,
+  Hardmax, inference-mode BatchNormalization, InstanceNormalization,
+  LpNormalization, DepthToSpace, SpaceToDepth, and LayerNormalization without
+  a bias (the builder assumes three inputs), Pad other than constant mode;
+  ConvTranspose has a gradient but no ConvTransposeGrad kernel on CPU;
+- wrong gradients: inference-mode Dropout back-propagates twice the gradient;
+  opset-20 Gelu uses the erf gradient even with ``approximate='tanh'``; Where
+  does not reduce the gradient of a broadcast operand; Split gives a gradient
+  of the wrong shape when an output gets no gradient; Clip and OneHot give
+  zeros to non-constant bounds and values.
 
-A rewrite returns False to keep the node unchanged.
+A rewrite returns False to keep the node unchanged; those that need static
+shapes or constant axes and sizes give up without them.
 """
 
 from __future__ import annotations
@@ -18,9 +27,9 @@ from typing import Callable
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
-from onnxgrad._graph import GraphWriter
+from onnxgrad._graph import FLOAT_TYPES, GraphWriter
 
 __all__ = ["apply_rewrites"]
 
@@ -30,8 +39,62 @@ Rewrite = Callable[[onnx.NodeProto, GraphWriter, dict], bool]
 def _attr(node: onnx.NodeProto, name: str, default=None):
     for attribute in node.attribute:
         if attribute.name == name:
-            return helper.get_attribute_value(attribute)
+            value = helper.get_attribute_value(attribute)
+            # String attributes come back as bytes.
+            return value.decode() if isinstance(value, bytes) else value
     return default
+
+
+def _constant(w: GraphWriter, name: str) -> np.ndarray | None:
+    """The value of ``name`` if a (non-trainable) initializer or a Constant node holds it."""
+    if not name:
+        return None
+    for init in w.graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in w.graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output[0] == name:
+            attribute = node.attribute[0]
+            value = helper.get_attribute_value(attribute)
+            if attribute.name == "value":
+                return numpy_helper.to_array(value)
+            if attribute.name in ("value_float", "value_floats", "value_int", "value_ints"):
+                return np.asarray(value)
+            return None
+    return None
+
+
+def _is_float(types: dict, name: str) -> bool:
+    return types.get(name, (0, None))[0] in FLOAT_TYPES
+
+
+def _rank(types: dict, name: str) -> int | None:
+    shape = types.get(name, (0, None))[1]
+    return None if shape is None else len(shape)
+
+
+def _shape(types: dict, name: str) -> tuple[int, ...] | None:
+    """The static shape of ``name``, or None when any size is unknown."""
+    shape = types.get(name, (0, None))[1]
+    if shape is None or any(d is None for d in shape):
+        return None
+    return tuple(shape)
+
+
+def _reduction(node: onnx.NodeProto, w: GraphWriter) -> tuple[list[int] | None, bool] | None:
+    """``(axes, keepdims)`` of a Reduce* node (axes None: all); None if the axes are not constant."""
+    if len(node.input) > 1 and node.input[1]:  # opset 18 (ReduceSum: 13): axes as an input
+        value = _constant(w, node.input[1])
+        if value is None:
+            return None
+        axes = [int(a) for a in value.reshape(-1)]
+    else:
+        axes = _attr(node, "axes")
+    if not axes:
+        if _attr(node, "noop_with_empty_axes", 0):
+            return None  # an identity: rare, keep the node
+        axes = None
+    return axes, bool(_attr(node, "keepdims", 1))
 
 
 def _const_like(w: GraphWriter, value: float, ref: str, types: dict) -> str:
@@ -89,11 +152,17 @@ def _batch_norm(node, w, types) -> bool:
 
 
 def _dropout(node, w, types) -> bool:
-    training = node.input[2] if len(node.input) > 2 and node.input[2] else ""
-    mask_used = len(node.output) > 1 and node.output[1]
-    if training or mask_used:
-        return False
-    w.node("Identity", [node.input[0]], node.output[:1])
+    training = node.input[2] if len(node.input) > 2 else ""
+    if training:
+        value = _constant(w, training)
+        if value is None or bool(value):
+            return False
+    x = node.input[0]
+    w.node("Identity", [x], node.output[:1])
+    if len(node.output) > 1 and node.output[1]:  # the mask: all kept
+        elem = types.get(node.output[1], (onnx.TensorProto.BOOL, None))[0]
+        one = numpy_helper.from_array(np.ones([1], helper.tensor_dtype_to_np_dtype(elem)))
+        w.node("ConstantOfShape", [w.op("Shape", x)], node.output[1:2], value=one)
     return True
 
 
@@ -111,22 +180,101 @@ def _gelu(node, w, types) -> bool:
     return True
 
 
-def _elu(node, w, types) -> bool:
+def _elu_of(w: GraphWriter, x: str, alpha: float, types: dict) -> str:
     # Elu(x) = Relu(x) + alpha * (exp(-Relu(-x)) - 1)
-    x = node.input[0]
     negative_part = w.op("Neg", w.op("Relu", w.op("Neg", x)))
     expm1 = w.op("Sub", w.op("Exp", negative_part), _const_like(w, 1.0, x, types))
-    scaled = w.op("Mul", expm1, _const_like(w, _attr(node, "alpha", 1.0), x, types))
-    w.node("Add", [w.op("Relu", x), scaled], node.output)
+    scaled = w.op("Mul", expm1, _const_like(w, alpha, x, types))
+    return w.op("Add", w.op("Relu", x), scaled)
+
+
+def _softplus_of(w: GraphWriter, x: str, types: dict) -> str:
+    # Softplus(x) = Relu(x) + log(1 + exp(-|x|)), stable for large |x|.
+    abs_x = w.op("Add", w.op("Relu", x), w.op("Relu", w.op("Neg", x)))
+    log_term = w.op("Log", w.op("Add", w.op("Exp", w.op("Neg", abs_x)), _const_like(w, 1.0, x, types)))
+    return w.op("Add", w.op("Relu", x), log_term)
+
+
+def _hard_sigmoid_of(w: GraphWriter, x: str, alpha: float, beta: float, types: dict) -> str:
+    # HardSigmoid(x) = min(max(alpha * x + beta, 0), 1)
+    linear = w.op("Add", w.op("Mul", x, _const_like(w, alpha, x, types)), _const_like(w, beta, x, types))
+    return w.op("Min", w.op("Max", linear, _const_like(w, 0.0, x, types)), _const_like(w, 1.0, x, types))
+
+
+def _elu(node, w, types) -> bool:
+    w.node("Identity", [_elu_of(w, node.input[0], _attr(node, "alpha", 1.0), types)], node.output)
+    return True
+
+
+def _selu(node, w, types) -> bool:
+    # Selu(x) = gamma * Elu(x, alpha)
+    x = node.input[0]
+    elu = _elu_of(w, x, _attr(node, "alpha", 1.67326319217681884765625), types)
+    w.node("Mul", [elu, _const_like(w, _attr(node, "gamma", 1.05070102214813232421875), x, types)], node.output)
+    return True
+
+
+def _celu(node, w, types) -> bool:
+    # Celu(x) = Relu(x) + alpha * (exp(-Relu(-x) / alpha) - 1)
+    x = node.input[0]
+    alpha = _const_like(w, _attr(node, "alpha", 1.0), x, types)
+    negative_part = w.op("Div", w.op("Neg", w.op("Relu", w.op("Neg", x))), alpha)
+    expm1 = w.op("Sub", w.op("Exp", negative_part), _const_like(w, 1.0, x, types))
+    w.node("Add", [w.op("Relu", x), w.op("Mul", expm1, alpha)], node.output)
     return True
 
 
 def _softplus(node, w, types) -> bool:
-    # Softplus(x) = Relu(x) + log(1 + exp(-|x|)), stable for large |x|.
+    w.node("Identity", [_softplus_of(w, node.input[0], types)], node.output)
+    return True
+
+
+def _softsign(node, w, types) -> bool:
+    # Softsign(x) = x / (1 + |x|)
     x = node.input[0]
-    abs_x = w.op("Add", w.op("Relu", x), w.op("Relu", w.op("Neg", x)))
-    log_term = w.op("Log", w.op("Add", w.op("Exp", w.op("Neg", abs_x)), _const_like(w, 1.0, x, types)))
-    w.node("Add", [w.op("Relu", x), log_term], node.output)
+    w.node("Div", [x, w.op("Add", w.op("Abs", x), _const_like(w, 1.0, x, types))], node.output)
+    return True
+
+
+def _mish(node, w, types) -> bool:
+    # Mish(x) = x * tanh(softplus(x))
+    x = node.input[0]
+    w.node("Mul", [x, w.op("Tanh", _softplus_of(w, x, types))], node.output)
+    return True
+
+
+def _hard_sigmoid(node, w, types) -> bool:
+    x = node.input[0]
+    out = _hard_sigmoid_of(w, x, _attr(node, "alpha", 0.2), _attr(node, "beta", 0.5), types)
+    w.node("Identity", [out], node.output)
+    return True
+
+
+def _hard_swish(node, w, types) -> bool:
+    # HardSwish(x) = x * HardSigmoid(x, alpha=1/6, beta=0.5)
+    x = node.input[0]
+    w.node("Mul", [x, _hard_sigmoid_of(w, x, 1.0 / 6.0, 0.5, types)], node.output)
+    return True
+
+
+def _thresholded_relu(node, w, types) -> bool:
+    # ThresholdedRelu(x) = x where x > alpha, else 0
+    x = node.input[0]
+    above = w.op("Greater", x, _const_like(w, _attr(node, "alpha", 1.0), x, types))
+    w.node("Where", [above, x, _const_like(w, 0.0, x, types)], node.output)
+    return True
+
+
+def _shrink(node, w, types) -> bool:
+    # Shrink(x) = x + bias where x < -lambd, x - bias where x > lambd, else 0
+    x = node.input[0]
+    if not _is_float(types, x):
+        return False
+    lambd, bias = _attr(node, "lambd", 0.5), _attr(node, "bias", 0.0)
+    below = w.op("Less", x, _const_like(w, -lambd, x, types))
+    above = w.op("Greater", x, _const_like(w, lambd, x, types))
+    upper = w.op("Where", above, w.op("Sub", x, _const_like(w, bias, x, types)), _const_like(w, 0.0, x, types))
+    w.node("Where", [below, w.op("Add", x, _const_like(w, bias, x, types)), upper], node.output)
     return True
 
 
@@ -137,15 +285,342 @@ def _prelu(node, w, types) -> bool:
     return True
 
 
+def _mean(node, w, types) -> bool:
+    inputs = list(node.input)
+    total = inputs[0]
+    for other in inputs[1:]:
+        total = w.op("Add", total, other)
+    w.node("Div", [total, _const_like(w, float(len(inputs)), inputs[0], types)], node.output)
+    return True
+
+
+def _reduce_l1(node, w, types) -> bool:
+    reduction = _reduction(node, w)
+    if reduction is None:
+        return False
+    axes, keepdims = reduction
+    w.node("Identity", [w.reduce("ReduceSum", w.op("Abs", node.input[0]), axes, keepdims)], node.output)
+    return True
+
+
+def _reduce_log_sum(node, w, types) -> bool:
+    reduction = _reduction(node, w)
+    if reduction is None:
+        return False
+    axes, keepdims = reduction
+    w.node("Log", [w.reduce("ReduceSum", node.input[0], axes, keepdims)], node.output)
+    return True
+
+
+def _max_over(w: GraphWriter, x: str, axes: list[int], largest: bool) -> str:
+    # The max (min) over each axis in turn, keeping the axes: TopK has a gradient, ReduceMax none.
+    k = w.constant([1], np.int64)
+    for axis in axes:
+        x = w.node("TopK", [x, k], 2, axis=axis, largest=int(largest))[0]
+    return x
+
+
+def _reduce_extreme(node, w, types) -> bool:
+    x = node.input[0]
+    rank = _rank(types, x)
+    reduction = _reduction(node, w)
+    if not _is_float(types, x) or not rank or reduction is None:
+        return False
+    axes, keepdims = reduction
+    axes = sorted({a % rank for a in axes}) if axes is not None else list(range(rank))
+    out = _max_over(w, x, axes, node.op_type == "ReduceMax")
+    if not keepdims:
+        out = w.squeeze(out, axes)
+    w.node("Identity", [out], node.output)
+    return True
+
+
+def _global_max_pool(node, w, types) -> bool:
+    x = node.input[0]
+    rank = _rank(types, x)
+    if rank is None or rank < 3:
+        return False
+    w.node("Identity", [_max_over(w, x, list(range(2, rank)), True)], node.output)
+    return True
+
+
+def _hardmax(node, w, types) -> bool:
+    # One at the first maximum along `axis`: a piecewise constant function, so zero gradients.
+    x = node.input[0]
+    shape = _shape(types, x)
+    if shape is None or not shape or w.opset < 13:  # before 13, Hardmax flattens to 2-D
+        return False
+    axis = _attr(node, "axis", -1) % len(shape)
+    index = w.op("ArgMax", x, axis=axis, keepdims=1)
+    positions = np.arange(shape[axis], dtype=np.int64).reshape([shape[axis]] + [1] * (len(shape) - 1 - axis))
+    w.node("Cast", [w.op("Equal", index, w.constant(positions))], node.output, to=types[x][0])
+    return True
+
+
+def _instance_norm(node, w, types) -> bool:
+    x, scale, bias = node.input[:3]
+    rank = _rank(types, x)
+    if rank is None or rank < 3:
+        return False
+    axes = list(range(2, rank))
+    centered = w.op("Sub", x, w.reduce("ReduceMean", x, axes, True))
+    variance = w.reduce("ReduceMean", w.op("Mul", centered, w.op("Identity", centered)), axes, True)
+    eps = _const_like(w, _attr(node, "epsilon", 1e-5), x, types)
+    normalized = w.op("Div", centered, w.op("Sqrt", w.op("Add", variance, eps)))
+    channel_shape = w.constant([-1] + [1] * (rank - 2), np.int64)
+    scaled = w.op("Mul", normalized, w.op("Reshape", scale, channel_shape))
+    w.node("Add", [scaled, w.op("Reshape", bias, channel_shape)], node.output)
+    return True
+
+
+def _lp_norm(node, w, types) -> bool:
+    x = node.input[0]
+    axis, p = _attr(node, "axis", -1), _attr(node, "p", 2)
+    if p == 2:
+        norm = w.reduce("ReduceL2", x, [axis], True)
+    elif p == 1:
+        norm = w.reduce("ReduceSum", w.op("Abs", x), [axis], True)
+    else:
+        return False
+    w.node("Div", [x, norm], node.output)
+    return True
+
+
+def _layer_norm(node, w, types) -> bool:
+    if len(node.input) > 2 and node.input[2]:
+        return False
+    x, scale = node.input[:2]
+    # A zero bias shaped like the scale; Shape stops the gradient.
+    zero = numpy_helper.from_array(np.zeros([1], helper.tensor_dtype_to_np_dtype(types.get(x, (1, None))[0])))
+    bias = w.op("ConstantOfShape", w.op("Shape", scale), value=zero)
+    rewritten = onnx.NodeProto()
+    rewritten.CopyFrom(node)
+    del rewritten.input[:]
+    rewritten.input.extend([x, scale, bias])
+    w.nodes.append(rewritten)
+    return True
+
+
+def _depth_to_space(node, w, types) -> bool:
+    shape = _shape(types, node.input[0])
+    if shape is None or len(shape) != 4:
+        return False
+    n, c, h, wd = shape
+    b = _attr(node, "blocksize")
+    if _attr(node, "mode", "DCR") == "DCR":
+        split, perm = [n, b, b, c // (b * b), h, wd], [0, 3, 4, 1, 5, 2]
+    else:  # CRD
+        split, perm = [n, c // (b * b), b, b, h, wd], [0, 1, 4, 2, 5, 3]
+    blocks = w.op("Transpose", w.op("Reshape", node.input[0], w.constant(split, np.int64)), perm=perm)
+    w.node("Reshape", [blocks, w.constant([n, c // (b * b), h * b, wd * b], np.int64)], node.output)
+    return True
+
+
+def _space_to_depth(node, w, types) -> bool:
+    shape = _shape(types, node.input[0])
+    if shape is None or len(shape) != 4:
+        return False
+    n, c, h, wd = shape
+    b = _attr(node, "blocksize")
+    split = w.op("Reshape", node.input[0], w.constant([n, c, h // b, b, wd // b, b], np.int64))
+    blocks = w.op("Transpose", split, perm=[0, 3, 5, 1, 2, 4])
+    w.node("Reshape", [blocks, w.constant([n, c * b * b, h // b, wd // b], np.int64)], node.output)
+    return True
+
+
+def _conv_transpose(node, w, types) -> bool:
+    # ConvTranspose(x, W) = Conv(x with stride-1 zeros between elements, W flipped with in/out channels
+    # swapped per group): the CPU build has no ConvTransposeGrad kernel.
+    x, weight = node.input[:2]
+    shape, kernel = _shape(types, x), _shape(types, weight)
+    if shape is None or kernel is None or _attr(node, "auto_pad", "NOTSET") != "NOTSET" or _attr(node, "output_shape"):
+        return False
+    spatial = len(shape) - 2
+    strides = _attr(node, "strides") or [1] * spatial
+    dilations = _attr(node, "dilations") or [1] * spatial
+    pads = _attr(node, "pads") or [0] * (2 * spatial)
+    output_padding = _attr(node, "output_padding") or [0] * spatial
+    group = _attr(node, "group", 1)
+    sizes = kernel[2:]
+    extents = [d * (k - 1) for d, k in zip(dilations, sizes)]
+    begins = [e - p for e, p in zip(extents, pads[:spatial])]
+    ends = [e - p + o for e, p, o in zip(extents, pads[spatial:], output_padding)]
+    if min(begins + ends) < 0:
+        return False
+    if any(s > 1 for s in strides):
+        n, c, dims = shape[0], shape[1], shape[2:]
+        interleaved = [n, c] + [v for d in dims for v in (d, 1)]
+        padded = w.op("Pad", w.op("Reshape", x, w.constant(interleaved, np.int64)),
+                      w.constant([0] * len(interleaved) + [0, 0] + [v for s in strides for v in (0, s - 1)], np.int64))
+        spread = w.op("Reshape", padded, w.constant([n, c] + [d * s for d, s in zip(dims, strides)], np.int64))
+        axes = list(range(2, 2 + spatial))
+        x = w.op("Slice", spread, w.constant([0] * spatial, np.int64),
+                 w.constant([(d - 1) * s + 1 for d, s in zip(dims, strides)], np.int64), w.constant(axes, np.int64))
+    c_in, c_out_group = kernel[0], kernel[1]
+    grouped = w.op("Reshape", weight, w.constant([group, c_in // group, c_out_group, *sizes], np.int64))
+    swapped = w.op("Transpose", grouped, perm=[0, 2, 1, *range(3, 3 + spatial)])
+    regrouped = w.op("Reshape", swapped, w.constant([group * c_out_group, c_in // group, *sizes], np.int64))
+    flipped = regrouped
+    for axis, size in enumerate(sizes, start=2):  # Gather, not a step -1 Slice: SliceGrad rejects those
+        flipped = w.op("Gather", flipped, w.constant(np.arange(size - 1, -1, -1, dtype=np.int64)), axis=axis)
+    inputs = [x, flipped] + ([node.input[2]] if len(node.input) > 2 and node.input[2] else [])
+    w.node("Conv", inputs, node.output, dilations=list(dilations), group=group, pads=begins + ends)
+    return True
+
+
+def _pad_source(position: int, size: int, mode: str) -> int:
+    """The input index a padded position copies in reflect, edge or wrap mode."""
+    if mode == "edge":
+        return min(max(position, 0), size - 1)
+    if mode == "wrap":
+        return position % size
+    if position < 0:  # reflect
+        return -position
+    return position if position < size else 2 * (size - 1) - position
+
+
+def _pad(node, w, types) -> bool:
+    # The builder's Pad gradient takes constant mode only: a Gather per padded axis copies the same elements.
+    mode = _attr(node, "mode", "constant")
+    x = node.input[0]
+    shape = _shape(types, x)
+    if mode == "constant" or shape is None:
+        return False
+    if len(node.input) > 1:  # opset 11: pads (and, from 18, axes) as inputs
+        pads = _constant(w, node.input[1])
+        axes = _constant(w, node.input[3]) if len(node.input) > 3 and node.input[3] else np.arange(len(shape))
+        if pads is None or axes is None:
+            return False
+        pads, axes = [int(p) for p in pads], [int(a) % len(shape) for a in axes]
+    else:
+        pads, axes = list(_attr(node, "pads")), list(range(len(shape)))
+    out = x
+    for axis, begin, end in zip(axes, pads[: len(axes)], pads[len(axes) :]):
+        size = shape[axis]
+        if begin < 0 or end < 0 or (mode == "reflect" and max(begin, end) >= size):
+            return False
+        if begin or end:
+            sources = [_pad_source(p, size, mode) for p in range(-begin, size + end)]
+            out = w.op("Gather", out, w.constant(np.array(sources, np.int64)), axis=axis)
+    w.node("Identity", [out], node.output)
+    return True
+
+
+def _where(node, w, types) -> bool:
+    # The builder's Where gradient keeps the output's shape: expand broadcast operands first.
+    cond, a, b = node.input
+    out_shape = _shape(types, node.output[0])
+    if out_shape is None or not _is_float(types, node.output[0]):
+        return False
+    operands = []
+    for operand in (a, b):
+        if _shape(types, operand) != out_shape:
+            operand = w.op("Expand", operand, w.constant(list(out_shape), np.int64))
+        operands.append(operand)
+    if operands == [a, b]:
+        return False
+    w.node("Where", [cond, *operands], node.output)
+    return True
+
+
+def _split(node, w, types) -> bool:
+    # The builder's Split gradient concatenates only the outputs that have gradients: Slices instead.
+    x = node.input[0]
+    rank = _rank(types, x)
+    if not _is_float(types, x) or not rank or w.opset < 10:
+        return False
+    axis = _attr(node, "axis", 0) % rank
+    if len(node.input) > 1 and node.input[1]:
+        sizes = _constant(w, node.input[1])
+        if sizes is None:
+            return False
+        sizes = [int(s) for s in sizes.reshape(-1)]
+    elif _attr(node, "split"):
+        sizes = list(_attr(node, "split"))
+    else:  # equal parts, the last one smaller (opset 18's num_outputs)
+        dim = types[x][1][axis]
+        if dim is None:
+            return False
+        count = len(node.output)
+        part = -(-dim // count)
+        sizes = [part] * (count - 1) + [dim - part * (count - 1)]
+    start = 0
+    for output, size in zip(node.output, sizes):
+        if output:
+            bounds = [w.constant([start], np.int64), w.constant([start + size], np.int64)]
+            w.node("Slice", [x, *bounds, w.constant([axis], np.int64)], [output])
+        start += size
+    return True
+
+
+def _clip(node, w, types) -> bool:
+    # The builder gives non-constant bounds (trainable ones) no gradient: Max and Min do.
+    inputs = list(node.input) + ["", ""]
+    x, low, high = inputs[:3]
+    bounds = [b for b in (low, high) if b]
+    if all(_constant(w, b) is not None for b in bounds):
+        return False
+    out = x
+    if low:
+        out = w.op("Max", out, low)
+    if high:
+        out = w.op("Min", out, high)
+    w.node("Identity", [out], node.output)
+    return True
+
+
+def _one_hot(node, w, types) -> bool:
+    # The builder gives non-constant off/on values no gradient: select them with Where.
+    indices, depth, values = node.input
+    out_shape = _shape(types, node.output[0])
+    if _constant(w, values) is not None or out_shape is None or not _is_float(types, values):
+        return False
+    hot = w.op("OneHot", w.cast(indices, np.int64), w.cast(depth, np.int64), w.constant([0, 1], np.int64),
+               axis=_attr(node, "axis", -1))
+    full = w.constant(list(out_shape), np.int64)
+    off = w.op("Expand", w.op("Gather", values, w.constant(0, np.int64)), full)
+    on = w.op("Expand", w.op("Gather", values, w.constant(1, np.int64)), full)
+    w.node("Where", [w.cast(hot, np.bool_), on, off], node.output)
+    return True
+
+
 _REWRITES: dict[str, Rewrite] = {
+    # no gradient in the builder
     "ReduceSumSquare": _reduce_sum_square,
+    "ReduceL1": _reduce_l1,
+    "ReduceLogSum": _reduce_log_sum,
+    "ReduceMax": _reduce_extreme,
+    "ReduceMin": _reduce_extreme,
+    "GlobalMaxPool": _global_max_pool,
     "Sum": _sum,
+    "Mean": _mean,
     "BatchNormalization": _batch_norm,
+    "InstanceNormalization": _instance_norm,
+    "LpNormalization": _lp_norm,
+    "LayerNormalization": _layer_norm,
+    "Elu": _elu,
+    "Selu": _selu,
+    "Celu": _celu,
+    "Softplus": _softplus,
+    "Softsign": _softsign,
+    "Mish": _mish,
+    "HardSigmoid": _hard_sigmoid,
+    "HardSwish": _hard_swish,
+    "ThresholdedRelu": _thresholded_relu,
+    "Shrink": _shrink,
+    "PRelu": _prelu,
+    "Hardmax": _hardmax,
+    "DepthToSpace": _depth_to_space,
+    "SpaceToDepth": _space_to_depth,
+    "ConvTranspose": _conv_transpose,  # no ConvTransposeGrad kernel on CPU
+    "Pad": _pad,  # the builder's gradient takes constant mode only
+    # wrong gradients
     "Dropout": _dropout,
     "Gelu": _gelu,
-    "Elu": _elu,
-    "Softplus": _softplus,
-    "PRelu": _prelu,
+    "Where": _where,
+    "Split": _split,
+    "Clip": _clip,
+    "OneHot": _one_hot,
 }
 
 

@@ -1,0 +1,516 @@
+"""Finite-difference checks of every op onnxgrad differentiates, for inputs and weights.
+
+Each case is a tiny model written in the ONNX text format, with random weights
+as initializers (so every float initializer is a trainable parameter), checked
+with :func:`onnxgrad.testing.check_grads`; its forward values are checked
+against the original model too, since a rewrite that changed the function
+would still pass the gradient check. Cases use float64 where ONNX Runtime's
+CPU kernels, forward and gradient, take double; each case's notes say which
+dtype it uses and why. Ops onnxgrad cannot differentiate are not here: they
+raise UnsupportedGradientError (tests/test_errors_and_contract.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import zlib
+from typing import Callable, Mapping
+
+import numpy as np
+import onnx
+import onnx.parser
+import onnxruntime
+import pytest
+from onnx.reference import ReferenceEvaluator
+
+import onnxgrad
+import onnxgrad.testing
+from onnxgrad import _rewrites
+from onnxgrad.testing import check_grads
+
+Sampler = Callable[[np.random.Generator, tuple, np.dtype], np.ndarray]
+
+_TYPE_NAMES = {"double": np.float64, "float": np.float32}  # the text format has no float16 literals
+_SYMBOLIC_SIZE = 3  # concrete size given to named dims such as "N"
+
+
+def normal(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Standard normal values."""
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def positive(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Values in [0.5, 2): for Log, Sqrt, Pow, divisors and variances."""
+    return rng.uniform(0.5, 2.0, shape).astype(dtype)
+
+
+def nonzero(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Values with 0.2 <= |x| < 1.5: clear of the kink at zero (Relu, Abs, ...) by far more than the steps."""
+    return (rng.choice([-1.0, 1.0], shape) * rng.uniform(0.2, 1.5, shape)).astype(dtype)
+
+
+def distinct(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Values 0.1 apart in random order: no near-ties for MaxPool, Max, ReduceMax."""
+    size = int(np.prod(shape, dtype=np.int64))
+    return ((rng.permutation(size) - size / 2) * 0.1).reshape(shape).astype(dtype)
+
+
+def const(values) -> Sampler:
+    """A fixed value (int indices and the like)."""
+    return lambda rng, shape, dtype: np.asarray(values, dtype=dtype).reshape(shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One finite-difference case.
+
+    The model factory is :meth:`model`, the input factory :meth:`inputs`.
+
+    Attributes:
+        name: the pytest id.
+        signature: the graph's ``(inputs) => (outputs)`` in ONNX text; ``T`` is the case's element type.
+        body: the graph's nodes in ONNX text.
+        weights: initializer shapes by name; values are drawn like the inputs.
+        dtype: ``"double"`` or ``"float"``.
+        opset: the default-domain opset.
+        sample: draws float inputs and weights.
+        special: samplers for particular inputs or weights (int inputs need one).
+        tolerance: keyword overrides for check_grads (eps, rtol, atol).
+        notes: the dtype's reason and anything else worth knowing.
+    """
+
+    name: str
+    signature: str
+    body: str
+    weights: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    dtype: str = "double"
+    opset: int = 17
+    sample: Sampler = normal
+    special: Mapping[str, Sampler] = dataclasses.field(default_factory=dict)
+    tolerance: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    notes: str = ""
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(_TYPE_NAMES[self.dtype])
+
+    def _rng(self, salt: str) -> np.random.Generator:
+        return np.random.default_rng(zlib.crc32(f"{self.name}/{salt}".encode()))
+
+    def _draw(self, name: str, shape: tuple, dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+        sampler = self.special.get(name, self.sample)
+        return sampler(rng, tuple(shape), np.dtype(dtype))
+
+    def model(self) -> onnx.ModelProto:
+        """The model, with seeded random initializers."""
+        rng = self._rng("weights")
+        inits = []
+        for name, shape in self.weights.items():
+            values = self._draw(name, shape, self.np_dtype, rng).reshape(-1)
+            dims = ",".join(str(d) for d in shape)
+            literal = ", ".join(repr(float(v)) for v in values)
+            declared = f"{self.dtype}[{dims}]" if shape else self.dtype
+            inits.append(f"{declared} {name} = {{{literal}}}")
+        elem = onnx.helper.np_dtype_to_tensor_dtype(self.np_dtype)
+        body = re.sub(r"\bto = T\b", f"to = {elem}", self.body)
+        signature, body = (re.sub(r"\bT\b", self.dtype, text) for text in (self.signature, body))
+        initializers = f"<{', '.join(inits)}>" if inits else ""
+        text = f'<ir_version: 8, opset_import: ["" : {self.opset}]>\nagraph {signature} {initializers}\n{{\n{body}\n}}'
+        return onnx.parser.parse_model(text)
+
+    def inputs(self, network: onnxgrad.Network) -> list[np.ndarray]:
+        """Seeded arguments for the network's inputs (named sizes become concrete)."""
+        rng = self._rng("inputs")
+        arrays = []
+        for info in network.inputs:
+            shape = tuple(d if isinstance(d, int) else _SYMBOLIC_SIZE for d in info.shape)
+            if info.is_float or info.name in self.special:
+                arrays.append(self._draw(info.name, shape, info.dtype, rng))
+            else:
+                raise ValueError(f"case {self.name}: int input {info.name!r} needs a sampler in `special`")
+        return arrays
+
+
+F64 = "float64: ORT's CPU kernels take double, forward and gradient"
+
+
+def f32(reason: str) -> str:
+    """Notes of a float32 case: why not float64."""
+    return f"float32: {reason}"
+
+
+CASES: tuple[Case, ...] = (
+    # --- linear algebra
+    Case("gemm_bias", "(T[2,3] x) => (T[2,4] y)", "y = Gemm(x, w, b)", {"w": (3, 4), "b": (4,)}, notes=F64),
+    Case("gemm_trans", "(T[3,2] x) => (T[2,4] y)",
+         "y = Gemm <transA = 1, transB = 1, alpha = 0.5, beta = 2.0> (x, w, b)", {"w": (4, 3), "b": (1, 4)},
+         notes=F64),
+    Case("matmul", "(T[2,3] x) => (T[2,4] y)", "y = MatMul(x, w)", {"w": (3, 4)}, notes=F64),
+    Case("matmul_two_inputs", "(T[2,3] a, T[3,4] b) => (T[2,4] y)", "y = MatMul(a, b)", notes=F64),
+    Case("matmul_batched", "(T[2,2,3] x) => (T[2,2,4] y)", "y = MatMul(x, w)", {"w": (2, 3, 4)}, dtype="float",
+         notes=f32("the gradient's FusedMatMul has no double kernel")),
+    Case("matmul_broadcast", "(T[2,1,2,3] x) => (T[2,3,2,4] y)", "y = MatMul(x, w)", {"w": (3, 3, 4)}, dtype="float",
+         notes=f32("the gradient's FusedMatMul has no double kernel")),
+    Case("matmul_vector", "(T[3] x) => (T[4] y)", "y = MatMul(x, w)", {"w": (3, 4)}, dtype="float",
+         notes=f32("the gradient's FusedMatMul has no double kernel")),
+    # --- convolution and pooling
+    Case("conv_bias_pad", "(T[1,2,4,4] x) => (T[1,3,4,4] y)", "y = Conv <pads = [1, 1, 1, 1]> (x, w, b)",
+         {"w": (3, 2, 3, 3), "b": (3,)}, dtype="float", notes=f32("no double Conv kernel")),
+    Case("conv_stride", "(T[1,2,5,5] x) => (T[1,2,3,3] y)", "y = Conv <strides = [2, 2], pads = [1, 1, 1, 1]> (x, w)",
+         {"w": (2, 2, 3, 3)}, dtype="float", notes=f32("no double Conv kernel")),
+    Case("conv_groups", "(T[1,4,3,3] x) => (T[1,4,2,2] y)", "y = Conv <group = 2> (x, w, b)",
+         {"w": (4, 2, 2, 2), "b": (4,)}, dtype="float", notes=f32("no double Conv kernel")),
+    Case("conv_depthwise", "(T[2,3,4,4] x) => (T[2,3,4,4] y)", "y = Conv <group = 3, pads = [1, 1, 1, 1]> (x, w)",
+         {"w": (3, 1, 3, 3)}, dtype="float", notes=f32("no double Conv kernel")),
+    Case("convtranspose_bias", "(T[1,2,3,3] x) => (T[1,3,5,5] y)", "y = ConvTranspose(x, w, b)",
+         {"w": (2, 3, 3, 3), "b": (3,)}, dtype="float",
+         notes=f32("no double Conv kernel") + "; no ConvTransposeGrad kernel on CPU: onnxgrad rewrites with Conv"),
+    Case("convtranspose_stride", "(T[1,2,3,3] x) => (T[1,1,6,6] y)",
+         "y = ConvTranspose <strides = [2, 2], pads = [0, 0, 1, 1], output_padding = [1, 1]> (x, w)",
+         {"w": (2, 1, 3, 3)}, dtype="float", notes=f32("no double Conv kernel") + "; rewritten with Conv"),
+    Case("convtranspose_groups_dilations", "(T[1,4,3,4] x) => (T[1,2,6,7] y)",
+         "y = ConvTranspose <group = 2, strides = [2, 1], dilations = [1, 2], pads = [1, 0, 0, 1]> (x, w, b)",
+         {"w": (4, 1, 2, 2), "b": (2,)}, dtype="float", notes=f32("no double Conv kernel") + "; rewritten with Conv"),
+    Case("convtranspose_1d", "(T[2,2,4] x) => (T[2,3,9] y)", "y = ConvTranspose <strides = [2]> (x, w)",
+         {"w": (2, 3, 3)}, dtype="float", notes=f32("no double Conv kernel") + "; rewritten with Conv"),
+    Case("maxpool", "(T[1,2,4,4] x) => (T[1,2,2,2] y)", "y = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (x)",
+         sample=distinct, dtype="float", notes=f32("no double MaxPoolGrad kernel")),
+    Case("maxpool_overlap", "(T[1,1,4,4] x) => (T[1,1,4,4] y)",
+         "y = MaxPool <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (x)", sample=distinct, dtype="float",
+         notes=f32("no double MaxPoolGrad kernel")),
+    Case("averagepool", "(T[1,2,4,4] x) => (T[1,2,2,2] y)",
+         "y = AveragePool <kernel_shape = [2, 2], strides = [2, 2]> (x)", dtype="float",
+         notes=f32("no double AveragePool kernel")),
+    Case("averagepool_pads", "(T[1,1,4,4] x) => (T[1,1,4,4] y)",
+         "y = AveragePool <kernel_shape = [3, 3], pads = [1, 1, 1, 1], count_include_pad = 1> (x)", dtype="float",
+         notes=f32("no double AveragePool kernel")),
+    Case("averagepool_symbolic_batch", "(T[N,1,4,4] x) => (T[N,1,2,2] y)",
+         "y = AveragePool <kernel_shape = [2, 2], strides = [2, 2]> (x)", dtype="float",
+         notes=f32("no double AveragePool kernel") + "; a named batch size, made concrete per call"),
+    Case("globalaveragepool", "(T[2,3,2,2] x) => (T[2,3,1,1] y)", "y = GlobalAveragePool(x)", dtype="float",
+         notes=f32("no double GlobalAveragePool kernel")),
+    Case("globalmaxpool", "(T[1,2,2,3] x) => (T[1,2,1,1] y)", "y = GlobalMaxPool(x)", sample=distinct, notes=F64),
+    # --- activations
+    Case("relu", "(T[2,3] x) => (T[2,3] y)", "s = Mul(x, w)\ny = Relu(s)", {"w": (3,)}, sample=nonzero,
+         dtype="float", notes=f32("no double ReluGrad kernel")),
+    Case("leakyrelu", "(T[2,3] x) => (T[2,3] y)", "y = LeakyRelu <alpha = 0.1> (x)", sample=nonzero, dtype="float",
+         notes=f32("no double LeakyReluGrad kernel")),
+    Case("tanh", "(T[2,3] x) => (T[2,3] y)", "s = Mul(x, w)\ny = Tanh(s)", {"w": (3,)}, notes=F64),
+    Case("sigmoid", "(T[2,3] x) => (T[2,3] y)", "s = Mul(x, w)\ny = Sigmoid(s)", {"w": (3,)}, notes=F64),
+    Case("softmax", "(T[2,3] x) => (T[2,3] y)", "s = Mul(x, w)\ny = Softmax <axis = -1> (s)", {"w": (3,)},
+         dtype="float", notes=f32("no double SoftmaxGrad kernel")),
+    Case("softmax_axis0", "(T[3,2] x) => (T[3,2] y)", "y = Softmax <axis = 0> (x)", dtype="float",
+         notes=f32("no double SoftmaxGrad kernel")),
+    Case("logsoftmax", "(T[2,3] x) => (T[2,3] y)", "s = Mul(x, w)\ny = LogSoftmax <axis = -1> (s)", {"w": (3,)},
+         dtype="float", notes=f32("no double LogSoftmaxGrad kernel")),
+    Case("erf", "(T[2,3] x) => (T[2,3] y)", "s = Mul(x, w)\ny = Erf(s)", {"w": (3,)}, dtype="float",
+         notes=f32("no double Erf kernel")),
+    Case("gelu", "(T[2,3] x) => (T[2,3] y)", "s = Mul(x, w)\ny = Gelu(s)", {"w": (3,)}, opset=20, dtype="float",
+         notes=f32("rewritten with Erf, which has no double kernel")),
+    Case("gelu_tanh", "(T[2,3] x) => (T[2,3] y)", 's = Mul(x, w)\ny = Gelu <approximate = "tanh"> (s)', {"w": (3,)},
+         opset=20, dtype="float", tolerance={"rtol": 2e-4, "atol": 2e-5},
+         notes=f32("as gelu") + "; ORT's gradient is the erf one, 3e-4 off: onnxgrad rewrites; tight tolerances "
+         "catch that"),
+    Case("elu", "(T[2,3] x) => (T[2,3] y)", "y = Elu <alpha = 0.7> (x)", sample=nonzero, dtype="float",
+         notes=f32("rewritten with Relu (no double ReluGrad)") + "; no built-in gradient"),
+    Case("selu", "(T[2,3] x) => (T[2,3] y)", "y = Selu(x)", sample=nonzero, dtype="float",
+         notes=f32("rewritten with Relu (no double ReluGrad)") + "; no built-in gradient"),
+    Case("celu", "(T[2,3] x) => (T[2,3] y)", "y = Celu <alpha = 0.8> (x)", sample=nonzero, dtype="float",
+         notes=f32("Celu is float-only in ONNX") + "; no built-in gradient"),
+    Case("softplus", "(T[2,3] x) => (T[2,3] y)", "s = Mul(x, w)\ny = Softplus(s)", {"w": (3,)}, dtype="float",
+         notes=f32("rewritten with Relu (no double ReluGrad)") + "; no built-in gradient"),
+    Case("mish", "(T[2,3] x) => (T[2,3] y)", "y = Mish(x)", opset=18, dtype="float",
+         notes=f32("rewritten with Relu (no double ReluGrad)") + "; no built-in gradient"),
+    Case("softsign", "(T[2,3] x) => (T[2,3] y)", "s = Mul(x, w)\ny = Softsign(s)", {"w": (3,)},
+         notes=F64 + "; no built-in gradient"),
+    Case("hardsigmoid", "(T[2,3] x) => (T[2,3] y)", "y = HardSigmoid <alpha = 0.3, beta = 0.4> (x)", sample=nonzero,
+         notes=F64 + "; no built-in gradient; values clear of the kinks at -4/3 and 2"),
+    Case("hardswish", "(T[2,3] x) => (T[2,3] y)", "y = HardSwish(x)", sample=nonzero,
+         notes=F64 + "; no built-in gradient"),
+    Case("thresholdedrelu", "(T[2,3] x) => (T[2,3] y)", "y = ThresholdedRelu <alpha = 0.1> (x)", sample=nonzero,
+         notes=F64 + "; no built-in gradient"),
+    Case("shrink", "(T[2,3] x) => (T[2,3] y)", "y = Shrink <lambd = 0.1, bias = 0.3> (x)", sample=nonzero,
+         notes=F64 + "; no built-in gradient"),
+    Case("prelu", "(T[2,3] x) => (T[2,3] y)", "y = PRelu(x, slope)", {"slope": (3,)}, sample=nonzero, dtype="float",
+         notes=f32("rewritten with Relu (no double ReluGrad)") + "; no built-in gradient"),
+    Case("hardmax", "(T[2,3] x) => (T[2,3] y)", "s = Mul(x, w)\nh = Hardmax(s)\ny = Mul(h, s)", {"w": (3,)},
+         sample=distinct, notes=F64 + "; no built-in gradient: Hardmax itself has a zero gradient"),
+    # --- elementwise arithmetic, with broadcasting
+    Case("add_broadcast", "(T[2,3] x) => (T[2,3] y)", "y = Add(x, w)", {"w": (3,)}, notes=F64),
+    Case("sub_broadcast", "(T[2,3] x) => (T[2,3] y)", "y = Sub(w, x)", {"w": (2, 1)}, notes=F64),
+    Case("mul_broadcast", "(T[2,1] x) => (T[2,3] y)", "y = Mul(x, w)", {"w": (1, 3)}, notes=F64),
+    Case("div_broadcast", "(T[2,3] x) => (T[2,3] y)", "y = Div(x, w)", {"w": (3,)}, sample=positive, notes=F64),
+    Case("div_broadcast_inputs", "(T[N,1] a, T[1,3] b) => (T[N,3] y)", "y = Div(a, b)", sample=positive, notes=F64),
+    Case("mul_symbolic_batch", "(T[N,3] a, T[1,3] b) => (T[N,3] y)", "y = Mul(a, b)",
+         notes=F64 + "; a named batch size: ORT's Mul gradient needs it concrete"),
+    Case("mul_same_tensor", "(T[2,3] x) => (T[2,3] y)", "y = Mul(x, x)",
+         notes=F64 + "; one tensor feeds one node twice"),
+    Case("pow_const_exponent", "(T[2,3] x) => (T[2,3] y)", "e = Constant <value = T[1] {2.5}> ()\ny = Pow(x, e)",
+         sample=positive, notes=F64),
+    Case("sqrt", "(T[2,3] x) => (T[2,3] y)", "y = Sqrt(x)", sample=positive, notes=F64),
+    Case("exp", "(T[2,3] x) => (T[2,3] y)", "s = Mul(x, w)\ny = Exp(s)", {"w": (3,)}, notes=F64),
+    Case("log", "(T[2,3] x) => (T[2,3] y)", "s = Mul(x, w)\ny = Log(s)", {"w": (3,)}, sample=positive, notes=F64),
+    Case("reciprocal", "(T[2,3] x) => (T[2,3] y)", "y = Reciprocal(x)", sample=positive, notes=F64),
+    Case("neg_abs", "(T[2,3] x) => (T[2,3] y)", "a = Abs(x)\ny = Neg(a)", sample=nonzero, notes=F64),
+    Case("sin_cos", "(T[2,3] x) => (T[2,3] y, T[2,3] z)", "y = Sin(x)\nz = Cos(x)", dtype="float",
+         notes=f32("no double Cos kernel")),
+    Case("sum3", "(T[2,3] x, T[3] z) => (T[2,3] y)", "y = Sum(x, w, z)", {"w": (1, 3)},
+         notes=F64 + "; no built-in gradient: onnxgrad rewrites"),
+    Case("mean3", "(T[2,3] x, T[3] z) => (T[2,3] y)", "y = Mean(x, w, z)", {"w": (2, 1)},
+         notes=F64 + "; no built-in gradient: onnxgrad rewrites"),
+    Case("min_max", "(T[2,3] x, T[3] z) => (T[2,3] y, T[2,3] m)", "y = Max(x, w, z)\nm = Min(x, w)", {"w": (2, 1)},
+         sample=distinct, notes=F64),
+    Case("clip_constant_bounds", "(T[2,3] x) => (T[2,3] y)",
+         "lo = Constant <value = T {-0.15}> ()\nhi = Constant <value = T {0.15}> ()\ny = Clip(x, lo, hi)",
+         sample=distinct, notes=F64),
+    Case("clip_weight_bounds", "(T[2,3] x) => (T[2,3] y)", "y = Clip(x, lo, hi)", {"lo": (), "hi": ()},
+         sample=distinct, special={"lo": const(-0.15), "hi": const(0.15)},
+         notes=F64 + "; trainable bounds got zeros from ORT's Clip gradient: onnxgrad rewrites"),
+    Case("where_broadcast", "(T[2,3] x, bool[2,3] c) => (T[2,3] y)", "y = Where(c, x, w)", {"w": (3,)},
+         special={"c": const([[True, False, True], [False, False, True]])},
+         notes=F64 + "; ORT's gradient of a broadcast operand had the output's shape: onnxgrad rewrites"),
+    Case("cast_float_to_double", "(float[2,3] x) => (double[2,3] y)", "c = Cast <to = 11> (x)\ny = Mul(c, w)",
+         {"w": (3,)}, notes="a float32 input (checked at float32 tolerances), float64 weights and output"),
+    Case("cast_double_to_float", "(double[2,3] x) => (float[2,3] y)", "c = Cast <to = 1> (x)\ny = Mul(c, c)",
+         notes="a float64 input, a float32 output: checked at float32 tolerances"),
+    # --- shape manipulation
+    Case("reshape", "(T[2,3] x) => (T[3,2] y)",
+         "s = Constant <value = int64[2] {3, -1}> ()\nm = Mul(x, w)\ny = Reshape(m, s)", {"w": (3,)}, notes=F64),
+    Case("transpose", "(T[2,3,4] x) => (T[4,2,3] y)", "y = Transpose <perm = [2, 0, 1]> (x)", notes=F64),
+    Case("flatten_identity", "(T[2,3,2] x) => (T[2,6] y)", "f = Flatten(x)\ny = Identity(f)", notes=F64),
+    Case("squeeze_unsqueeze", "(T[2,1,3] x) => (T[2,3,1] y)",
+         "a = Constant <value = int64[1] {1}> ()\nb = Constant <value = int64[1] {2}> ()\n"
+         "s = Squeeze(x, a)\ny = Unsqueeze(s, b)", notes=F64),
+    Case("expand", "(T[3,1] x) => (T[2,3,4] y)", "s = Constant <value = int64[3] {2, 3, 4}> ()\ny = Expand(x, s)",
+         notes=F64),
+    Case("tile", "(T[2,3] x) => (T[4,6] y)", "r = Constant <value = int64[2] {2, 2}> ()\ny = Tile(x, r)", notes=F64),
+    Case("pad_constant", "(T[2,3] x) => (T[4,6] y)", "p = Constant <value = int64[4] {1, 2, 1, 1}> ()\ny = Pad(x, p)",
+         notes=F64),
+    Case("pad_reflect", "(T[1,1,3,3] x) => (T[1,1,5,6] y)",
+         'p = Constant <value = int64[8] {0, 0, 1, 2, 0, 0, 1, 1}> ()\ny = Pad <mode = "reflect"> (x, p)',
+         notes=F64 + "; the builder's Pad gradient takes constant mode only: onnxgrad rewrites"),
+    Case("pad_edge", "(T[1,1,3,3] x) => (T[1,1,6,4] y)",
+         'p = Constant <value = int64[8] {0, 0, 2, 0, 0, 0, 1, 1}> ()\ny = Pad <mode = "edge"> (x, p)',
+         notes=F64 + "; the builder's Pad gradient takes constant mode only: onnxgrad rewrites"),
+    Case("pad_wrap_axes", "(T[2,3] x) => (T[2,7] y)",
+         'p = Constant <value = int64[2] {2, 2}> ()\na = Constant <value = int64[1] {-1}> ()\n'
+         'y = Pad <mode = "wrap"> (x, p, , a)', opset=19,
+         notes=F64 + "; opset 19: wrap mode and axes; rewritten like reflect"),
+    Case("concat", "(T[2,3] x) => (T[2,5] y)", "y = Concat <axis = 1> (x, w)", {"w": (2, 2)}, notes=F64),
+    Case("slice", "(T[4,5] x) => (T[2,2] y)",
+         "st = Constant <value = int64[2] {1, 0}> ()\nen = Constant <value = int64[2] {4, 5}> ()\n"
+         "ax = Constant <value = int64[2] {0, 1}> ()\nsp = Constant <value = int64[2] {2, 3}> ()\n"
+         "y = Slice(x, st, en, ax, sp)", notes=F64),
+    Case("split_all_used", "(T[2,6] x) => (T[2,2] a, T[2,4] b)",
+         "s = Constant <value = int64[2] {2, 4}> ()\na, b = Split <axis = 1> (x, s)", notes=F64),
+    Case("split_one_unused", "(T[2,6] x) => (T[2,4] b)",
+         "s = Constant <value = int64[2] {2, 4}> ()\na, b = Split <axis = 1> (x, s)",
+         notes=F64 + "; ORT's gradient dropped the unused part (shape [2, 4]): onnxgrad rewrites"),
+    Case("split_num_outputs", "(T[2,5] x) => (T[2,2] b)", "a, b, c = Split <axis = 1, num_outputs = 3> (x)", opset=18,
+         notes=F64 + "; uneven parts 2, 2, 1"),
+    Case("depthtospace_dcr", "(T[1,4,2,3] x) => (T[1,1,4,6] y)", "y = DepthToSpace <blocksize = 2> (x)",
+         notes=F64 + "; no built-in gradient"),
+    Case("depthtospace_crd", "(T[1,8,2,2] x) => (T[1,2,4,4] y)", 'y = DepthToSpace <blocksize = 2, mode = "CRD"> (x)',
+         notes=F64 + "; no built-in gradient"),
+    Case("spacetodepth", "(T[1,2,4,2] x) => (T[1,8,2,1] y)", "y = SpaceToDepth <blocksize = 2> (x)",
+         notes=F64 + "; no built-in gradient"),
+    Case("trilu", "(T[3,3] x) => (T[3,3] y)", "y = Trilu(x)", notes=F64),
+    # --- indexing
+    Case("gather", "(int64[2,2] i) => (T[2,2,3] y)", "y = Gather <axis = 0> (w, i)", {"w": (4, 3)},
+         special={"i": const([[0, 3], [3, 1]])}, notes=F64 + "; int indices as an input; a repeated index"),
+    Case("gather_input_data", "(T[3,4] x, int64[3] i) => (T[3,3] y)", "y = Gather <axis = 1> (x, i)",
+         special={"i": const([2, 0, 2])}, notes=F64),
+    Case("gatherelements", "(T[2,3] x, int64[2,2] i) => (T[2,2] y)", "y = GatherElements <axis = 1> (x, i)",
+         special={"i": const([[0, 2], [1, 1]])}, notes=F64),
+    Case("gathernd", "(T[2,3] x, int64[2,2] i) => (T[2] y)", "y = GatherND(x, i)",
+         special={"i": const([[0, 2], [1, 1]])}, notes=F64),
+    Case("scatterelements", "(T[2,3] x, int64[2,1] i, T[2,1] u) => (T[2,3] y)",
+         "y = ScatterElements <axis = 1> (x, i, u)", special={"i": const([[0], [2]])}, dtype="float",
+         notes=f32("ORT's gradient mixes a float constant into double")),
+    Case("scatternd", "(T[2,3] x, int64[1,1] i, T[1,3] u) => (T[2,3] y)", "y = ScatterND(x, i, u)",
+         special={"i": const([[1]])}, dtype="float", notes=f32("ORT's gradient mixes a float constant into double")),
+    Case("topk", "(T[2,4] x) => (T[2,2] v, int64[2,2] i)", "k = Constant <value = int64[1] {2}> ()\nv, i = TopK(x, k)",
+         sample=distinct, notes=F64 + "; an int output next to a float one"),
+    Case("onehot_weight_values", "(int64[3] i) => (T[3,4] y)",
+         "d = Constant <value = int64 {4}> ()\ny = OneHot(i, d, v)", {"v": (2,)}, special={"i": const([0, 3, 1])},
+         notes="float64: the rewrite's int64 OneHot runs where ORT has no double one; trainable off/on values "
+         "got zeros: onnxgrad rewrites"),
+    Case("argmax_path", "(T[2,3] x) => (T[2,3] y)",
+         "i = ArgMax <axis = 1, keepdims = 1> (x)\nc = Cast <to = T> (i)\ny = Mul(x, c)", sample=distinct,
+         notes=F64 + "; an int path (ArgMax) beside a float one"),
+    # --- reductions
+    Case("reducemean", "(T[2,3,4] x) => (T[2,1,4] y)", "y = ReduceMean <axes = [1]> (x)", notes=F64),
+    Case("reducemean_all", "(T[2,3] x) => (T y)", "s = Mul(x, w)\ny = ReduceMean <keepdims = 0> (s)", {"w": (3,)},
+         notes=F64),
+    Case("reducesum", "(T[2,3,4] x) => (T[2,4] y)",
+         "a = Constant <value = int64[1] {1}> ()\ny = ReduceSum <keepdims = 0> (x, a)", notes=F64),
+    Case("reducesumsquare", "(T[2,3,4] x) => (T[2,1,4] y)", "s = Mul(x, w)\ny = ReduceSumSquare <axes = [1]> (s)",
+         {"w": (4,)}, notes=F64 + "; no built-in gradient: onnxgrad rewrites"),
+    Case("reducesumsquare_all", "(T[2,3] x) => (T y)", "y = ReduceSumSquare <keepdims = 0> (x)",
+         notes=F64 + "; no built-in gradient: onnxgrad rewrites"),
+    Case("reducesumsquare_axes_input", "(T[2,3,4] x) => (T[2,4] y)",
+         "a = Constant <value = int64[1] {-2}> ()\ny = ReduceSumSquare <keepdims = 0> (x, a)", opset=18,
+         notes=F64 + "; opset 18: axes as an input"),
+    Case("reducemax", "(T[2,3,4] x) => (T[2,4] y)", "y = ReduceMax <axes = [1], keepdims = 0> (x)", sample=distinct,
+         notes=F64 + "; no built-in gradient: onnxgrad rewrites with TopK"),
+    Case("reducemin_two_axes", "(T[2,3,4] x) => (T[2,1,1] y)",
+         "a = Constant <value = int64[2] {1, 2}> ()\ny = ReduceMin(x, a)", opset=18, sample=distinct,
+         notes=F64 + "; no built-in gradient: onnxgrad rewrites with TopK"),
+    Case("reducel1", "(T[2,3,4] x) => (T[2,1,4] y)", "y = ReduceL1 <axes = [1]> (x)", sample=nonzero,
+         notes=F64 + "; no built-in gradient: onnxgrad rewrites"),
+    Case("reducel2", "(T[2,3,4] x) => (T[2,1,4] y)", "y = ReduceL2 <axes = [1]> (x)", dtype="float",
+         notes=f32("no double ReduceL2 kernel")),
+    Case("reducelogsum", "(T[2,3,4] x) => (T[2,4] y)", "y = ReduceLogSum <axes = [1], keepdims = 0> (x)",
+         sample=positive, notes=F64 + "; no built-in gradient: onnxgrad rewrites"),
+    Case("reducelogsumexp", "(T[2,3,4] x) => (T[2,1,4] y)", "y = ReduceLogSumExp <axes = [1]> (x)", notes=F64),
+    # --- normalization and dropout
+    Case("batchnorm_inference", "(T[2,3,2,2] x) => (T[2,3,2,2] y)",
+         "y = BatchNormalization <epsilon = 0.01> (x, scale, bias, mean, var)",
+         {"scale": (3,), "bias": (3,), "mean": (3,), "var": (3,)}, special={"var": positive},
+         notes=F64 + "; no built-in gradient in inference mode: onnxgrad rewrites"),
+    Case("layernorm", "(T[2,3,4] x) => (T[2,3,4] y)", "y = LayerNormalization <axis = -1> (x, scale, bias)",
+         {"scale": (4,), "bias": (4,)}, notes=F64),
+    Case("layernorm_no_bias", "(T[2,3,4] x) => (T[2,3,4] y)", "y = LayerNormalization <axis = 1> (x, scale)",
+         {"scale": (3, 4)}, notes=F64 + "; ORT's gradient assumed a bias: onnxgrad rewrites"),
+    Case("instancenorm", "(T[2,3,4] x) => (T[2,3,4] y)", "y = InstanceNormalization <epsilon = 0.01> (x, s, b)",
+         {"s": (3,), "b": (3,)}, notes=F64 + "; no built-in gradient: onnxgrad rewrites"),
+    Case("lpnorm_p2", "(T[2,3] x) => (T[2,3] y)", "y = LpNormalization <axis = 1, p = 2> (x)", dtype="float",
+         notes=f32("rewritten with ReduceL2, which has no double kernel") + "; no built-in gradient"),
+    Case("lpnorm_p1", "(T[2,3] x) => (T[2,3] y)", "y = LpNormalization <axis = 0, p = 1> (x)", sample=nonzero,
+         notes=F64 + "; no built-in gradient: onnxgrad rewrites"),
+    Case("dropout_inference", "(T[2,3] x) => (T[2,3] y)", "s = Mul(x, w)\ny = Dropout(s)", {"w": (3,)},
+         notes=F64 + "; ORT's built-in gradient doubles: onnxgrad rewrites"),
+    Case("dropout_inference_ratio", "(T[2,3] x) => (T[2,3] y)", "r = Constant <value = T {0.5}> ()\ny = Dropout(x, r)",
+         notes=F64),
+    Case("dropout_inference_mask", "(T[2,3] x) => (T[2,3] y, bool[2,3] m)", "y, m = Dropout(x)",
+         notes=F64 + "; the mask an output: all True"),
+    Case("dropout_training_false_mask", "(T[2,3] x) => (T[2,3] y, bool[2,3] m)",
+         "r = Constant <value = T {0.3}> ()\nt = Constant <value = bool {0}> ()\ny, m = Dropout(x, r, t)",
+         notes=F64 + "; training_mode a constant False, the mask an output"),
+    # --- graphs
+    Case("shape_only", "(T[2,3] x) => (T[2] y)", "s = Shape(x)\nc = Cast <to = T> (s)\ny = Mul(c, w)", {"w": (2,)},
+         notes=F64 + "; x reaches the output only through Shape: its gradient is zeros"),
+    Case("multi_output_branches", "(T[2,3] x) => (T[2,4] y, T[2,4] z)", "y = MatMul(x, w)\nz = Tanh(y)",
+         {"w": (3, 4)}, notes=F64 + "; an output that also feeds another output"),
+    Case("multi_output_split", "(T[2,4] x) => (T[2,2] a, T[2,2] b)",
+         "s = Mul(x, w)\na, b = Split <axis = 1, num_outputs = 2> (s)", {"w": (4,)}, opset=18, notes=F64),
+    Case("multi_output_mixed", "(T[2,3] x) => (T[2,3] y, int64[2] s)", "m = Mul(x, w)\ny = Sigmoid(m)\ns = Shape(x)",
+         {"w": (3,)}, notes=F64 + "; an int output next to a float one"),
+)
+CASES_BY_NAME = {case.name: case for case in CASES}
+
+
+def _network_and_args(case: Case) -> tuple[onnx.ModelProto, onnxgrad.Network, list[np.ndarray]]:
+    model = case.model()
+    network = onnxgrad.load(model)
+    return model, network, case.inputs(network)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_gradients_match_finite_differences(case):
+    _, network, args = _network_and_args(case)
+    check_grads(network, args, **case.tolerance)
+
+
+def _reference_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The original model's outputs from ORT's own kernels, or from the ONNX
+    reference evaluator where ORT has no kernel (many ops in float64)."""
+    try:
+        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as err:  # pybind's NOT_IMPLEMENTED
+        if "NOT_IMPLEMENTED" not in str(err):
+            raise
+        return ReferenceEvaluator(model).run(None, feeds)
+    return session.run(None, feeds)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_forward_values_match_the_original_model(case):
+    # Rewrites must keep forward values: check_grads alone would accept a rewrite
+    # that changes the function consistently in both passes.
+    model, network, args = _network_and_args(case)
+    expected = _reference_outputs(model, {info.name: a for info, a in zip(network.inputs, args)})
+    actual = network(*args)
+    actual = actual if isinstance(actual, tuple) else (actual,)
+    for got, want in zip(actual, expected, strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        # float64: the reference rounds some constants to float32 (HardSwish's 1/6).
+        tight = got.dtype == np.float64
+        np.testing.assert_allclose(got, want, rtol=1e-7 if tight else 1e-5, atol=1e-9 if tight else 1e-6)
+
+
+def test_int_input_gets_int_zeros():
+    _, network, args = _network_and_args(CASES_BY_NAME["gather"])
+    fvg = onnxgrad.ForwardValueAndGrad(network, network.trainable_params(), get_all=True, get_by_list=True)
+    _, ((index_grad,), (weight_grad,)) = fvg(*args)
+    assert index_grad.dtype == np.int64 and index_grad.shape == (2, 2) and not index_grad.any()
+    # Row 3 is gathered twice, row 2 never.
+    np.testing.assert_array_equal(weight_grad, np.array([[1] * 3, [1] * 3, [0] * 3, [2] * 3], np.float64))
+
+
+def test_input_reaching_the_output_only_through_shape_gets_exact_zeros():
+    _, network, args = _network_and_args(CASES_BY_NAME["shape_only"])
+    _, (x_grad,) = onnxgrad.ForwardValueAndGrad(network, get_all=True)(*args)
+    assert x_grad.dtype == np.float64 and x_grad.shape == (2, 3) and not x_grad.any()
+
+
+def test_check_grads_restores_weights_and_leaves_inputs_alone():
+    _, network, args = _network_and_args(CASES_BY_NAME["layernorm"])
+    before = {p.name: p.value.copy() for p in network.trainable_params()}
+    copies = [a.copy() for a in args]
+    check_grads(network, args)
+    for p in network.trainable_params():
+        np.testing.assert_array_equal(p.value, before[p.name], strict=True)
+    for arg, copy in zip(args, copies):
+        np.testing.assert_array_equal(arg, copy, strict=True)
+
+
+def test_check_grads_names_tensor_and_element_of_a_wrong_gradient(monkeypatch):
+    class Doubled:
+        """ForwardValueAndGrad, with the weight gradients doubled."""
+
+        def __init__(self, *args, **kwargs):
+            self._fvg = onnxgrad.ForwardValueAndGrad(*args, **kwargs)
+
+        def __call__(self, *args):
+            value, (inputs, weights) = self._fvg(*args)
+            return value, (inputs, tuple(2 * g for g in weights))
+
+    monkeypatch.setattr(onnxgrad.testing, "ForwardValueAndGrad", Doubled)
+    _, network, args = _network_and_args(CASES_BY_NAME["gemm_bias"])
+    with pytest.raises(AssertionError, match=r"12 element\(s\) of grad\[w\], 4 element\(s\) of grad\[b\]") as caught:
+        check_grads(network, args)
+    line = r"grad\[[wb]\]\[[\d, ]+\]: analytic (\S+), numeric (\S+) \(rtol 1e-05, atol 1e-07\)"
+    lines = re.findall(line, str(caught.value))
+    assert len(lines) == 5  # the worst five
+    for analytic, numeric in lines:
+        assert float(analytic) == pytest.approx(2 * float(numeric), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("name", "op", "message"),
+    [
+        ("dropout_inference_mask", "Dropout", r"grad\[x\]\[\d, \d\]: analytic"),
+        ("where_broadcast", "Where", r"grad\[w\] must have shape \[3\] and dtype float64.*got shape \[2, 3\]"),
+        ("split_one_unused", "Split", r"grad\[x\] must have shape \[2, 6\].*got shape \[2, 4\]"),
+        ("clip_weight_bounds", "Clip", r"grad\[(lo|hi)\]\[\]: analytic 0, numeric"),
+        ("gelu_tanh", "Gelu", r"grad\[(x|w)\]\[.*analytic"),
+    ],
+)
+def test_check_grads_catches_the_builder_gradients_that_rewrites_fix(name, op, message, monkeypatch, fresh_cache):
+    # Without onnxgrad's rewrite, ORT's own gradient of these ops is wrong.
+    monkeypatch.delitem(_rewrites._REWRITES, op)
+    case = CASES_BY_NAME[name]
+    _, network, args = _network_and_args(case)
+    with pytest.raises(AssertionError, match=message):
+        check_grads(network, args, **case.tolerance)
+
+
+def test_check_grads_takes_a_framework_module():
+    torch = pytest.importorskip("torch", reason="PyTorch is an optional front-end")
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    check_grads(module, [x])
+    check_grads(module, [x], weights=[module[0].weight])
