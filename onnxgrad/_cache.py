@@ -2,8 +2,8 @@
 across processes.
 
 An entry is keyed by a digest of the network's weight-free graph, the
-GradSpec (without providers), the input signature, and the versions of
-onnxgrad and onnxruntime. On disk an entry is two files, ``<key>.onnx`` (the
+GradSpec (without providers), the input signature, a digest of onnxgrad's own
+source, and onnxruntime's version. On disk an entry is two files, ``<key>.onnx`` (the
 forward+backward graph) and ``<key>.json`` (its :class:`~onnxgrad._prepare.Layout`),
 written atomically. The folder is ``$ONNXGRAD_CACHE_DIR`` or
 ``~/.cache/onnxgrad``; set ``ONNXGRAD_CACHE_DIR`` to an empty string to turn
@@ -30,7 +30,6 @@ __all__ = ["cache_key", "lookup", "store", "cache_dir", "clear_memory"]
 
 logger = logging.getLogger(__name__)
 
-_VERSION = "1"  # bump when the graph contract changes
 _memory: dict[str, tuple[onnx.ModelProto, Layout, list[str]]] = {}
 _lock = threading.Lock()
 
@@ -43,11 +42,24 @@ def cache_dir() -> pathlib.Path | None:
     return pathlib.Path.home() / ".cache" / "onnxgrad"
 
 
+_code_digest: str | None = None
+
+
+def _builder_code_digest() -> str:
+    """A hash of onnxgrad's own graph-building code: a change to it invalidates old entries."""
+    global _code_digest
+    if _code_digest is None:
+        package = pathlib.Path(__file__).resolve().parent
+        digest = hashlib.sha256()
+        for path in sorted([*package.glob("*.py"), *package.glob("nn/*.py")]):
+            digest.update(path.read_bytes())
+        _code_digest = digest.hexdigest()
+    return _code_digest
+
+
 def cache_key(model_digest: str, parts: Hashable) -> str:
     """The entry key for a graph digest and the spec/signature ``parts``."""
-    from onnxgrad import __version__
-
-    text = repr((_VERSION, __version__, ort.__version__, model_digest, parts))
+    text = repr((_builder_code_digest(), ort.__version__, model_digest, parts))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -17,7 +17,7 @@ import onnx
 from onnxgrad import _cache, _gradient, _prepare
 from onnxgrad._network import Network
 from onnxgrad._session import Session, check_providers
-from onnxgrad.errors import InputError
+from onnxgrad.errors import GradientBuildError, InputError
 
 __all__ = ["GradSpec", "GradientModel", "make_spec", "gradient_model", "run", "forward", "check_arguments"]
 
@@ -46,6 +46,7 @@ class _Compiled:
     session: Session
     layout: _prepare.Layout
     n_outputs: int
+    shapes_checked: bool = False
 
 
 _FORWARD = GradSpec()
@@ -60,6 +61,11 @@ def _hashable(providers: Any) -> tuple:
 def make_spec(inputs=(), weights=(), sens=False, contributing=None, providers=None) -> GradSpec:
     """A GradSpec with checked providers."""
     return GradSpec(tuple(inputs), tuple(weights), bool(sens), contributing, _hashable(providers))
+
+
+def _c_contiguous(array: np.ndarray) -> np.ndarray:
+    # np.ascontiguousarray would turn a 0-d array into shape (1,).
+    return array if array.flags.c_contiguous else np.array(array, order="C")
 
 
 def check_arguments(network: Network, args: Sequence[Any]) -> tuple[Network, list[np.ndarray]]:
@@ -94,7 +100,7 @@ def check_arguments(network: Network, args: Sequence[Any]) -> tuple[Network, lis
                 f"Input {info.name!r} expects shape {info.shape_text()}, got {list(array.shape)}: "
                 "pass an array of that shape (named sizes may vary)."
             )
-        arrays.append(np.ascontiguousarray(array))
+        arrays.append(_c_contiguous(array))
     return network, arrays
 
 
@@ -203,7 +209,7 @@ def _check_sens(
                 f"The sensitivity of output {info.name!r} must have dtype {want_dtype} (the output's), "
                 f"got {array.dtype}: convert it with .astype(np.{want_dtype})."
             )
-        checked[k] = np.ascontiguousarray(array)
+        checked[k] = _c_contiguous(array)
     return checked
 
 
@@ -245,6 +251,9 @@ def run(
     if spec.sens and any(shape is None or None in shape for _, shape in layout.output_types):
         _check_sens(network, compiled, sens, values)  # shapes only known now
     grads = dict(zip(layout.xs, results[compiled.n_outputs :]))
+    if not compiled.shapes_checked:
+        _check_gradient_shapes(layout, grads)
+        compiled.shapes_checked = True
 
     input_grads = [_input_grad(arrays[pos], layout.input_targets[pos], grads) for pos in spec.inputs]
     params = network._parameters
@@ -252,6 +261,17 @@ def run(
         grads[name] if name in layout.weight_targets else np.zeros_like(params[name].value) for name in spec.weights
     ]
     return values, input_grads, weight_grads
+
+
+def _check_gradient_shapes(layout: _prepare.Layout, grads: dict[str, np.ndarray]) -> None:
+    """Catches a wrong built-in gradient that comes out in the wrong shape (once per compile)."""
+    for x, grad in grads.items():
+        shape = layout.x_types[x][1]
+        if shape is not None and None not in shape and tuple(grad.shape) != tuple(shape):
+            raise GradientBuildError(
+                f"onnxruntime-training's gradient of {x!r} has shape {list(grad.shape)}, the tensor "
+                f"{list(shape)}: a built-in gradient on its path is wrong. Please report this with the model."
+            )
 
 
 def _input_grad(array: np.ndarray, targets: list[str], grads: dict[str, np.ndarray]) -> np.ndarray:

@@ -36,6 +36,7 @@ from onnx import helper, shape_inference
 from onnxgrad import _custom_gradients
 from onnxgrad._graph import FLOAT_TYPES, GraphWriter, default_opset
 from onnxgrad._rewrites import apply_rewrites
+from onnxgrad.errors import UnsupportedGradientError
 
 __all__ = ["LOSS", "SENS_PREFIX", "Layout", "Prepared", "prepare", "infer_types"]
 
@@ -196,6 +197,24 @@ def _gradient_sources(graph: onnx.GraphProto, targets: set[str], types: dict) ->
     return found
 
 
+# Gradient kernels that crash onnxruntime-training 1.19's CPU build (segfault) for a dtype.
+_CRASHING_GRADIENTS = {("MaxPool", onnx.TensorProto.FLOAT16), ("AveragePool", onnx.TensorProto.FLOAT16)}
+
+
+def _refuse_crashing_kernels(graph: onnx.GraphProto, sources: set[str], types: dict) -> None:
+    for node in graph.node:
+        x = node.input[0] if node.input else ""
+        elem = types.get(x, (0, None))[0]
+        if (node.op_type, elem) in _CRASHING_GRADIENTS and x in sources:
+            raise UnsupportedGradientError(
+                f"The {node.op_type} gradient crashes ONNX Runtime for "
+                f"{helper.tensor_dtype_to_np_dtype(elem)} (node {node.name or node.output[0]!r}): "
+                "run the model in float32.",
+                op_type=node.op_type,
+                node=node.name,
+            )
+
+
 def prepare(
     model: onnx.ModelProto,
     input_names: Sequence[str],
@@ -258,7 +277,12 @@ def prepare(
             graph.input.append(helper.make_tensor_value_info(sens_name, elem, shape))
             sens_inputs[k] = sens_name
             out = w.op("Mul", out, sens_name)
-        terms.append(w.reduce("ReduceSum", out, None, keepdims=False))
+        term = w.reduce("ReduceSum", out, None, keepdims=False)
+        if output_types[k][0] != onnx.TensorProto.FLOAT:
+            # The builder seeds d(LOSS) with a float32 1.0, whatever the graph's dtype;
+            # casting each term also lets outputs of different float dtypes add up.
+            term = w.cast(term, np.dtype(np.float32))
+        terms.append(term)
 
     xs: list[str] = []
     input_targets: dict[int, list[str]] = {pos: [] for pos in grad_inputs}
@@ -267,12 +291,10 @@ def prepare(
         loss = terms[0]
         for term in terms[1:]:
             loss = w.op("Add", loss, term)
-        if output_types[differentiable[0]][0] != onnx.TensorProto.FLOAT:
-            # The builder seeds d(LOSS) with a float32 1.0, whatever the graph's dtype.
-            loss = w.cast(loss, np.dtype(np.float32))
         w.node("Identity", [loss], [LOSS])
         graph.output.append(helper.make_tensor_value_info(LOSS, onnx.TensorProto.FLOAT, []))
         sources = _gradient_sources(graph, {outputs[k] for k in differentiable}, types)
+        _refuse_crashing_kernels(graph, sources, types)
         for pos, names in input_candidates.items():
             input_targets[pos] = [n for n in names if n in sources]
         weight_targets = [name for name in grad_weights if name in sources]

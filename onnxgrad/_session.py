@@ -8,19 +8,21 @@ bound per call.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnx
 
 from onnxgrad._ort import ort
-from onnxgrad.errors import InputError, RuntimeFailure
+from onnxgrad.errors import InputError, RuntimeFailure, UnsupportedGradientError
 
 __all__ = ["Session", "check_providers"]
 
 logger = logging.getLogger(__name__)
 
 _PREALLOCATE_BYTES = 1 << 18
+_NO_KERNEL = re.compile(r"Could not find an implementation for (\w+)\(")
 
 Providers = Sequence[str | tuple[str, Mapping[str, Any]]] | None
 
@@ -73,6 +75,14 @@ class Session:
         try:
             self._session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
         except Exception as err:
+            missing = _NO_KERNEL.search(str(err))
+            if missing:
+                raise UnsupportedGradientError(
+                    f"ONNX Runtime has no kernel for {missing.group(1)} with these dtypes on {providers[0]!r} "
+                    "(its training kernels are mostly float32-only): use float32 inputs and weights, or "
+                    "another execution provider.",
+                    op_type=missing.group(1),
+                ) from err
             raise RuntimeFailure(
                 f"ONNX Runtime could not create a session for the graph: {_last_line(err)}. "
                 "Check the model with `onnxgrad inspect`; if it is valid ONNX, please report this."

@@ -250,3 +250,40 @@ def test_a_tensor_returned_twice_counts_twice():
     np.testing.assert_array_equal(z2, x * y)
     np.testing.assert_array_equal(dx, 2 * y)
     np.testing.assert_array_equal(dy, 2 * x)
+
+
+def test_zero_dimensional_inputs_stay_zero_dimensional():
+    model = _model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float a) => (float y) { y = Mul(a, a) }
+    """)
+    value, grad = onnxgrad.ForwardValueAndGrad(model)(np.array(0.5, np.float32))
+    assert value.shape == () and grad.shape == ()
+    assert float(grad) == 1.0
+
+
+def test_outputs_of_different_float_dtypes_add_up():
+    model = _model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2] x) => (double[2] y, float[2] z) { y = Cast<to=11>(x)
+      z = Mul(x, x) }
+    """)
+    x = np.array([1.0, 2.0], np.float32)
+    (y, z), dx = onnxgrad.ForwardValueAndGrad(model)(x)
+    assert y.dtype == np.float64 and z.dtype == np.float32
+    np.testing.assert_array_equal(dx, 1 + 2 * x)
+
+
+def test_missing_kernels_and_crashing_ones_are_refused_with_a_hint():
+    relu64 = _model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (double[2] x) => (double[2] y) { y = Relu(x) }
+    """)
+    with pytest.raises(onnxgrad.UnsupportedGradientError, match="no kernel for ReluGrad.*use float32"):
+        onnxgrad.ForwardValueAndGrad(relu64)(np.array([1.0, -2.0]))
+    pool16 = _model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float16[1, 1, 4, 4] x) => (float16[1, 1, 2, 2] y) { y = MaxPool<kernel_shape=[2, 2], strides=[2, 2]>(x) }
+    """)
+    with pytest.raises(onnxgrad.UnsupportedGradientError, match="MaxPool gradient crashes ONNX Runtime for float16"):
+        onnxgrad.ForwardValueAndGrad(pool16)(np.ones((1, 1, 4, 4), np.float16))

@@ -492,8 +492,9 @@ def test_check_grads_names_tensor_and_element_of_a_wrong_gradient(monkeypatch):
     ("name", "op", "message"),
     [
         ("dropout_inference_mask", "Dropout", r"grad\[x\]\[\d, \d\]: analytic"),
-        ("where_broadcast", "Where", r"grad\[w\] must have shape \[3\] and dtype float64.*got shape \[2, 3\]"),
-        ("split_one_unused", "Split", r"grad\[x\] must have shape \[2, 6\].*got shape \[2, 4\]"),
+        # Wrong shapes are caught by the engine itself, before any comparison.
+        ("where_broadcast", "Where", r"gradient of 'w' has shape \[2, 3\], the tensor \[3\]"),
+        ("split_one_unused", "Split", r"gradient of 'x' has shape \[2, 4\], the tensor \[2, 6\]"),
         ("clip_weight_bounds", "Clip", r"grad\[(lo|hi)\]\[\]: analytic 0, numeric"),
         ("gelu_tanh", "Gelu", r"grad\[(x|w)\]\[.*analytic"),
     ],
@@ -503,7 +504,7 @@ def test_check_grads_catches_the_builder_gradients_that_rewrites_fix(name, op, m
     monkeypatch.delitem(_rewrites._REWRITES, op)
     case = CASES_BY_NAME[name]
     _, network, args = _network_and_args(case)
-    with pytest.raises(AssertionError, match=message):
+    with pytest.raises((AssertionError, onnxgrad.GradientBuildError), match=message):
         check_grads(network, args, **case.tolerance)
 
 
