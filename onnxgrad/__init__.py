@@ -3,7 +3,7 @@
 The public surface; the implementation lives in private modules.
 """
 
-from onnxgrad import nn
+from onnxgrad import nn, optim
 from onnxgrad._api import ForwardValueAndGrad, value_and_grad
 from onnxgrad._graph import TensorInfo
 from onnxgrad._network import Network, Parameter, ParameterTuple, load
@@ -27,6 +27,8 @@ __all__ = [
     "ParameterTuple",
     "TensorInfo",
     "nn",
+    # training
+    "optim",
     # gradients
     "ForwardValueAndGrad",
     "value_and_grad",

@@ -10,8 +10,10 @@ import pytest
 
 import onnxgrad
 import onnxgrad.nn
+import onnxgrad.optim
+import onnxgrad.testing
 
-PUBLIC_MODULES = [onnxgrad, onnxgrad.nn]
+PUBLIC_MODULES = [onnxgrad, onnxgrad.nn, onnxgrad.optim, onnxgrad.testing]
 EXPECTED = {
     "load", "Network", "Parameter", "ParameterTuple", "ForwardValueAndGrad", "value_and_grad", "nn",
     "OnnxGradError", "ConversionError", "GradientBuildError", "UnsupportedGradientError", "InputError",

@@ -1,0 +1,541 @@
+"""What ``onnxgrad inspect`` reports about a model: header, interface,
+parameters, op histogram, and whether (and where not) it can be differentiated.
+
+The differentiability report is found by trying: onnxgrad builds the gradient
+of every output with respect to every input and trainable weight, exactly as
+``ForwardValueAndGrad`` would (symbolic sizes set to 1). When
+onnxruntime-training has no gradient for an op type, the nodes of that type are
+cut out of the graph (their outputs become constants) and the build is tried
+again, until it succeeds, so that every blocking op type is found, not only the
+first. Which tensors reach the outputs is read off the graph with the same edge
+rules the gradient preparation uses.
+
+:func:`inspect_model` returns an :class:`InspectReport`; :func:`to_text` formats
+it for people and :meth:`InspectReport.to_dict` for JSON. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxgrad import _custom_gradients, _engine, _export, _prepare
+from onnxgrad._graph import FLOAT_TYPES, TensorInfo
+from onnxgrad._network import Network, load
+from onnxgrad.errors import GradientBuildError, InputError, UnsupportedGradientError
+
+__all__ = [
+    "InspectReport",
+    "TensorRow",
+    "WeightRow",
+    "OpRow",
+    "SourceRow",
+    "BlockingNode",
+    "inspect_model",
+    "to_text",
+]
+
+logger = logging.getLogger(__name__)
+
+#: At most this many distinct blocking op types are searched for.
+MAX_BLOCKING_TYPES = 32
+
+# Gradient column of the op histogram.
+YES, NO, NOT_NEEDED, UNKNOWN = "yes", "no", "-", "?"
+# Status of an input or weight.
+OK = "ok"
+BLOCKED = "blocked"
+PARTLY_BLOCKED = "partly blocked"
+NO_PATH = "no path"
+NOT_FLOAT = "not float"
+
+
+@dataclasses.dataclass
+class TensorRow:
+    """A graph input or output: name, shape (ints, size names, None) and dtype."""
+
+    name: str
+    shape: list | None
+    dtype: str
+
+
+@dataclasses.dataclass
+class WeightRow:
+    """An initializer: trainable weights first, then constants."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    elements: int
+    bytes: int
+    trainable: bool
+
+
+@dataclasses.dataclass
+class OpRow:
+    """One op type: how many nodes use it and whether onnxgrad differentiates it.
+
+    ``gradient`` is ``yes``, ``no`` (it blocks a gradient), ``-`` (no gradient
+    flows through these nodes, so none is needed) or ``?`` (unknown: the
+    gradient build failed for another reason).
+    """
+
+    op_type: str
+    domain: str
+    count: int
+    gradient: str
+
+
+@dataclasses.dataclass
+class SourceRow:
+    """An input or trainable weight and whether a gradient reaches it.
+
+    ``status``: ``ok`` (the outputs depend on it and nothing blocks the
+    gradient), ``blocked`` (only through blocking nodes), ``partly blocked``
+    (also through blocking nodes: the build fails until they are replaced),
+    ``no path`` (no output depends on it: its gradient is zero) or ``not
+    float`` (an int/bool input that enters no float math).
+    """
+
+    name: str
+    kind: str
+    dtype: str
+    status: str
+
+
+@dataclasses.dataclass
+class BlockingNode:
+    """A node on a gradient path whose op has no gradient, and the inputs/weights it blocks.
+
+    ``index`` is the node's position in the graph (unnamed nodes are shown by it).
+    """
+
+    index: int
+    name: str
+    op_type: str
+    domain: str
+    blocks: list[str]
+
+
+@dataclasses.dataclass
+class InspectReport:
+    """Everything ``onnxgrad inspect`` shows.
+
+    Attributes:
+        path: the model file.
+        ir_version: the file's IR version.
+        opsets: ``{domain: version}`` as imported by the file (``ai.onnx`` for the default domain).
+        producer: producer name and version.
+        graph_name: the graph's name.
+        inputs: the inputs the caller feeds (initializers excluded).
+        outputs: the outputs.
+        weights: every initializer, trainable weights first.
+        ops: the op histogram, most used first.
+        differentiable: whether the gradient of every output with respect to
+            every input and weight builds.
+        sources: each input and trainable weight with its gradient status.
+        blocking: the nodes that block a gradient.
+        error: why the gradient build failed, when not (only) for blocking ops.
+        notes: what the check assumed (symbolic sizes set to 1, conversions).
+    """
+
+    path: str
+    ir_version: int
+    opsets: dict[str, int]
+    producer: str
+    graph_name: str
+    inputs: list[TensorRow]
+    outputs: list[TensorRow]
+    weights: list[WeightRow]
+    ops: list[OpRow]
+    differentiable: bool
+    sources: list[SourceRow]
+    blocking: list[BlockingNode]
+    error: str | None
+    notes: list[str]
+
+    @property
+    def trainable(self) -> list[WeightRow]:
+        """The trainable weights."""
+        return [w for w in self.weights if w.trainable]
+
+    def totals(self) -> dict[str, int]:
+        """Counts, elements and bytes of trainable weights and constants."""
+        constants = [w for w in self.weights if not w.trainable]
+        return {
+            "trainable_count": len(self.trainable),
+            "trainable_elements": sum(w.elements for w in self.trainable),
+            "trainable_bytes": sum(w.bytes for w in self.trainable),
+            "constant_count": len(constants),
+            "constant_elements": sum(w.elements for w in constants),
+            "constant_bytes": sum(w.bytes for w in constants),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the ``--json`` output)."""
+        data = dataclasses.asdict(self)
+        data["totals"] = self.totals()
+        return data
+
+
+def _row(info: TensorInfo) -> TensorRow:
+    return TensorRow(info.name, None if info.shape is None else list(info.shape), str(info.dtype))
+
+
+def _weight_row(tensor: onnx.TensorProto, trainable: bool) -> WeightRow:
+    elements = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+        name, size = str(dtype), elements * dtype.itemsize
+    except (KeyError, TypeError):  # strings and exotic types have no fixed size
+        name, size = onnx.TensorProto.DataType.Name(tensor.data_type).lower(), 0
+    return WeightRow(tensor.name, [int(d) for d in tensor.dims], name, elements, size, trainable)
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attribute.g)
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for sub in attribute.graphs:
+                    yield from _all_nodes(sub)
+
+
+def _stopped(node: onnx.NodeProto) -> frozenset[int]:
+    # The same edge rule as _prepare._gradient_sources.
+    if node.domain == _custom_gradients.DOMAIN:
+        return _custom_gradients.stop_edges(node.op_type)
+    return _prepare._STOP_EDGES.get(node.op_type, frozenset())
+
+
+def _is_float(name: str, types: Mapping[str, tuple]) -> bool:
+    elem = types.get(name, (onnx.TensorProto.FLOAT, None))[0]
+    return elem in FLOAT_TYPES or elem == 0
+
+
+def _dependents(graph: onnx.GraphProto, sources: set[str], types: Mapping[str, tuple]) -> set[str]:
+    """Tensors that depend on ``sources`` through edges a gradient can flow along."""
+    found = set(sources)
+    for node in graph.node:  # ONNX graphs are topologically sorted
+        stopped = _stopped(node)
+        if any(n and i not in stopped and n in found and _is_float(n, types) for i, n in enumerate(node.input)):
+            found.update(out for out in node.output if out and _is_float(out, types))
+    return found
+
+
+def _concrete_model(network: Network, shapes: Sequence[Sequence[int]]) -> onnx.ModelProto:
+    model = onnx.ModelProto()
+    model.CopyFrom(network.model)
+    by_name = {info.name: shape for info, shape in zip(network.inputs, shapes)}
+    for value in model.graph.input:
+        if value.name in by_name:
+            dims = value.type.tensor_type.shape.dim
+            del dims[:]
+            for size in by_name[value.name]:
+                dims.add().dim_value = int(size)
+    return model
+
+
+def _cut(network: Network, op_types: set[str], types: Mapping[str, tuple]) -> Network:
+    """The network with every node of ``op_types`` removed; their outputs become inputs."""
+    model = onnx.ModelProto()
+    model.CopyFrom(network.model)
+    graph = model.graph
+    kept, added = [], []
+    for node in graph.node:
+        if node.op_type not in op_types:
+            kept.append(node)
+            continue
+        for out in node.output:
+            if out:
+                elem, shape = types.get(out, (0, None))
+                added.append(helper.make_tensor_value_info(out, elem or onnx.TensorProto.FLOAT, shape))
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.input.extend(added)
+    return Network(model, network.trainable_params())
+
+
+def _find_blocking_types(
+    network: Network, shapes: list[tuple[int, ...]], types: Mapping[str, tuple]
+) -> tuple[set[str], str | None]:
+    """Op types without a gradient on some path, and another build error if one stops the search."""
+    spec = _engine.make_spec(range(len(network.inputs)), list(network.parameters_dict()))
+    present = {node.op_type for node in network.model.graph.node}
+    blocked: set[str] = set()
+    candidate = network
+    for _ in range(MAX_BLOCKING_TYPES):
+        try:
+            _engine.gradient_model(candidate, spec, shapes)
+            return blocked, None
+        except UnsupportedGradientError as err:
+            op_type = err.op_type.rsplit("::", 1)[-1]
+            if not op_type or op_type in blocked or op_type not in present:
+                return blocked, str(err)
+            logger.info("no gradient for %s; cutting its nodes and trying again", op_type)
+            blocked.add(op_type)
+            candidate = _cut(network, blocked, types)
+        except GradientBuildError as err:
+            return blocked, str(err)
+    return blocked, f"more than {MAX_BLOCKING_TYPES} op types block the gradient; stopped searching"
+
+
+def inspect_model(
+    path: str | os.PathLike, shapes: Mapping[str, Sequence[int]] | None = None
+) -> InspectReport:
+    """Reads a model file and reports on it, including whether it can be differentiated.
+
+    Args:
+        path: the ``.onnx`` file (external data next to it is read).
+        shapes: concrete shapes for inputs with symbolic sizes, used by the
+            trial gradient build (others are set to 1; see
+            :func:`onnxgrad._export.concrete_shapes`).
+
+    Returns:
+        The report.
+
+    Raises:
+        ModelError: the file is missing, unreadable or not valid ONNX.
+        InputError: ``shapes`` names an unknown input or does not fit it.
+
+    Example:
+        >>> report = inspect_model("models/digits_mlp.onnx")
+        >>> report.differentiable, [w.name for w in report.trainable]
+        (True, ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias'])
+    """
+    network = load(path)
+    header = onnx.load(os.fspath(path), load_external_data=False)
+    graph = network.model.graph
+    params = network.parameters_dict()
+
+    notes: list[str] = []
+    converted = (network.model.ir_version, _default_opset(network.model))
+    if converted != (header.ir_version, _default_opset(header)):
+        notes.append(f"converted to IR {converted[0]}, opset {converted[1]} for onnxruntime-training")
+    shape_error = None
+    try:
+        input_shapes, shape_notes = _export.concrete_shapes(network, shapes)
+    except InputError as err:
+        if shapes:
+            raise  # the caller's own shapes are wrong
+        input_shapes, shape_notes, shape_error = None, [], str(err)
+    notes += [f"gradient check: {n}" for n in shape_notes]
+
+    trainable_rows = []
+    original = {init.name: init for init in header.graph.initializer}
+    for name, param in params.items():
+        # Sizes from the header proto (dims and type), values are not needed.
+        trainable_rows.append(_weight_row(original[name], True) if name in original else _param_row(param))
+    constant_rows = [_weight_row(init, False) for init in graph.initializer]
+
+    counts = collections.Counter((node.domain or "", node.op_type) for node in _all_nodes(graph))
+
+    types = _prepare.infer_types(network.model if input_shapes is None else _concrete_model(network, input_shapes))
+    float_outputs = {o.name for o in network.outputs if o.is_float}
+    reach = _prepare._gradient_sources(graph, float_outputs, types) if float_outputs else set()
+
+    # Each source: the tensors a gradient for it comes through (an int input: its float Casts).
+    source_tensors: dict[str, set[str]] = {}
+    source_rows: list[tuple[str, str, str]] = []
+    for info in network.inputs:
+        if info.is_float:
+            source_tensors[info.name] = {info.name}
+        else:
+            source_tensors[info.name] = {
+                node.output[0]
+                for node in graph.node
+                if node.op_type == "Cast" and node.input[0] == info.name and _is_float(node.output[0], types)
+            }
+        source_rows.append((info.name, "input", str(info.dtype)))
+    for name, param in params.items():
+        source_tensors[name] = {name}
+        source_rows.append((name, "weight", str(param.dtype)))
+    all_sources = set().union(*source_tensors.values()) if source_tensors else set()
+
+    error = None
+    blocked_types: set[str] = set()
+    if not float_outputs:
+        error = "the model has no floating-point output, so there is nothing to differentiate"
+    elif not (all_sources & reach):
+        error = "no output depends on a float input or trainable weight, so there is nothing to differentiate"
+    elif shape_error is not None:
+        error = f"the gradient build was not tried: {shape_error}"
+    else:
+        blocked_types, error = _find_blocking_types(network, input_shapes, types)
+
+    depends = _dependents(graph, all_sources, types)
+    on_path = []
+    for index, node in enumerate(graph.node):
+        stopped = _stopped(node)
+        feeds = any(n and i not in stopped and n in depends for i, n in enumerate(node.input))
+        if feeds and any(out in reach for out in node.output):
+            on_path.append((index, node))
+
+    blocking: list[BlockingNode] = []
+    behind_blockers: set[str] = set()
+    for index, node in on_path:
+        if node.op_type in blocked_types:
+            upstream = _prepare._gradient_sources(graph, {o for o in node.output if o}, types)
+            blocks = [name for name, tensors in source_tensors.items() if tensors & upstream]
+            behind_blockers.update(blocks)
+            blocking.append(BlockingNode(index, node.name, node.op_type, node.domain or "", blocks))
+
+    clean_reach = reach
+    if blocking:
+        cut_graph = _cut(network, blocked_types, types).model.graph
+        clean_reach = _prepare._gradient_sources(cut_graph, float_outputs, types)
+    sources = []
+    for name, kind, dtype in source_rows:
+        tensors = source_tensors[name]
+        if not tensors:
+            status = NOT_FLOAT
+        elif not tensors & reach:
+            status = NO_PATH
+        elif name not in behind_blockers:
+            status = OK
+        elif tensors & clean_reach:
+            status = PARTLY_BLOCKED
+        else:
+            status = BLOCKED
+        sources.append(SourceRow(name, kind, dtype, status))
+
+    path_types = {node.op_type for _, node in on_path}
+    ops = []
+    for (domain, op_type), count in counts.most_common():
+        if op_type in blocked_types:
+            gradient = NO
+        elif op_type not in path_types:
+            gradient = NOT_NEEDED
+        else:
+            gradient = UNKNOWN if error else YES
+        ops.append(OpRow(op_type, domain, count, gradient))
+
+    producer = " ".join(p for p in (header.producer_name, header.producer_version) if p)
+    return InspectReport(
+        path=os.fspath(path),
+        ir_version=header.ir_version,
+        opsets={(o.domain or "ai.onnx"): o.version for o in header.opset_import},
+        producer=producer,
+        graph_name=header.graph.name,
+        inputs=[_row(i) for i in network.inputs],
+        outputs=[_row(o) for o in network.outputs],
+        weights=trainable_rows + constant_rows,
+        ops=ops,
+        differentiable=not blocking and error is None,
+        sources=sources,
+        blocking=blocking,
+        error=error,
+        notes=notes,
+    )
+
+
+def _param_row(param) -> WeightRow:
+    return WeightRow(
+        param.name, list(param.shape), str(param.dtype), int(param.value.size), int(param.value.nbytes), True
+    )
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return o.version
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Text
+
+
+def _shape_text(shape: list | None) -> str:
+    if shape is None:
+        return "?"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _size_text(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # unreachable
+
+
+def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        lines.append((indent + "  ".join(cells)).rstrip())
+    return lines
+
+
+def to_text(report: InspectReport) -> str:
+    """The report as people read it (what ``onnxgrad inspect`` prints)."""
+    opsets = ", ".join(f"{domain} {version}" for domain, version in report.opsets.items())
+    lines = [
+        report.path,
+        f"  IR version {report.ir_version}; opsets: {opsets}; producer: {report.producer or 'unknown'}; "
+        f"graph: {report.graph_name or '(unnamed)'}",
+        "",
+        "Inputs",
+    ]
+    lines += _table([[r.name, r.dtype, _shape_text(r.shape)] for r in report.inputs] or [["(none)"]])
+    lines += ["Outputs"]
+    lines += _table([[r.name, r.dtype, _shape_text(r.shape)] for r in report.outputs] or [["(none)"]])
+
+    totals = report.totals()
+    lines += ["", f"Parameters ({totals['trainable_count']} trainable)"]
+    rows = [["name", "shape", "dtype", "elements", "bytes"]]
+    rows += [[w.name, _shape_text(w.shape), w.dtype, f"{w.elements:,}", _size_text(w.bytes)] for w in report.trainable]
+    rows.append(["total", "", "", f"{totals['trainable_elements']:,}", _size_text(totals["trainable_bytes"])])
+    lines += _table(rows)
+    if totals["constant_count"]:
+        lines.append(
+            f"  + {totals['constant_count']} constant initializer(s): {totals['constant_elements']:,} elements, "
+            f"{_size_text(totals['constant_bytes'])}"
+        )
+
+    lines += ["", f"Ops ({sum(op.count for op in report.ops)} nodes)"]
+    rows = [["op", "count", "gradient"]]
+    rows += [[(f"{op.domain}::" if op.domain else "") + op.op_type, str(op.count), op.gradient] for op in report.ops]
+    lines += _table(rows)
+    lines.append("  (gradient: yes / no = blocks a gradient / - = no gradient flows through it)")
+
+    lines += ["", "Gradients"]
+    rows = [["tensor", "kind", "dtype", "status"]]
+    rows += [[s.name, s.kind, s.dtype, s.status] for s in report.sources]
+    lines += _table(rows)
+    if report.blocking:
+        lines += ["Blocking nodes (no gradient in onnxruntime-training)"]
+        rows = [["node", "op", "blocks"]]
+        rows += [
+            [b.name or f"#{b.index} (unnamed)", (f"{b.domain}::" if b.domain else "") + b.op_type, ", ".join(b.blocks)]
+            for b in report.blocking
+        ]
+        lines += _table(rows)
+    if report.differentiable:
+        verdict = "differentiable: `onnxgrad grad` and ForwardValueAndGrad will build the gradient"
+    elif report.blocking:
+        types = sorted({b.op_type for b in report.blocking})
+        verdict = (
+            f"NOT differentiable: no gradient for {', '.join(types)}; replace those nodes, or differentiate only "
+            "tensors marked ok"
+        )
+        if report.error:
+            verdict += f" (also: {report.error})"
+    else:
+        verdict = f"NOT differentiable: {report.error}"
+    lines += ["", verdict]
+    for note in report.notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)

@@ -1,0 +1,801 @@
+"""Convert and train: the implementation behind ``onnxgrad train`` and
+``scripts/convert_and_train.py``.
+
+:func:`train` takes a :class:`TrainConfig`: a model (an ONNX file, or a
+MindSpore ``Cell`` / PyTorch module named ``package.module:attribute`` and
+exported to ONNX through its front-end), data (NPZ or CSV arrays, or
+scikit-learn's bundled 8x8 digits), a loss from :mod:`onnxgrad.nn` and an
+optimizer from :mod:`onnxgrad.optim`. Training runs on the ONNX graph:
+``ForwardValueAndGrad`` gives the loss and weight gradients and the optimizer
+updates the weights in place. Each epoch it evaluates on the validation split
+and writes a checkpoint atomically; at the end it writes, in ``out_dir``:
+
+- ``model.onnx``: the trained model for inference (no loss, no backward; the
+  weights are initializers), which a bare ``onnxruntime.InferenceSession`` runs;
+- ``checkpoint.npz``: weights, optimizer state and history (resume from it);
+- ``loss_curve.png``: train and validation loss (and accuracy) per epoch;
+- ``metrics.json``: the configuration, per-epoch history and final metrics.
+
+Nothing here prints: progress goes to the ``progress`` callback as
+:class:`StepEvent` and :class:`EpochEvent`, and to ``logging``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import math
+import os
+import pathlib
+import time
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from onnxgrad import _export, _frontend, nn, optim
+from onnxgrad._api import ForwardValueAndGrad
+from onnxgrad._network import Network, ParameterTuple, load
+from onnxgrad.errors import ConversionError, InputError, OnnxGradError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_OUT_DIR",
+    "DIGITS",
+    "OPTIMIZERS",
+    "TrainConfig",
+    "TrainResult",
+    "StepEvent",
+    "EpochEvent",
+    "Dataset",
+    "train",
+    "load_data",
+    "split",
+    "make_loss",
+    "loss_names",
+    "make_optimizer",
+    "resolve_model",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The bundled default model, relative to the repository root.
+DEFAULT_MODEL = os.path.join("models", "digits_mlp.onnx")
+DEFAULT_OUT_DIR = os.path.join("runs", "digits")
+#: ``data`` value selecting scikit-learn's bundled 8x8 digits (pixels scaled to [0, 1]).
+DIGITS = "digits"
+
+CHECKPOINT = "checkpoint.npz"
+MODEL = "model.onnx"
+CURVE = "loss_curve.png"
+METRICS = "metrics.json"
+_FORMAT = 1
+
+#: Optimizer names and their default learning rates.
+OPTIMIZERS = {"sgd": 0.1, "momentum": 0.1, "adam": 3e-3}
+
+# Loss names for the command line: (class in onnxgrad.nn, keyword arguments). Only those whose class
+# exists are offered; any other LossFn subclass in onnxgrad.nn is offered by its class name.
+_LOSS_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "sparse_softmax_ce": ("SoftmaxCrossEntropyWithLogits", {"sparse": True}),
+    "softmax_ce": ("SoftmaxCrossEntropyWithLogits", {"sparse": False}),
+    "cross_entropy": ("CrossEntropyLoss", {}),
+    "nll": ("NLLLoss", {}),
+    "mse": ("MSELoss", {}),
+    "l1": ("L1Loss", {}),
+    "smooth_l1": ("SmoothL1Loss", {}),
+    "huber": ("HuberLoss", {}),
+    "bce": ("BCELoss", {}),
+    "bce_with_logits": ("BCEWithLogitsLoss", {}),
+}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """What to train, on what, and how.
+
+    Attributes:
+        model: an ``.onnx`` path, or ``package.module:attribute`` naming a
+            MindSpore Cell or PyTorch module (an instance, a class or a
+            factory called with no arguments). None: the bundled
+            ``models/digits_mlp.onnx``.
+        data: an ``.npz`` or ``.csv`` file, or :data:`DIGITS` (the default).
+        x_key: NPZ array holding the inputs.
+        y_key: NPZ array holding the labels.
+        label_column: CSV column holding the labels (negative counts from the end).
+        loss: a name from :func:`loss_names`.
+        reduction: the loss's reduction (``mean``, ``sum`` or ``none``).
+        optimizer: ``sgd``, ``momentum`` or ``adam``.
+        learning_rate: None: the optimizer's default (:data:`OPTIMIZERS`).
+        momentum: momentum of ``sgd`` and ``momentum``.
+        nesterov: Nesterov momentum (``sgd``, ``momentum``).
+        weight_decay: L2 penalty added to the gradients.
+        beta1: Adam's first-moment decay.
+        beta2: Adam's second-moment decay.
+        epochs: total epochs (a resumed run continues up to this number).
+        batch_size: samples per step.
+        val_fraction: share of the samples held out for validation.
+        seed: seeds the split and the per-epoch shuffling.
+        out_dir: where the outputs go.
+        resume: a checkpoint to resume from (None: start fresh).
+    """
+
+    model: str | None = None
+    data: str = DIGITS
+    x_key: str = "x"
+    y_key: str = "y"
+    label_column: int = -1
+    loss: str = "sparse_softmax_ce"
+    reduction: str = "mean"
+    optimizer: str = "adam"
+    learning_rate: float | None = None
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epochs: int = 20
+    batch_size: int = 32
+    val_fraction: float = 0.2
+    seed: int = 0
+    out_dir: str = DEFAULT_OUT_DIR
+    resume: str | None = None
+
+
+@dataclasses.dataclass
+class StepEvent:
+    """One training step finished."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    samples_per_second: float
+
+
+@dataclasses.dataclass
+class EpochEvent:
+    """One epoch finished and was evaluated (accuracy None when not a classification)."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float | None
+    seconds: float
+    samples_per_second: float
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` did.
+
+    Attributes:
+        history: one dict per epoch (the fields of :class:`EpochEvent`).
+        val_loss: the last validation loss.
+        val_accuracy: the last validation accuracy (None when not a classification).
+        train_samples: training samples.
+        val_samples: validation samples.
+        seconds: training time of this run (resumed epochs excluded).
+        start_epoch: epochs already done before this run (from the checkpoint).
+        model_path: the inference model.
+        checkpoint_path: the last checkpoint.
+        curve_path: the loss-curve PNG (None without matplotlib).
+        metrics_path: the metrics JSON.
+    """
+
+    history: list[dict]
+    val_loss: float
+    val_accuracy: float | None
+    train_samples: int
+    val_samples: int
+    seconds: float
+    start_epoch: int
+    model_path: str
+    checkpoint_path: str
+    curve_path: str | None
+    metrics_path: str
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Inputs and labels, and where they came from."""
+
+    x: np.ndarray
+    y: np.ndarray
+    source: str
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def load_data(config: TrainConfig) -> Dataset:
+    """Reads the data the config names.
+
+    Raises:
+        InputError: a missing or unreadable file, missing keys or columns,
+            inputs and labels of different lengths.
+    """
+    if config.data == DIGITS:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as err:
+            raise InputError(
+                "The digits data comes with scikit-learn: pip install 'onnxgrad[train]' (or pass --data FILE)."
+            ) from err
+        digits = load_digits()
+        return Dataset((digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64), "sklearn digits")
+    path = config.data
+    if not os.path.isfile(path):
+        raise InputError(f"No data file at {path!r}: pass an existing .npz or .csv file.")
+    suffix = pathlib.Path(path).suffix.lower()
+    if suffix == ".npz":
+        x, y = _read_npz(path, config.x_key, config.y_key)
+    elif suffix in (".csv", ".txt"):
+        x, y = _read_csv(path, config.label_column)
+    else:
+        raise InputError(f"Data file {path!r} is neither .npz nor .csv: save the arrays with np.savez or as CSV.")
+    if len(x) != len(y):
+        raise InputError(f"{path!r} has {len(x)} inputs but {len(y)} labels: give one label per sample.")
+    if len(x) < 2:
+        raise InputError(f"{path!r} has {len(x)} sample(s): training needs at least 2 (train and validation).")
+    return Dataset(x, y, path)
+
+
+def _read_npz(path: str, x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.keys())
+            missing = [k for k in (x_key, y_key) if k not in keys]
+            if missing:
+                raise InputError(
+                    f"{path!r} has no array {missing[0]!r}; it holds {keys}. Name the arrays with --x-key/--y-key."
+                )
+            return archive[x_key], archive[y_key]
+    except InputError:
+        raise
+    except Exception as err:  # zipfile / numpy format errors
+        raise InputError(f"{path!r} is not a readable .npz file ({type(err).__name__}: {err}).") from err
+
+
+def _read_csv(path: str, label_column: int) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline()
+    delimiter = ";" if first.count(";") > first.count(",") else ","
+    try:
+        float(first.split(delimiter)[0])
+        skip = 0
+    except ValueError:
+        skip = 1  # a header row
+    try:
+        table = np.loadtxt(path, delimiter=delimiter, skiprows=skip, dtype=np.float64, ndmin=2)
+    except ValueError as err:
+        raise InputError(f"{path!r} is not a numeric CSV table ({err}): every cell must be a number.") from err
+    columns = table.shape[1]
+    if columns < 2 or not -columns <= label_column < columns:
+        raise InputError(
+            f"{path!r} has {columns} column(s); label column {label_column} does not exist: "
+            "pick it with --label-column (the inputs are the other columns)."
+        )
+    label_column %= columns
+    y = table[:, label_column]
+    x = np.delete(table, label_column, axis=1).astype(np.float32)
+    if np.all(y == np.round(y)):
+        y = y.astype(np.int64)
+    return x, y
+
+
+def split(dataset: Dataset, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded train/validation split: ``(x_train, y_train, x_val, y_val)``.
+
+    Raises:
+        InputError: a fraction outside (0, 1) or one that leaves a split empty.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise InputError(f"The validation fraction must be between 0 and 1, got {val_fraction}.")
+    n = len(dataset.x)
+    n_val = int(round(n * val_fraction))
+    if n_val < 1 or n_val >= n:
+        raise InputError(
+            f"A validation fraction of {val_fraction} of {n} samples leaves an empty split: choose another fraction."
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    val, train_ = order[:n_val], order[n_val:]
+    return dataset.x[train_], dataset.y[train_], dataset.x[val], dataset.y[val]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model, loss, optimizer
+
+
+def _loss_classes() -> dict[str, type]:
+    """The LossFn subclasses ``onnxgrad.nn`` exports, by class name."""
+    classes = {}
+    for cls_name in getattr(nn, "__all__", ()):
+        cls = getattr(nn, cls_name, None)
+        if isinstance(cls, type) and issubclass(cls, nn.LossFn) and cls is not nn.LossFn:
+            classes[cls_name] = cls
+    return classes
+
+
+def loss_names() -> dict[str, str]:
+    """Loss names offered by :func:`make_loss`: ``{name: what it builds}``.
+
+    Short names for the losses that have one, class names for the others;
+    :func:`make_loss` also takes every class name.
+    """
+    classes = _loss_classes()
+    names = {}
+    for alias, (cls_name, kwargs) in _LOSS_ALIASES.items():
+        if cls_name in classes:
+            args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+            names[alias] = f"nn.{cls_name}({args})"
+    covered = {cls_name for cls_name, _ in _LOSS_ALIASES.values()}
+    for cls_name in classes:
+        if cls_name not in covered:
+            names[cls_name] = f"nn.{cls_name}()"
+    return names
+
+
+def make_loss(name: str, reduction: str = "mean") -> nn.LossFn:
+    """The loss called ``name`` (a name from :func:`loss_names`, or a loss class name) with this reduction.
+
+    Raises:
+        InputError: an unknown name or reduction.
+    """
+    classes = _loss_classes()
+    if name in _LOSS_ALIASES and _LOSS_ALIASES[name][0] in classes:
+        cls_name, kwargs = _LOSS_ALIASES[name]
+    elif name in classes:
+        cls_name, kwargs = name, {}
+    else:
+        raise InputError(f"Unknown loss {name!r}: choose one of {sorted(loss_names())} (or a loss class name).")
+    return classes[cls_name](reduction=reduction, **kwargs)
+
+
+def make_optimizer(config: TrainConfig, params: ParameterTuple) -> optim.Optimizer:
+    """The optimizer the config names, over ``params``.
+
+    Raises:
+        InputError: an unknown optimizer or a bad hyperparameter.
+    """
+    name = config.optimizer.lower()
+    if name not in OPTIMIZERS:
+        raise InputError(f"Unknown optimizer {config.optimizer!r}: choose one of {sorted(OPTIMIZERS)}.")
+    lr = OPTIMIZERS[name] if config.learning_rate is None else config.learning_rate
+    if name == "sgd":
+        return optim.SGD(params, lr, config.momentum, config.weight_decay, config.nesterov)
+    if name == "momentum":
+        return optim.Momentum(params, lr, config.momentum, config.weight_decay, use_nesterov=config.nesterov)
+    return optim.Adam(params, lr, config.beta1, config.beta2, weight_decay=config.weight_decay)
+
+
+def _default_model_path() -> str:
+    candidates = [
+        pathlib.Path(DEFAULT_MODEL),
+        pathlib.Path(__file__).resolve().parent.parent / DEFAULT_MODEL,
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    raise InputError(
+        f"The bundled model {DEFAULT_MODEL} is not here: run from a clone of the repository, or pass --model."
+    )
+
+
+def _is_model_path(spec: str) -> bool:
+    return spec.endswith(".onnx") or os.path.exists(spec) or ":" not in spec
+
+
+def _import_object(spec: str) -> Any:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise InputError(f"{spec!r} is not package.module:attribute: name the module and the Cell or nn.Module in it.")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as err:
+        raise InputError(
+            f"Cannot import {module_name!r} ({err}): run from the folder that holds it or put it on PYTHONPATH."
+        ) from err
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise InputError(f"{module_name!r} has no attribute {attribute!r}: check the name after the colon.")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _frontend_for(obj: Any, spec: str) -> _frontend.Frontend | None:
+    try:
+        return _frontend.frontend_for(obj)
+    except ImportError as err:
+        raise ConversionError(
+            f"{spec!r} is a {type(obj).__name__}, but its front-end cannot be imported ({err}): install the "
+            "framework (pip install 'onnxgrad[mindspore]' or 'onnxgrad[torch]'), or export the model to ONNX."
+        ) from err
+
+
+def resolve_model(spec: str | None, example: np.ndarray) -> tuple[Network, str]:
+    """The model to train as a Network, converting a framework object if needed.
+
+    Args:
+        spec: an ``.onnx`` path, ``package.module:attribute``, or None for the
+            bundled model.
+        example: a batch of inputs (a framework object is exported for its
+            shape and dtype).
+
+    Returns:
+        ``(network, description)``.
+
+    Raises:
+        ModelError: an unreadable ONNX file.
+        InputError: an unimportable object, or one that is no Cell or nn.Module.
+        ConversionError: the front-end could not export it.
+    """
+    if spec is None:
+        path = _default_model_path()
+        return load(path), path
+    if _is_model_path(spec):
+        return load(spec), spec
+    obj = _import_object(spec)
+    frontend = _frontend_for(obj, spec)
+    if frontend is None and callable(obj):
+        obj = obj()  # a class or a factory
+        frontend = _frontend_for(obj, spec)
+    if frontend is None:
+        raise InputError(
+            f"{spec!r} is a {type(obj).__name__}, not a MindSpore Cell or PyTorch nn.Module (nor a class or "
+            "factory making one): point it at the network."
+        )
+    try:
+        model = frontend.export([example])
+    except OnnxGradError:
+        raise
+    except Exception as err:
+        raise ConversionError(
+            f"Exporting {spec!r} to ONNX failed ({type(err).__name__}: {err}); check that it runs on a batch of "
+            f"shape {list(example.shape)}."
+        ) from err
+    return load(model), f"{spec} ({type(obj).__name__}, converted to ONNX)"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _write_npz(handle, arrays: dict[str, np.ndarray]) -> None:
+    np.savez(handle, **arrays)
+
+
+def save_checkpoint(path: str | os.PathLike, network: Network, optimizer: optim.Optimizer, meta: dict) -> None:
+    """Writes weights, optimizer state and ``meta`` to ``path`` atomically.
+
+    The data goes to a temporary file in the same folder, is flushed to disk,
+    and then replaces ``path`` in one rename: an interrupted write leaves the
+    previous checkpoint intact.
+    """
+    path = os.fspath(path)
+    arrays = {f"param/{p.name}": p.value for p in network.trainable_params()}
+    arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+    arrays["meta"] = np.array(json.dumps({"format": _FORMAT, **meta}))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as handle:
+            _write_npz(handle, arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, network: Network, optimizer: optim.Optimizer) -> dict:
+    """Restores weights and optimizer state from a checkpoint; returns its ``meta``.
+
+    Raises:
+        InputError: a missing or unreadable checkpoint, or one saved for other
+            weights or another optimizer.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"No checkpoint at {path!r}: train without --resume first, or give the checkpoint's path.")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.keys()}
+        meta = json.loads(str(arrays.pop("meta")))
+    except Exception as err:
+        raise InputError(f"{path!r} is not a readable onnxgrad checkpoint ({type(err).__name__}: {err}).") from err
+    params = network.parameters_dict()
+    saved = {key[len("param/") :]: value for key, value in arrays.items() if key.startswith("param/")}
+    if set(saved) != set(params):
+        raise InputError(
+            f"The checkpoint holds weights {sorted(saved)}, the model {sorted(params)}: resume with the same model."
+        )
+    for name, value in saved.items():
+        if value.shape != params[name].shape:
+            raise InputError(
+                f"The checkpoint's {name!r} has shape {list(value.shape)}, the model's {list(params[name].shape)}: "
+                "resume with the same model."
+            )
+    optimizer.load_state_dict({key[len("optim/") :]: v for key, v in arrays.items() if key.startswith("optim/")})
+    for name, value in saved.items():
+        params[name].set_data(value.astype(params[name].dtype, copy=False))
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def _label_array(y: np.ndarray, loss_fn: nn.LossFn, logits_shape: tuple) -> np.ndarray:
+    """Labels in a dtype (and, for per-class targets, a shape) the loss takes."""
+    allowed = loss_fn.label_dtypes()
+    ints = [d for d in allowed if d.kind in "iu"]
+    floats = [d for d in allowed if d.kind == "f"]
+    if y.dtype.kind in "iub":
+        if ints:
+            return y.astype(np.int64 if np.dtype(np.int64) in ints else ints[0])
+        classes = logits_shape[-1] if len(logits_shape) >= 2 else None
+        if y.ndim == 1 and isinstance(classes, int) and classes > 1 and floats:
+            if y.min() < 0 or y.max() >= classes:
+                raise InputError(f"Class labels must be in [0, {classes}), got {y.min()}..{y.max()}.")
+            return np.eye(classes, dtype=floats[0])[y]  # class indices to one-hot targets
+        if floats:
+            return y.astype(floats[0])
+    elif y.dtype.kind == "f" and floats:
+        return y.astype(np.float32 if np.dtype(np.float32) in floats else floats[0])
+    raise InputError(
+        f"{type(loss_fn).__name__} takes labels of dtype {[str(d) for d in allowed]}, the data has {y.dtype}: "
+        "pick a loss that fits the labels (class indices: sparse_softmax_ce)."
+    )
+
+
+def _batches(n: int, batch_size: int, order: np.ndarray, drop_last: bool) -> Iterator[np.ndarray]:
+    end = n - n % batch_size if drop_last else n
+    for start in range(0, end, batch_size):
+        yield order[start : start + batch_size]
+
+
+class _Evaluator:
+    """Validation loss (mean per sample) and accuracy, batch by batch.
+
+    The loss comes from a copy of the loss with ``reduction='none'``, so that a
+    fixed-size model's last batch can be padded and the padding dropped.
+    """
+
+    def __init__(self, backbone: Network, cell: Network, batch_size: int, fixed: bool, classification: bool):
+        self.backbone, self.cell = backbone, cell
+        self.batch_size, self.fixed, self.classification = batch_size, fixed, classification
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
+        total_loss, correct, n = 0.0, 0, len(x)
+        for start in range(0, n, self.batch_size):
+            xb, yb = x[start : start + self.batch_size], y[start : start + self.batch_size]
+            real = len(xb)
+            if self.fixed and real < self.batch_size:  # repeat the last sample; its results are dropped
+                pad = self.batch_size - real
+                xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
+                yb = np.concatenate([yb, np.repeat(yb[-1:], pad, axis=0)])
+            losses = np.asarray(self.cell(xb, yb))[:real]
+            total_loss += float(losses.reshape(real, -1).mean(axis=1).sum())
+            if self.classification:
+                logits = np.asarray(self.backbone(xb))[:real]
+                truth = yb[:real] if yb.ndim == 1 else np.argmax(yb[:real], axis=-1)
+                correct += int(np.sum(np.argmax(logits, axis=-1) == truth))
+        return total_loss / n, (correct / n if self.classification else None)
+
+
+def _is_classification(loss_fn: nn.LossFn, labels: np.ndarray, logits_shape: tuple) -> bool:
+    """Whether to report accuracy: logits ``[N, C]`` and class-index labels (or a cross-entropy loss)."""
+    if len(logits_shape) != 2 or not isinstance(logits_shape[-1], int) or logits_shape[-1] < 2:
+        return False
+    name = type(loss_fn).__name__
+    return (labels.dtype.kind in "iub" and labels.ndim == 1) or "CrossEntropy" in name or "NLL" in name
+
+
+def _save_curve(path: str, history: list[dict]) -> str | None:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        logger.warning("matplotlib is not installed: no loss curve (pip install 'onnxgrad[train]')")
+        return None
+    epochs = [h["epoch"] for h in history]
+    figure = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    axes.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
+    axes.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation loss")
+    axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel("loss")
+    handles, labels = axes.get_legend_handles_labels()
+    if all(h["val_accuracy"] is not None for h in history):
+        twin = axes.twinx()
+        twin.plot(epochs, [h["val_accuracy"] for h in history], color="tab:green", marker=".", label="val accuracy")
+        twin.set_ylabel("validation accuracy")
+        more_handles, more_labels = twin.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    axes.legend(handles, labels, loc="center right")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    figure.savefig(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_json(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def _check_finite(loss: float, where: str, optimizer: optim.Optimizer) -> None:
+    if not math.isfinite(loss):
+        raise InputError(
+            f"The loss became {loss} at {where}: lower the learning rate (now {optimizer.learning_rate:g})."
+        )
+
+
+def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None] | None = None) -> TrainResult:
+    """Converts (if needed) and trains a model; writes the outputs to ``config.out_dir``.
+
+    Args:
+        config: what to train and how.
+        progress: called with a :class:`StepEvent` after each step and an
+            :class:`EpochEvent` after each epoch.
+
+    Returns:
+        The history, final metrics and output paths.
+
+    Raises:
+        InputError: bad data, names, hyperparameters or checkpoint.
+        ModelError: an unreadable model file.
+        ConversionError: a framework model could not be exported.
+
+    Example:
+        >>> result = train(TrainConfig(epochs=5, out_dir="runs/quick"))
+        >>> result.val_accuracy > 0.9
+        True
+    """
+    if config.epochs < 0:
+        raise InputError(f"epochs must be >= 0, got {config.epochs}.")
+    if config.batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {config.batch_size}.")
+    loss_fn = make_loss(config.loss, config.reduction)
+    data = load_data(config)
+    x_train, y_train, x_val, y_val = split(data, config.val_fraction, config.seed)
+
+    backbone, description = resolve_model(config.model, x_train[: config.batch_size].astype(np.float32))
+    if len(backbone.inputs) != 1 or len(backbone.outputs) != 1:
+        raise InputError(
+            f"train takes a model with one input and one output; this one has inputs "
+            f"{[i.name for i in backbone.inputs]} and outputs {[o.name for o in backbone.outputs]}."
+        )
+    info = backbone.inputs[0]
+    if info.shape is not None and not info.accepts((config.batch_size, *x_train.shape[1:])):
+        raise InputError(
+            f"The model's input {info.name!r} has shape {info.shape_text()}; the data's samples have shape "
+            f"{list(x_train.shape[1:])} (batches of {config.batch_size}): match the data (and --batch-size) "
+            "to the model."
+        )
+    fixed = info.shape is not None and len(info.shape) > 0 and isinstance(info.shape[0], int)
+    x_train, x_val = x_train.astype(info.dtype), x_val.astype(info.dtype)
+    logits_shape = tuple(backbone.outputs[0].shape or ())
+    classification = _is_classification(loss_fn, y_train, logits_shape)
+    y_train = _label_array(y_train, loss_fn, logits_shape)
+    y_val = _label_array(y_val, loss_fn, logits_shape)
+    if fixed and len(x_train) < config.batch_size:
+        raise InputError(
+            f"The model takes batches of exactly {config.batch_size} but there are {len(x_train)} training samples: "
+            "use a smaller batch or more data."
+        )
+
+    cell = nn.WithLossCell(backbone, loss_fn).variant([info.dtype, y_train.dtype])
+    params = ParameterTuple(backbone.trainable_params())
+    if not params:
+        raise InputError("The model has no trainable weights (no float initializers): there is nothing to train.")
+    grad_fn = ForwardValueAndGrad(cell, params, get_by_list=True)
+    optimizer = make_optimizer(config, params)
+    eval_cell = nn.WithLossCell(backbone, make_loss(config.loss, "none")).variant([info.dtype, y_train.dtype])
+    evaluate = _Evaluator(backbone, eval_cell, config.batch_size, fixed, classification)
+
+    out_dir = pathlib.Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = str(out_dir / CHECKPOINT)
+    history: list[dict] = []
+    start_epoch = 0
+    if config.resume:
+        meta = load_checkpoint(config.resume, backbone, optimizer)
+        history = list(meta.get("history", []))
+        start_epoch = int(meta.get("epoch", len(history)))
+        logger.info("resumed from %s after epoch %d", config.resume, start_epoch)
+
+    logger.info(
+        "training %s on %s: %d train / %d validation samples, %s, %s",
+        description, data.source, len(x_train), len(x_val), loss_fn, optimizer,
+    )
+    steps = len(x_train) // config.batch_size if fixed else math.ceil(len(x_train) / config.batch_size)
+    started = time.perf_counter()
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(x_train))
+        loss_sum, seen = 0.0, 0
+        for step, index in enumerate(_batches(len(x_train), config.batch_size, order, fixed), 1):
+            xb, yb = x_train[index], y_train[index]
+            loss, grads = grad_fn(xb, yb)
+            with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below, by the loss
+                optimizer.step(grads)
+                loss_value = float(np.mean(loss))
+            if config.reduction == "sum":
+                loss_value /= len(index)  # report the mean per sample, like the validation loss
+            _check_finite(loss_value, f"epoch {epoch}, step {step}", optimizer)
+            loss_sum += loss_value * len(index)
+            seen += len(index)
+            if progress is not None:
+                elapsed = time.perf_counter() - epoch_start
+                progress(StepEvent(epoch, config.epochs, step, steps, loss_value, seen / max(elapsed, 1e-9)))
+        train_seconds = time.perf_counter() - epoch_start
+        with np.errstate(over="ignore", invalid="ignore"):
+            val_loss, val_accuracy = evaluate(x_val, y_val)
+        _check_finite(val_loss, f"the validation after epoch {epoch}", optimizer)
+        record = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "seconds": time.perf_counter() - epoch_start,
+            "samples_per_second": seen / max(train_seconds, 1e-9),
+        }
+        history.append(record)
+        save_checkpoint(checkpoint_path, backbone, optimizer, {"epoch": epoch, "history": history})
+        logger.debug("epoch %d: %s", epoch, record)
+        if progress is not None:
+            progress(EpochEvent(epochs=config.epochs, **record))
+    seconds = time.perf_counter() - started
+
+    if not history:  # nothing trained and nothing resumed: still report where the model stands
+        val_loss, val_accuracy = evaluate(x_val, y_val)
+    else:
+        val_loss, val_accuracy = history[-1]["val_loss"], history[-1]["val_accuracy"]
+    if not os.path.exists(checkpoint_path):
+        save_checkpoint(checkpoint_path, backbone, optimizer, {"epoch": start_epoch, "history": history})
+
+    model_path = str(out_dir / MODEL)
+    _export.save_model(_export.inference_model(backbone), model_path)
+    curve_path = _save_curve(str(out_dir / CURVE), history) if history else None
+    metrics_path = str(out_dir / METRICS)
+    result = TrainResult(
+        history=history,
+        val_loss=val_loss,
+        val_accuracy=val_accuracy,
+        train_samples=len(x_train),
+        val_samples=len(x_val),
+        seconds=seconds,
+        start_epoch=start_epoch,
+        model_path=model_path,
+        checkpoint_path=checkpoint_path,
+        curve_path=curve_path,
+        metrics_path=metrics_path,
+    )
+    _write_json(
+        metrics_path,
+        {
+            "model": description,
+            "data": data.source,
+            "config": dataclasses.asdict(config),
+            **{k: v for k, v in dataclasses.asdict(result).items() if k != "history"},
+            "history": history,
+        },
+    )
+    return result
+

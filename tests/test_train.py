@@ -1,0 +1,377 @@
+"""``onnxgrad train`` and ``scripts/convert_and_train.py``: the bundled default,
+data formats, optimizers, checkpoints (resume, interrupted writes), framework
+models, progress output and argument errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from onnxgrad import _train
+from onnxgrad.cli import main
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DIGITS = ROOT / "models" / "digits_mlp.onnx"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def train_json(capsys, out_dir: pathlib.Path, *argv: str) -> dict:
+    code, out, err = run(capsys, "train", "--out-dir", out_dir, "--json", *argv)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
+
+
+def _session_accuracy(model_path: str, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of a saved model run by a bare InferenceSession (batches padded to a fixed size if needed)."""
+    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    (info,) = session.get_inputs()
+    batch = info.shape[0] if isinstance(info.shape[0], int) else len(x)
+    predictions = []
+    for start in range(0, len(x), batch):
+        xb = x[start : start + batch]
+        real = len(xb)
+        if real < batch:
+            xb = np.concatenate([xb, np.repeat(xb[-1:], batch - real, axis=0)])
+        (logits,) = session.run(None, {info.name: xb})
+        predictions.append(np.argmax(logits[:real], axis=-1))
+    return float(np.mean(np.concatenate(predictions) == y))
+
+
+def _validation_split(seed: int = 0, fraction: float = 0.2):
+    x, y = _digits()
+    _, _, x_val, y_val = _train.split(_train.Dataset(x, y, "digits"), fraction, seed)
+    return x_val, y_val
+
+
+def _weights(model_path: str) -> dict[str, np.ndarray]:
+    return {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(model_path).graph.initializer}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The bundled default
+
+
+def test_bundled_default_reaches_95_percent_and_the_saved_model_agrees(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output folder is runs/digits under the current folder
+    start = time.perf_counter()
+    code, out, err = run(capsys, "train")
+    elapsed = time.perf_counter() - start
+    assert code == 0, err
+    assert elapsed < 60, f"the bundled default took {elapsed:.1f} s"
+    run_dir = tmp_path / "runs" / "digits"
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    accuracy = metrics["val_accuracy"]
+    assert accuracy >= 0.95
+    assert len(metrics["history"]) == 20 and metrics["train_samples"] == 1438 and metrics["val_samples"] == 359
+    assert f"val accuracy {100 * accuracy:.1f}%" in out
+    losses = [h["train_loss"] for h in metrics["history"]]
+    assert losses[-1] < losses[0] / 10
+
+    # Per-epoch summaries on stderr, no progress bar (stderr is not a terminal here).
+    epochs = [line for line in err.splitlines() if re.match(r"epoch +\d+/20  train loss", line)]
+    assert len(epochs) == 20 and "\r" not in err
+
+    # The saved model: inference only, run by a bare session, reaches the reported accuracy.
+    model_path = str(run_dir / "model.onnx")
+    model = onnx.load(model_path)
+    assert [i.name for i in model.graph.input] == ["x"] and [o.name for o in model.graph.output] == ["logits"]
+    assert {n.domain for n in model.graph.node} == {""}, "training ops left in the inference model"
+    x_val, y_val = _validation_split()
+    assert _session_accuracy(model_path, x_val, y_val) == pytest.approx(accuracy, abs=1e-12)
+
+    assert (run_dir / "loss_curve.png").read_bytes()[:8] == PNG_MAGIC
+    assert (run_dir / "checkpoint.npz").is_file()
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "checkpoint.npz", "loss_curve.png", "metrics.json", "model.onnx"
+    ], "temporary files left behind"
+
+
+def test_convert_and_train_script_is_the_same_command(tmp_path):
+    script = ROOT / "scripts" / "convert_and_train.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--epochs", "2", "--out-dir", str(tmp_path / "run"), "--json"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert len(result["history"]) == 2 and result["val_accuracy"] > 0.8
+    assert (tmp_path / "run" / "model.onnx").is_file()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loss falls; optimizers; data formats; losses
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        [],
+        ["--optimizer", "sgd", "--lr", "0.2"],
+        ["--optimizer", "momentum", "--lr", "0.05", "--nesterov"],
+        ["--optimizer", "adam", "--weight-decay", "1e-4"],
+        ["--optimizer", "sgd", "--momentum", "0.5", "--reduction", "sum", "--lr", "0.005"],
+    ],
+    ids=["adam", "sgd", "momentum-nesterov", "adam-decay", "sgd-sum"],
+)
+def test_loss_falls(capsys, tmp_path, options):
+    result = train_json(capsys, tmp_path, "--epochs", "3", *options)
+    train_losses = [h["train_loss"] for h in result["history"]]
+    val_losses = [h["val_loss"] for h in result["history"]]
+    assert train_losses[-1] < train_losses[0] and val_losses[-1] < val_losses[0], result["history"]
+    assert result["val_accuracy"] > 0.8
+    assert _session_accuracy(result["model_path"], *_validation_split()) == pytest.approx(result["val_accuracy"])
+
+
+def test_npz_data_with_named_arrays(capsys, tmp_path):
+    x, y = _digits()
+    np.savez(tmp_path / "data.npz", pixels=x[:600], digit=y[:600])
+    result = train_json(
+        capsys, tmp_path / "run", "--data", tmp_path / "data.npz", "--x-key", "pixels", "--y-key", "digit",
+        "--epochs", "4", "--val-fraction", "0.25", "--seed", "3",
+    )
+    assert result["train_samples"] == 450 and result["val_samples"] == 150
+    _, _, x_val, y_val = _train.split(_train.Dataset(x[:600], y[:600], "npz"), 0.25, 3)
+    assert _session_accuracy(result["model_path"], x_val, y_val) == pytest.approx(result["val_accuracy"])
+
+
+def test_csv_data_with_header_and_label_column(capsys, tmp_path):
+    x, y = _digits()
+    table = np.column_stack([y[:400], x[:400]])
+    header = "label," + ",".join(f"p{i}" for i in range(64))
+    np.savetxt(tmp_path / "data.csv", table, delimiter=",", header=header, comments="", fmt="%.6g")
+    result = train_json(
+        capsys, tmp_path / "run", "--data", tmp_path / "data.csv", "--label-column", "0", "--epochs", "3"
+    )
+    assert result["train_samples"] == 320 and result["val_samples"] == 80
+    assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"]
+
+
+def test_dense_softmax_ce_takes_class_indices_as_one_hot(capsys, tmp_path):
+    result = train_json(capsys, tmp_path, "--loss", "softmax_ce", "--epochs", "2")
+    assert result["val_accuracy"] > 0.8
+    assert _session_accuracy(result["model_path"], *_validation_split()) == pytest.approx(result["val_accuracy"])
+
+
+def test_regression_loss_reports_no_accuracy(capsys, tmp_path):
+    names = _train.loss_names()
+    if "mse" not in names:
+        pytest.skip("onnxgrad.nn has no MSELoss yet")
+    x, _ = _digits()
+    targets = np.stack([x[:300, :32].sum(1), x[:300, 32:].sum(1)] * 5, axis=1).astype(np.float32) / 10
+    np.savez(tmp_path / "reg.npz", x=x[:300], y=targets)
+    result = train_json(capsys, tmp_path / "run", "--data", tmp_path / "reg.npz", "--loss", "mse", "--epochs", "3")
+    assert result["val_accuracy"] is None
+    assert result["history"][-1]["val_loss"] < result["history"][0]["val_loss"]
+
+
+def test_fixed_batch_model_pads_the_last_validation_batch(capsys, tmp_path):
+    model = onnx.load(DIGITS)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 16
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 16
+    onnx.save(model, tmp_path / "fixed.onnx")
+    result = train_json(
+        capsys, tmp_path / "run", "--model", tmp_path / "fixed.onnx", "--batch-size", "16", "--epochs", "2"
+    )
+    assert result["val_samples"] % 16 != 0  # the last validation batch is padded
+    assert _session_accuracy(result["model_path"], *_validation_split()) == pytest.approx(result["val_accuracy"])
+
+    code, _, err = run(capsys, "train", "--model", tmp_path / "fixed.onnx", "--out-dir", tmp_path / "r2")
+    assert code == 1
+    assert "The model's input 'x' has shape [16, 64]" in err and "--batch-size" in err
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def test_resume_continues_exactly_where_it_stopped(capsys, tmp_path):
+    straight = train_json(capsys, tmp_path / "straight", "--epochs", "4")
+    train_json(capsys, tmp_path / "split", "--epochs", "2")
+    resumed = train_json(capsys, tmp_path / "split", "--epochs", "4", "--resume")
+    assert resumed["start_epoch"] == 2 and len(resumed["history"]) == 4
+    for a, b in zip(straight["history"], resumed["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        assert a["val_accuracy"] == b["val_accuracy"]
+    want, got = _weights(straight["model_path"]), _weights(resumed["model_path"])
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7, err_msg=f"weight[{name}]")
+
+    # An explicit checkpoint path into a new folder; nothing left to train resumes to the same model.
+    again = train_json(capsys, tmp_path / "other", "--epochs", "4", "--resume", tmp_path / "split" / "checkpoint.npz")
+    assert again["start_epoch"] == 4 and len(again["history"]) == 4
+    for name in want:
+        np.testing.assert_allclose(_weights(again["model_path"])[name], want[name], rtol=1e-6, atol=1e-7)
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(capsys, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    train_json(capsys, run_dir, "--epochs", "2")
+    checkpoint = run_dir / "checkpoint.npz"
+    before = checkpoint.read_bytes()
+
+    real_write = _train._write_npz
+
+    def write_half_then_fail(handle, arrays):
+        import io
+
+        buffer = io.BytesIO()
+        real_write(buffer, arrays)
+        handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_train, "_write_npz", write_half_then_fail)
+    code, out, err = run(capsys, "train", "--out-dir", run_dir, "--epochs", "4", "--resume")
+    assert code == 1 and out == ""
+    assert err.strip().splitlines()[-1] == "onnxgrad: error: No space left on device"
+    assert checkpoint.read_bytes() == before, "the previous checkpoint was damaged"
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        ["checkpoint.npz", "loss_curve.png", "metrics.json", "model.onnx"]
+    ), "a temporary checkpoint was left behind"
+
+    monkeypatch.setattr(_train, "_write_npz", real_write)
+    resumed = train_json(capsys, run_dir, "--epochs", "4", "--resume")
+    straight = train_json(capsys, tmp_path / "straight", "--epochs", "4")
+    assert resumed["start_epoch"] == 2
+    want, got = _weights(straight["model_path"]), _weights(resumed["model_path"])
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7, err_msg=f"weight[{name}]")
+
+
+def test_checkpoint_holds_weights_optimizer_state_and_history(capsys, tmp_path):
+    result = train_json(capsys, tmp_path, "--epochs", "2", "--optimizer", "momentum")
+    with np.load(result["checkpoint_path"], allow_pickle=False) as archive:
+        keys = set(archive.files)
+        meta = json.loads(str(archive["meta"]))
+        assert str(archive["optim/optimizer"]) == "Momentum" and int(archive["optim/step"]) == 2 * 45
+    assert {f"param/{n}" for n in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")} <= keys
+    assert {f"optim/moments/{n}" for n in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")} <= keys
+    assert meta["epoch"] == 2 and len(meta["history"]) == 2 and meta["format"] == 1
+
+
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (None, ["--resume"], r"No checkpoint at '.*checkpoint\.npz': train without --resume first"),
+        ("garbage", ["--resume"], r"is not a readable onnxgrad checkpoint"),
+        ("adam", ["--resume", "--optimizer", "sgd"], r"saved by Adam, not SGD: resume with the same optimizer"),
+    ],
+    ids=["missing", "garbage", "other-optimizer"],
+)
+def test_bad_checkpoints(capsys, tmp_path, setup, args, message):
+    if setup == "garbage":
+        tmp_path.joinpath("checkpoint.npz").write_bytes(b"not a zip file")
+    elif setup == "adam":
+        train_json(capsys, tmp_path, "--epochs", "1")
+    code, out, err = run(capsys, "train", "--out-dir", tmp_path, "--epochs", "2", *args)
+    assert code == 1 and out == ""
+    assert re.search(message, err.strip().splitlines()[-1]), err
+
+
+def test_checkpoint_of_another_model_is_refused(capsys, tmp_path):
+    train_json(capsys, tmp_path, "--epochs", "1")
+    model = onnx.load(DIGITS)
+    model.graph.initializer[0].name = "renamed.weight"
+    model.graph.node[0].input[1] = "renamed.weight"
+    onnx.save(model, tmp_path / "renamed.onnx")
+    code, _, err = run(capsys, "train", "--model", tmp_path / "renamed.onnx", "--out-dir", tmp_path, "--resume")
+    assert code == 1
+    assert "lacks" in err or "The checkpoint holds weights" in err
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Framework models as package.module:attribute
+
+
+@pytest.mark.parametrize("attribute", ["mindspore_mlp", "MindSporeMLP"], ids=["factory", "class"])
+def test_mindspore_cell_is_converted_and_trained(capsys, tmp_path, attribute):
+    pytest.importorskip("mindspore")
+    result = train_json(capsys, tmp_path, "--model", f"train_nets:{attribute}", "--epochs", "3")
+    assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"]
+    assert result["val_accuracy"] > 0.8
+    assert _session_accuracy(result["model_path"], *_validation_split()) == pytest.approx(result["val_accuracy"])
+
+
+@pytest.mark.parametrize("attribute", ["torch_mlp", "torch_instance"], ids=["factory", "instance"])
+def test_torch_module_is_converted_and_trained(capsys, tmp_path, attribute):
+    pytest.importorskip("torch")
+    if importlib.util.find_spec("onnxgrad.converters.torch") is None:
+        pytest.skip("the PyTorch front-end (onnxgrad.converters.torch) is not there yet")
+    result = train_json(capsys, tmp_path, "--model", f"train_nets:{attribute}", "--epochs", "3")
+    assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"]
+    assert _session_accuracy(result["model_path"], *_validation_split()) == pytest.approx(result["val_accuracy"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Output and errors
+
+
+def test_progress_bar_on_request_and_summaries_always(capsys, tmp_path):
+    code, out, err = run(capsys, "train", "--out-dir", tmp_path / "a", "--epochs", "2", "--progress")
+    assert code == 0
+    assert "\r" in err and re.search(r"epoch 1/2 \[[#-]{24}\] \d+/45 loss \d+\.\d{4} [\d,]+ samples/s", err)
+    assert re.search(r"epoch 2/2  train loss \d\.\d{4}  val loss \d\.\d{4}  val acc +\d+\.\d%", err)
+    assert out.startswith("trained 2 epoch(s) in ")
+    assert "wrote " in out and "model.onnx" in out
+
+    code, _, err = run(capsys, "train", "--out-dir", tmp_path / "b", "--epochs", "2", "--no-progress")
+    assert code == 0 and "\r" not in err and len(err.strip().splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--optimizer", "rmsprop"], 2, "invalid choice: 'rmsprop'"),
+        (["--batch-size", "0"], 2, "must be >= 1"),
+        (["--loss", "hinge"], 1, r"Unknown loss 'hinge': choose one of"),
+        (["--val-fraction", "1.5"], 1, "The validation fraction must be between 0 and 1, got 1.5"),
+        (["--data", "missing.npz"], 1, r"No data file at 'missing.npz'"),
+        (["--data", "DATA.npz", "--x-key", "inputs"], 1, r"has no array 'inputs'; it holds \['x', 'y'\]"),
+        (["--data", "DATA.txt.json"], 1, "is neither .npz nor .csv"),
+        (["--model", "no_such_module_xyz:Net"], 1, r"Cannot import 'no_such_module_xyz'"),
+        (["--model", "train_nets:missing"], 1, r"'train_nets' has no attribute 'missing'"),
+        (["--model", "train_nets:not_a_network"], 1, r"is a int, not a MindSpore Cell or PyTorch nn.Module"),
+        (["--model", "missing.onnx"], 1, r"No model file at 'missing.onnx'"),
+        (["--lr", "-1"], 1, "learning_rate must be >= 0"),
+        (["--lr", "1e20", "--optimizer", "sgd"], 1, r"The loss became (nan|inf) at .* lower the learning rate"),
+        (["--loss", "sparse_softmax_ce", "--data", "FLOATS.npz"], 1, r"takes labels of dtype \['int32', 'int64'\]"),
+    ],
+    ids=["optimizer", "batch", "loss", "fraction", "data", "npz-key", "format", "import", "attribute",
+         "not-a-network", "model", "lr", "diverges", "label-dtype"],
+)
+def test_bad_arguments(capsys, tmp_path, monkeypatch, args, code, message):
+    monkeypatch.chdir(tmp_path)
+    x, y = _digits()
+    np.savez(tmp_path / "DATA.npz", x=x[:50], y=y[:50])
+    np.savez(tmp_path / "FLOATS.npz", x=x[:50], y=y[:50].astype(np.float32) + 0.5)
+    (tmp_path / "DATA.txt.json").write_text("{}")
+    got, out, err = run(capsys, "train", "--out-dir", tmp_path / "run", "--epochs", "1", *args)
+    assert got == code and out == ""
+    assert re.search(message, err), err
+    if code == 1:
+        assert len(err.strip().splitlines()) == 1 or "diverges" in message or err.strip().splitlines()[-1].startswith(
+            "onnxgrad: error: "
+        )
