@@ -3,6 +3,7 @@ core imports no framework."""
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 
@@ -30,7 +31,8 @@ def test_every_public_name_exists_and_has_a_docstring(module):
     for name in module.__all__:
         assert hasattr(module, name), f"{module.__name__}.__all__ lists {name!r} but the module lacks it: import it"
         obj = getattr(module, name)
-        assert (obj.__doc__ or "").strip(), f"{module.__name__}.{name} needs a docstring"
+        if callable(obj) or inspect.ismodule(obj):  # data constants are documented by #: comments
+            assert (obj.__doc__ or "").strip(), f"{module.__name__}.{name} needs a docstring"
 
 
 def test_errors_share_one_base():
