@@ -8,6 +8,7 @@ flat lists of values and gradients, and nests them as MindSpore 2.10 does.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any, Sequence
 
 import numpy as np
@@ -183,9 +184,10 @@ class _GradFunction:
 
 
 def _is_single(weights: Any) -> bool:
-    # One weight (any framework's Parameter, or a name) gets a bare gradient; a
-    # list, tuple or ParameterTuple (a tuple subclass) gets a tuple.
-    return not isinstance(weights, (list, tuple))
+    # One weight (a name, or any framework's Parameter: tensors are iterable
+    # too) gets a bare gradient; a list, tuple, ParameterTuple or generator
+    # such as module.parameters() gets a tuple.
+    return isinstance(weights, (str, Parameter)) or hasattr(weights, "shape") or not isinstance(weights, Iterable)
 
 
 def _with_missing(grads: list, missing: list) -> list:
@@ -266,6 +268,11 @@ class ForwardValueAndGrad:
             raise InputError(
                 "get_by_list=True needs weights: pass weights=ParameterTuple(net.trainable_params()) "
                 "(or an empty tuple for none)."
+            )
+        if get_by_list and _is_single(weights):
+            raise InputError(
+                "ForwardValueAndGrad takes a sequence of weights (a ParameterTuple or list), got a single "
+                f"{type(weights).__name__}: pass [weight] (or use value_and_grad, which takes one weight)."
             )
         if get_all:
             position: Any = _ALL
