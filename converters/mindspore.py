@@ -46,7 +46,7 @@ import onnx
 from onnx import helper
 
 import onnxgrad.nn
-from onnxgrad._frontend import Frontend, set_parameter_map
+from onnxgrad._frontend import BUFFER_MAP_KEY, Frontend, set_parameter_map
 from onnxgrad.converters._common import initializer_mismatch, rearranged_copy
 from onnxgrad.errors import ConversionError, InputError
 
@@ -127,6 +127,7 @@ def to_onnx(cell: Any, *example_inputs: Any) -> onnx.ModelProto:
             return _export_with_loss(cell, inputs)
         model = _export(cell, inputs)
     set_parameter_map(model, _parameter_map(cell, model))
+    set_parameter_map(model, _buffer_map(cell, model), BUFFER_MAP_KEY)
     return model
 
 
@@ -140,6 +141,7 @@ def _export_with_loss(cell: Any, inputs: list[np.ndarray]) -> onnx.ModelProto:
     backbone = _export(cell._backbone, inputs[:-1])
     # The map is built on the backbone's graph: the loss adds no parameters.
     set_parameter_map(backbone, _parameter_map(cell, backbone))
+    set_parameter_map(backbone, _buffer_map(cell, backbone), BUFFER_MAP_KEY)
     return onnxgrad.nn.attach_loss(backbone, loss_fn, inputs[-1].dtype)
 
 
@@ -263,6 +265,22 @@ def _describe(value: onnx.ValueInfoProto) -> str:
 
 
 # --- Parameter map ----------------------------------------------------------
+
+
+def _frozen(cell: Any) -> list[Any]:
+    """Non-trainable float parameters (BatchNorm statistics, frozen weights)."""
+    trainable = {p.name for p in cell.trainable_params()}
+    return [p for p in cell.get_parameters() if p.name not in trainable and p.asnumpy().dtype.kind == "f"]
+
+
+def _buffer_map(cell: Any, model: onnx.ModelProto) -> dict[str, str]:
+    """``{name: initializer}`` for non-trainable parameters exported as they are (value-checked)."""
+    initializers = {i.name: i for i in model.graph.initializer}
+    return {
+        p.name: p.name
+        for p in _frozen(cell)
+        if p.name in initializers and initializer_mismatch(p.asnumpy(), initializers[p.name]) is None
+    }
 
 
 def _parameter_map(cell: Any, model: onnx.ModelProto) -> dict[str, str]:
@@ -435,6 +453,10 @@ class MindSporeFrontend(Frontend):
     def export(self, args: Sequence[np.ndarray]) -> onnx.ModelProto:
         """The cell exported for these arguments (see :func:`to_onnx`)."""
         return to_onnx(self.cell, *args)
+
+    def buffer_values(self) -> dict[str, np.ndarray]:
+        """Current values of the non-trainable parameters (BatchNorm statistics, frozen weights)."""
+        return {p.name: p.asnumpy() for p in _frozen(self.cell)}
 
     def parameter_values(self) -> dict[str, np.ndarray]:
         """Trainable parameters' current values, as read-only views of MindSpore's buffers."""

@@ -75,7 +75,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxgrad._frontend import Frontend, set_parameter_map
+from onnxgrad._frontend import BUFFER_MAP_KEY, Frontend, set_parameter_map
 from onnxgrad.converters._common import initializer_mismatch, rearranged_copy
 from onnxgrad._graph import TensorInfo, default_opset
 from onnxgrad._versions import MAX_IR_VERSION, MAX_OPSET
@@ -173,6 +173,7 @@ def to_onnx(module: Any, *example_inputs: Any) -> onnx.ModelProto:
         model = _export(module, inputs, input_names, output_names)
     _restore_inputs(module, model, input_names, inputs)
     set_parameter_map(model, _parameter_map(module, model, _reached_leaves(outputs)))
+    set_parameter_map(model, _buffer_map(module, model), BUFFER_MAP_KEY)
     return model
 
 
@@ -459,6 +460,28 @@ def _numpy_dtype(tensor: Any) -> np.dtype:
 # --- Parameter map ----------------------------------------------------------
 
 
+def _state(module: Any) -> dict[str, Any]:
+    """Buffers and frozen parameters: state the user may change between calls."""
+    state = {name: b for name, b in module.named_buffers() if b.is_floating_point()}
+    state.update({name: p for name, p in module.named_parameters() if not p.requires_grad})
+    return state
+
+
+def _buffer_map(module: Any, model: onnx.ModelProto) -> dict[str, str]:
+    """``{buffer or frozen parameter name: initializer name}`` for those kept as they are.
+
+    Only exact, value-checked initializers are mapped; state the exporter folded
+    into constants stays baked in (it cannot be updated without a re-export).
+    """
+    initializers = {i.name: i for i in model.graph.initializer}
+    mapping = {}
+    for name, tensor in _state(module).items():
+        initializer = initializers.get(name)
+        if initializer is not None and initializer_mismatch(tensor.detach().cpu().numpy(), initializer) is None:
+            mapping[name] = name
+    return mapping
+
+
 def _parameter_map(module: Any, model: onnx.ModelProto, reached: set[int]) -> dict[str, str]:
     """``{parameter name: initializer name}``, each checked by shape, dtype and value.
 
@@ -558,6 +581,10 @@ class TorchFrontend(Frontend):
                 value.flags.writeable = False
                 values[name] = value
         return values
+
+    def buffer_values(self) -> dict[str, np.ndarray]:
+        """Current values of the floating-point buffers and frozen parameters."""
+        return {name: t.detach().cpu().numpy() for name, t in _state(self.module).items()}
 
     def weight_names(self, weights: Any) -> list[str]:
         """Names of Parameters (matched by identity) or parameter names; one, or an iterable of them.

@@ -28,7 +28,7 @@ class _FrameworkTarget:
 
     def __init__(self, frontend: _frontend.Frontend) -> None:
         self.frontend = frontend
-        self._networks: dict[tuple, tuple[Network, dict[str, str]]] = {}
+        self._networks: dict[tuple, tuple[Network, dict[str, str], dict[str, str]]] = {}
 
     def bind(self, args: Sequence[Any]) -> tuple[Network, list[np.ndarray], dict[str, str]]:
         """The network for these arguments, with current parameter values copied in."""
@@ -38,12 +38,19 @@ class _FrameworkTarget:
         if entry is None:
             network = load(self.frontend.export(arrays))
             mapping = _frontend.parameter_map(network.model) or {}
-            entry = self._networks[signature] = (network, mapping)
-        network, mapping = entry
+            buffer_map = _frontend.parameter_map(network.model, _frontend.BUFFER_MAP_KEY) or {}
+            entry = self._networks[signature] = (network, mapping, buffer_map)
+        network, mapping, buffer_map = entry
+        # Values are read at call time: a pure value change costs copies, never an export.
         params = network.parameters_dict()
         for framework_name, value in self.frontend.parameter_values().items():
             if framework_name in mapping:
                 params[mapping[framework_name]].set_data(value)
+        if buffer_map:
+            buffers = network.buffers_dict()
+            for framework_name, value in self.frontend.buffer_values().items():
+                if framework_name in buffer_map:
+                    buffers[buffer_map[framework_name]].set_data(value)
         return network, arrays, mapping
 
 

@@ -126,9 +126,8 @@ def gradient_model(network: Network, spec: GradSpec, input_shapes: Sequence[Sequ
     Built once per graph, spec and signature: later calls, in this process or
     (through the disk cache) in another, reuse it.
     """
-    params = network.parameters_dict()
     shapes = {info.name: tuple(int(d) for d in shape) for info, shape in zip(network.inputs, input_shapes)}
-    shapes.update({name: p.shape for name, p in params.items()})
+    shapes.update({name: p.shape for name, p in _bound(network).items()})
     parts = (spec.inputs, spec.weights, spec.sens, spec.contributing, tuple(sorted(shapes.items())))
     key = _cache.cache_key(network.digest, parts)
     cached = _cache.lookup(key)
@@ -145,6 +144,11 @@ def gradient_model(network: Network, spec: GradSpec, input_shapes: Sequence[Sequ
         outputs += [_gradient.grad_name(x) for x in layout.xs]
     _cache.store(key, model, layout, outputs)
     return GradientModel(model, layout, outputs)
+
+
+def _bound(network: Network) -> dict:
+    """Everything bound by pointer: the parameters, then the non-trainable buffers."""
+    return {**network.parameters_dict(), **network.buffers_dict()}
 
 
 def _output_types(built: GradientModel) -> list | None:
@@ -164,7 +168,7 @@ def _compile(network: Network, spec: GradSpec, arrays: list[np.ndarray]) -> _Com
     if compiled is not None:
         return compiled
     built = gradient_model(network, spec, [a.shape for a in arrays])
-    buffers = {name: p.value for name, p in network.parameters_dict().items()}
+    buffers = {name: p.value for name, p in _bound(network).items()}
     session = Session(built.model, list(_unhash(spec.providers)), buffers, built.outputs, _output_types(built))
     compiled = _Compiled(session, built.layout, len(network.outputs))
     network._compiled[key] = compiled

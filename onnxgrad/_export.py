@@ -198,8 +198,8 @@ def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
 
 
 def _bake_weights(model: onnx.ModelProto, network: Network) -> None:
-    """Turns the trainable weights (graph inputs) back into initializers with their current values."""
-    params = network.parameters_dict()
+    """Turns the weights and buffers (graph inputs) back into initializers with their current values."""
+    params = {**network.parameters_dict(), **network.buffers_dict()}
     graph = model.graph
     kept = [v for v in graph.input if v.name not in params]
     used = {v.name for v in graph.input if v.name in params}

@@ -23,10 +23,13 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-__all__ = ["Frontend", "PARAMETER_MAP_KEY", "frontend_for", "parameter_map", "set_parameter_map"]
+__all__ = ["Frontend", "PARAMETER_MAP_KEY", "BUFFER_MAP_KEY", "frontend_for", "parameter_map", "set_parameter_map"]
 
 #: ``metadata_props`` key holding the JSON map framework parameter name -> initializer name.
 PARAMETER_MAP_KEY = "onnxgrad.parameter_map"
+#: Same for non-trainable state the framework may change between calls (BatchNorm
+#: statistics, frozen parameters): bound like parameters, never differentiated.
+BUFFER_MAP_KEY = "onnxgrad.buffer_map"
 
 # (top-level module of the object's class, module implementing its Frontend)
 _FRONTENDS = (
@@ -54,6 +57,10 @@ class Frontend(abc.ABC):
     @abc.abstractmethod
     def parameter_values(self) -> dict[str, np.ndarray]:
         """Current values of the framework parameters, keyed by framework name."""
+
+    def buffer_values(self) -> dict[str, np.ndarray]:
+        """Current values of the non-trainable state in the buffer map, keyed by framework name."""
+        return {}
 
     @abc.abstractmethod
     def weight_names(self, weights: Any) -> list[str]:
@@ -83,18 +90,18 @@ def frontend_for(obj: Any) -> Frontend | None:
     return None
 
 
-def parameter_map(model: onnx.ModelProto) -> dict[str, str] | None:
+def parameter_map(model: onnx.ModelProto, key: str = PARAMETER_MAP_KEY) -> dict[str, str] | None:
     """Reads the framework-name -> initializer-name map a converter stored, if any."""
     for prop in model.metadata_props:
-        if prop.key == PARAMETER_MAP_KEY:
+        if prop.key == key:
             return json.loads(prop.value)
     return None
 
 
-def set_parameter_map(model: onnx.ModelProto, mapping: dict[str, str]) -> None:
+def set_parameter_map(model: onnx.ModelProto, mapping: dict[str, str], key: str = PARAMETER_MAP_KEY) -> None:
     """Stores the framework-name -> initializer-name map on a (converter-owned) model."""
     for prop in model.metadata_props:
-        if prop.key == PARAMETER_MAP_KEY:
+        if prop.key == key:
             prop.value = json.dumps(mapping)
             return
-    model.metadata_props.add(key=PARAMETER_MAP_KEY, value=json.dumps(mapping))
+    model.metadata_props.add(key=key, value=json.dumps(mapping))

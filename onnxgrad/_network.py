@@ -111,11 +111,14 @@ class Network:
         outputs: the graph outputs, in order.
     """
 
-    def __init__(self, model: onnx.ModelProto, parameters: Sequence[Parameter]) -> None:
+    def __init__(
+        self, model: onnx.ModelProto, parameters: Sequence[Parameter], buffers: Sequence[Parameter] = ()
+    ) -> None:
         self._model = model  # private, weight-free: trainable initializers are graph inputs
         self._parameters = {p.name: p for p in parameters}
+        self._buffers = {b.name: b for b in buffers}
         # Old IR versions also list initializers as graph inputs: those are not arguments.
-        names = set(self._parameters) | {init.name for init in model.graph.initializer}
+        names = set(self._parameters) | set(self._buffers) | {init.name for init in model.graph.initializer}
         self.inputs: tuple[TensorInfo, ...] = tensor_infos(model.graph.input, exclude=names)
         self.outputs: tuple[TensorInfo, ...] = tensor_infos(model.graph.output)
         # Compiled gradient graphs and sessions, keyed by spec and input signature (see _engine).
@@ -143,6 +146,11 @@ class Network:
     def parameters_dict(self) -> dict[str, Parameter]:
         """The trainable weights by initializer name."""
         return dict(self._parameters)
+
+    def buffers_dict(self) -> dict[str, Parameter]:
+        """Non-trainable state bound like the parameters (a converter's BatchNorm statistics,
+        frozen weights), by initializer name: never differentiated, but updates are seen."""
+        return dict(self._buffers)
 
     def variant(self, dtypes: Sequence[np.dtype]) -> Network:
         """The network to run for arguments of these dtypes (itself, except for loss cells)."""
@@ -243,15 +251,20 @@ def load(model: str | os.PathLike | onnx.ModelProto, parameters: Sequence[str] |
     if unknown:
         raise ModelError(f"parameters {unknown} are not initializers of the model; known: {sorted(initializers)}.")
     wanted = set(parameters)
-    params = [Parameter(numpy_helper.to_array(initializers[name]), name) for name in initializers if name in wanted]
+    buffer_names = set((_frontend.parameter_map(proto, _frontend.BUFFER_MAP_KEY) or {}).values()) - wanted
+    buffer_names &= set(initializers)
 
+    def take(names: set[str]) -> list[Parameter]:
+        return [Parameter(numpy_helper.to_array(initializers[name]), name) for name in initializers if name in names]
+
+    params, buffers = take(wanted), take(buffer_names)
     _unique_outputs(graph)
-    # Trainable initializers become graph inputs (after the user inputs).
+    # Trainable initializers (and buffers) become graph inputs, after the user inputs.
     declared = {v.name for v in graph.input}
-    kept = [init for init in graph.initializer if init.name not in wanted]
+    kept = [init for init in graph.initializer if init.name not in wanted | buffer_names]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    for p in params:
+    for p in [*params, *buffers]:
         if p.name not in declared:
             graph.input.append(onnx.helper.make_tensor_value_info(p.name, initializers[p.name].data_type, p.shape))
-    return Network(proto, params)
+    return Network(proto, params, buffers)

@@ -308,11 +308,6 @@ def test_new_signature_reexports_and_old_one_is_reused(counters):
     assert counters["builds"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="buffers (BatchNorm running statistics) and frozen parameters are baked into the export: "
-    "an in-place change (a train-mode forward, load_state_dict) is not seen until the shapes change",
-)
 @pytest.mark.parametrize("change", ["running_mean", "frozen_parameter"])
 def test_buffer_and_frozen_parameter_updates_are_seen(change):
     case = MODELS["cnn_bn"]
