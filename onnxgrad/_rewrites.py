@@ -584,7 +584,40 @@ def _one_hot(node, w, types) -> bool:
     return True
 
 
+def _explicit_pads(node, w, types) -> bool:
+    """auto_pad SAME_*/VALID as explicit pads: ORT's ConvGrad ignores auto_pad (wrong gradients)."""
+    mode = _attr(node, "auto_pad", "NOTSET")
+    if mode == "NOTSET":
+        return False
+    shape = types.get(node.input[0], (0, None))[1]
+    if node.op_type == "Conv":
+        kernel = _attr(node, "kernel_shape") or (types.get(node.input[1], (0, None))[1] or ())[2:]
+    else:
+        kernel = _attr(node, "kernel_shape")
+    if shape is None or None in shape or not kernel or None in kernel:
+        return False
+    spatial = shape[2:]
+    strides = _attr(node, "strides") or [1] * len(spatial)
+    dilations = _attr(node, "dilations") or [1] * len(spatial)
+    begins, ends = [], []
+    for size, k, stride, dilation in zip(spatial, kernel, strides, dilations):
+        total = 0
+        if mode in ("SAME_UPPER", "SAME_LOWER"):
+            out = -(-size // stride)
+            total = max((out - 1) * stride + (k - 1) * dilation + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        begins.append(small if mode != "SAME_LOWER" else large)
+        ends.append(large if mode != "SAME_LOWER" else small)
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in ("auto_pad", "pads")}
+    w.node(node.op_type, list(node.input), list(node.output), pads=begins + ends, **attrs)
+    return True
+
+
 _REWRITES: dict[str, Rewrite] = {
+    # auto_pad: ConvGrad ignores it
+    "Conv": _explicit_pads,
+    "MaxPool": _explicit_pads,
+    "AveragePool": _explicit_pads,
     # no gradient in the builder
     "ReduceSumSquare": _reduce_sum_square,
     "ReduceL1": _reduce_l1,
