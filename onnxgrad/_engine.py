@@ -118,6 +118,7 @@ class GradientModel:
     model: onnx.ModelProto
     layout: _prepare.Layout
     outputs: list[str]
+    key: str = ""
 
 
 def gradient_model(network: Network, spec: GradSpec, input_shapes: Sequence[Sequence[int]]) -> GradientModel:
@@ -132,7 +133,7 @@ def gradient_model(network: Network, spec: GradSpec, input_shapes: Sequence[Sequ
     key = _cache.cache_key(network.digest, parts)
     cached = _cache.lookup(key)
     if cached is not None:
-        return GradientModel(*cached)
+        return GradientModel(*cached, key=key)
     prepared = _prepare.prepare(
         network.model, [i.name for i in network.inputs], shapes, spec.inputs, spec.weights, spec.sens,
         spec.contributing,
@@ -143,7 +144,7 @@ def gradient_model(network: Network, spec: GradSpec, input_shapes: Sequence[Sequ
         model = _gradient.build_gradient_graph(model, _prepare.LOSS, layout.xs)
         outputs += [_gradient.grad_name(x) for x in layout.xs]
     _cache.store(key, model, layout, outputs)
-    return GradientModel(model, layout, outputs)
+    return GradientModel(model, layout, outputs, key)
 
 
 def _bound(network: Network) -> dict:
@@ -169,7 +170,10 @@ def _compile(network: Network, spec: GradSpec, arrays: list[np.ndarray]) -> _Com
         return compiled
     built = gradient_model(network, spec, [a.shape for a in arrays])
     buffers = {name: p.value for name, p in _bound(network).items()}
-    session = Session(built.model, list(_unhash(spec.providers)), buffers, built.outputs, _output_types(built))
+    session = Session(
+        built.model, list(_unhash(spec.providers)), buffers, built.outputs, _output_types(built),
+        share_key=(built.key, spec.providers),
+    )
     compiled = _Compiled(session, built.layout, len(network.outputs))
     network._compiled[key] = compiled
     return compiled

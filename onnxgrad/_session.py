@@ -8,8 +8,10 @@ bound per call.
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -46,6 +48,41 @@ def check_providers(providers: Providers) -> list:
     return checked
 
 
+# ORT sessions by share key, alive while some Session uses them. ORT sessions
+# are safe to run concurrently; the per-network state is the IOBinding.
+_shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_shared_lock = threading.Lock()
+
+
+def _open(model: onnx.ModelProto, providers: list, share_key: Hashable | None) -> ort.InferenceSession:
+    if share_key is not None:
+        with _shared_lock:
+            session = _shared.get(share_key)
+        if session is not None:
+            return session
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+    except Exception as err:
+        missing = _NO_KERNEL.search(str(err))
+        if missing:
+            raise UnsupportedGradientError(
+                f"ONNX Runtime has no kernel for {missing.group(1)} with these dtypes on {providers[0]!r} "
+                "(its training kernels are mostly float32-only): use float32 inputs and weights, or "
+                "another execution provider.",
+                op_type=missing.group(1),
+            ) from err
+        raise RuntimeFailure(
+            f"ONNX Runtime could not create a session for the graph: {_last_line(err)}. "
+            "Check the model with `onnxgrad inspect`; if it is valid ONNX, please report this."
+        ) from err
+    if share_key is not None:
+        with _shared_lock:
+            _shared[share_key] = session
+    return session
+
+
 class Session:
     """An ORT session over one (gradient) graph with parameters bound once.
 
@@ -60,6 +97,8 @@ class Session:
             session's lifetime; the buffers must stay alive and C-contiguous.
         outputs: the output names to fetch, in order.
         output_types: ``(shape, dtype)`` per output, or None where unknown.
+        share_key: sessions opened with the same key (the same graph and
+            providers) share one ORT session; each keeps its own binding.
     """
 
     def __init__(
@@ -69,24 +108,9 @@ class Session:
         parameters: Mapping[str, np.ndarray],
         outputs: Sequence[str],
         output_types: Sequence[tuple[tuple[int, ...], np.dtype] | None] | None = None,
+        share_key: Hashable | None = None,
     ) -> None:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
-        except Exception as err:
-            missing = _NO_KERNEL.search(str(err))
-            if missing:
-                raise UnsupportedGradientError(
-                    f"ONNX Runtime has no kernel for {missing.group(1)} with these dtypes on {providers[0]!r} "
-                    "(its training kernels are mostly float32-only): use float32 inputs and weights, or "
-                    "another execution provider.",
-                    op_type=missing.group(1),
-                ) from err
-            raise RuntimeFailure(
-                f"ONNX Runtime could not create a session for the graph: {_last_line(err)}. "
-                "Check the model with `onnxgrad inspect`; if it is valid ONNX, please report this."
-            ) from err
+        self._session = _open(model, providers, share_key)
         graph_inputs = {i.name for i in self._session.get_inputs()}
         self._parameters = {name: buf for name, buf in parameters.items() if name in graph_inputs}
         self._outputs = list(outputs)

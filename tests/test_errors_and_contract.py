@@ -213,12 +213,17 @@ def test_second_network_and_new_process_reuse_the_built_graph(monkeypatch, fresh
     builds = []
     real = _gradient.build_gradient_graph
     monkeypatch.setattr(_gradient, "build_gradient_graph", lambda *a: builds.append(1) or real(*a))
-    expected = onnxgrad.ForwardValueAndGrad(onnxgrad.load(_model(MLP)), get_all=True)(X)
+    first, second = onnxgrad.load(_model(MLP)), onnxgrad.load(_model(MLP))
+    expected = onnxgrad.ForwardValueAndGrad(first, get_all=True)(X)
     assert builds == [1]
-    # Same model and flags again, in this process: nothing is built.
-    again = onnxgrad.ForwardValueAndGrad(onnxgrad.load(_model(MLP)), get_all=True)(X)
+    # Same model and flags again, in this process: nothing is built, the ORT session is shared.
+    second.parameters_dict()["w"].value[...] = 0.0  # and each network keeps its own weights
+    again = onnxgrad.ForwardValueAndGrad(second, get_all=True)(X)
     assert builds == [1]
-    assert_trees_close(again, expected)
+    [compiled_first], [compiled_second] = first._compiled.values(), second._compiled.values()
+    assert compiled_first.session._session is compiled_second.session._session
+    np.testing.assert_array_equal(again[1][0], np.zeros_like(X))  # w = 0: no gradient reaches x
+    assert_trees_close(onnxgrad.ForwardValueAndGrad(first, get_all=True)(X), expected)
     # A new process finds the graph on disk: simulate by forgetting the memory cache.
     from onnxgrad import _cache
 
