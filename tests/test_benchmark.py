@@ -1,0 +1,85 @@
+"""Smoke test of ``scripts/benchmark.py`` on the tiny model (the seed example).
+
+The benchmark's cross-check must hold: onnxgrad's loss and gradients equal raw
+ONNX Runtime's on the same gradient graph, and PyTorch's. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "benchmark.py"
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("onnxgrad_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+benchmark = _load_benchmark()
+
+
+def _results(system: str) -> dict[str, np.ndarray]:
+    """The system's first-call results on the tiny model, built in this process."""
+    return benchmark.setup(system, "tiny", threads=2).prime()
+
+
+@pytest.fixture(scope="module")
+def raw_ort() -> dict[str, np.ndarray]:
+    return _results("ort")
+
+
+def test_raw_ort_reference_is_the_seed_result(raw_ort):
+    # MindSpore's printed result for the seed example (see test_seed.py).
+    assert sorted(raw_ort) == ["loss", "weight", "x"]
+    np.testing.assert_array_equal(raw_ort["loss"], np.array([0.0], np.float32))
+    np.testing.assert_array_equal(raw_ort["x"], np.array([[1.0, 1.0]], np.float32))
+    np.testing.assert_array_equal(raw_ort["weight"], np.full([2, 2], 0.5, np.float32))
+
+
+def test_onnxgrad_matches_raw_ort(raw_ort):
+    assert benchmark.compare(raw_ort, _results("onnxgrad")) == []
+
+
+def test_pytorch_matches_raw_ort(raw_ort):
+    pytest.importorskip("torch", reason="PyTorch is optional")
+    assert benchmark.compare(raw_ort, _results("torch")) == []
+
+
+def test_compare_names_each_mismatching_tensor():
+    reference = {"loss": np.zeros([1], np.float32), "fc.weight": np.ones([2, 2], np.float32)}
+    other = {"loss": np.zeros([], np.float32), "fc.weight": np.full([2, 2], 1.1, np.float32)}
+    problems = benchmark.compare(reference, other)
+    assert problems[0] == "loss: shape [], expected [1]"
+    assert problems[1].startswith("grad[fc.weight]: max abs err 0.1")
+    assert benchmark.compare(reference, {}) == ["loss: missing", "grad[fc.weight]: missing"]
+
+
+def test_command_line_run_on_tiny(tmp_path):
+    report_path = tmp_path / "report.json"
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--models", "tiny", "--systems", "onnxgrad,ort", "--rounds", "2",
+         "--batch-seconds", "0.002", "--no-gemm", "--json", str(report_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "| tiny: the seed's Net + loss |" in completed.stdout
+    report = json.loads(report_path.read_text())
+    systems = report["models"]["tiny"]["systems"]
+    assert systems["ort"]["check"] == "reference"
+    assert systems["onnxgrad"]["check"] == "ok"
+    for timer in ("onnxgrad", "ort", "ort_iobinding", "ort_forward"):
+        assert len(systems[timer]["samples_ms"]) == 2
+        assert systems[timer]["median_ms"] > 0
+    assert report["models"]["tiny"]["derived"]["onnxgrad_over_ort"] > 0
