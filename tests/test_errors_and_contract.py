@@ -188,17 +188,19 @@ def test_input_used_twice_by_one_node_and_shape_only_input():
     np.testing.assert_array_equal(ds, np.zeros((2, 3), np.float32))
 
 
-def test_models_above_opset_21_are_converted_down():
+@pytest.mark.parametrize("ir_version", [10, 11])
+def test_models_above_ir_10_and_opset_21_are_converted_down(ir_version):
     model = _model("""
     <ir_version: 10, opset_import: ["" : 22]>
     g (float[2, 3] x) => (float[2, 3] y) { y = Relu(x) }
     """)
+    model.ir_version = ir_version
     net = onnxgrad.load(model)
     x = np.array([[1, -1, 2], [0.5, -3, 4]], np.float32)
     value, grad = onnxgrad.ForwardValueAndGrad(net)(x)
     np.testing.assert_array_equal(value, np.maximum(x, 0))
     np.testing.assert_array_equal(grad, (x > 0).astype(np.float32))
-    assert model.opset_import[0].version == 22  # the user's proto is untouched
+    assert model.opset_import[0].version == 22 and model.ir_version == ir_version  # the user's proto is untouched
 
 
 def test_network_call_and_metadata(mlp):
