@@ -115,6 +115,7 @@ class GraphWriter:
         self._prefix = prefix
         self._taken = {name for node in graph.node for name in itertools.chain(node.input, node.output)}
         self._taken.update(v.name for v in itertools.chain(graph.input, graph.output, graph.initializer))
+        self._taken.update(node.name for node in graph.node)  # fresh() also names nodes
         self._counter = itertools.count()
 
     def fresh(self, hint: str) -> str:

@@ -1,6 +1,13 @@
-"""Losses and loss cells over ONNX graphs, named as in MindSpore's ``mindspore.nn``."""
+"""Losses and loss cells over ONNX graphs, named as in MindSpore's ``mindspore.nn``.
 
+Each loss takes MindSpore 2.10's constructor arguments, with its defaults, and
+returns MindSpore's forward values and gradients, the labels' included.
+"""
+
+from onnxgrad.nn._bce import BCEWithLogitsLoss
+from onnxgrad.nn._cross_entropy import CrossEntropyLoss, NLLLoss
 from onnxgrad.nn._loss import LossFn, WithLossCell, attach_loss
+from onnxgrad.nn._regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 from onnxgrad.nn._softmax_ce import SoftmaxCrossEntropyWithLogits
 
 __all__ = [
@@ -10,4 +17,11 @@ __all__ = [
     # losses
     "LossFn",
     "SoftmaxCrossEntropyWithLogits",
+    "CrossEntropyLoss",
+    "NLLLoss",
+    "MSELoss",
+    "L1Loss",
+    "SmoothL1Loss",
+    "HuberLoss",
+    "BCEWithLogitsLoss",
 ]

@@ -2,7 +2,9 @@
 
 A loss is one small unit: a :class:`LossFn` subclass that says which label
 dtypes it takes and emits the nodes computing the per-element loss from
-``logits`` and ``label``; the base class applies MindSpore's reduction.
+``logits`` and ``label``; the base class applies MindSpore's reduction. A loss
+whose mean is not the plain mean of its elements (a weighted mean) overrides
+:meth:`LossFn.emit` instead of :meth:`LossFn.reduce`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from onnxgrad._graph import GraphWriter, TensorInfo, default_opset
 from onnxgrad._network import Network, load
 from onnxgrad.errors import InputError
 
-__all__ = ["LossFn", "attach_loss", "WithLossCell", "LABEL", "LOSS_OUTPUT"]
+__all__ = ["LossFn", "attach_loss", "WithLossCell", "log_softmax", "LABEL", "LOSS_OUTPUT"]
 
 #: Names of the label input and loss output a loss attaches (made unique if taken).
 LABEL = "label"
@@ -43,8 +45,14 @@ class LossFn(abc.ABC):
         """Label dtypes the loss takes; the first is the default."""
         return (np.dtype(np.float32),)
 
-    def label_shape(self, logits: TensorInfo) -> tuple | None:
-        """The label's shape for logits of this shape (default: the same)."""
+    def label_shape(self, logits: TensorInfo, label_dtype: np.dtype | None = None) -> tuple | None:
+        """The label's shape for logits of this shape (default: the same).
+
+        Args:
+            logits: the backbone's output.
+            label_dtype: the label's dtype, for losses whose labels are either
+                class indices or per-class targets; None means the default.
+        """
         return logits.shape
 
     def loss_shape(self, logits: TensorInfo) -> tuple | None:
@@ -67,9 +75,26 @@ class LossFn(abc.ABC):
             return w.reduce("ReduceSum", loss, None, keepdims=False)
         return loss
 
+    def emit(self, w: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
+        """Emits the loss as the cell outputs it; returns its tensor name.
+
+        By default :meth:`build` then :meth:`reduce`; a loss whose mean divides
+        by something other than the number of elements overrides this.
+        """
+        return self.reduce(w, self.build(w, logits, label, logits_info, label_dtype))
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({fields})"
+
+
+def log_softmax(w: GraphWriter, x: str, axis: int) -> str:
+    """Emits ``x - logsumexp(x, axis)``, MindSpore's log-softmax inside its losses.
+
+    Not ONNX's LogSoftmax: ONNX Runtime's LogSoftmaxGrad is float32-only, and
+    before opset 13 LogSoftmax normalises over all trailing axes.
+    """
+    return w.op("Sub", x, w.reduce("ReduceLogSumExp", x, [axis], keepdims=True))
 
 
 def attach_loss(model: onnx.ModelProto, loss_fn: LossFn, label_dtype: Any = None) -> onnx.ModelProto:
@@ -107,11 +132,11 @@ def attach_loss(model: onnx.ModelProto, loss_fn: LossFn, label_dtype: Any = None
     logits_info = TensorInfo.from_value_info(graph.output[0])
     label = LABEL if LABEL not in w._taken else w.fresh(LABEL)
     w._taken.add(label)
-    label_shape = loss_fn.label_shape(logits_info)
+    label_shape = loss_fn.label_shape(logits_info, dtype)
     graph.input.insert(
         _user_input_count(graph), helper.make_tensor_value_info(label, helper.np_dtype_to_tensor_dtype(dtype), label_shape)
     )
-    loss = loss_fn.reduce(w, loss_fn.build(w, graph.output[0].name, label, logits_info, dtype))
+    loss = loss_fn.emit(w, graph.output[0].name, label, logits_info, dtype)
     name = LOSS_OUTPUT if LOSS_OUTPUT not in w._taken else w.fresh(LOSS_OUTPUT)
     w.node("Identity", [loss], [name])
     del graph.output[:]
@@ -158,7 +183,7 @@ class WithLossCell(Network):
         self.backbone = backbone
         self.loss_fn = loss_fn
         model = attach_loss(backbone.model, loss_fn, _label_dtype)
-        super().__init__(model, backbone.trainable_params())
+        super().__init__(model, backbone.trainable_params(), list(backbone.buffers_dict().values()))
         self._variants: dict[np.dtype, WithLossCell] = {self.inputs[-1].dtype: self}
 
     def variant(self, dtypes: Sequence[np.dtype]) -> Network:

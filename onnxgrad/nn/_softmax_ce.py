@@ -7,7 +7,8 @@ from onnx import helper
 
 from onnxgrad import _custom_gradients as cg
 from onnxgrad._graph import GraphWriter, TensorInfo
-from onnxgrad.nn._loss import LossFn
+from onnxgrad.errors import InputError
+from onnxgrad.nn._loss import LossFn, log_softmax
 
 __all__ = ["SoftmaxCrossEntropyWithLogits"]
 
@@ -28,11 +29,24 @@ _DENSE = cg.register(
 )
 
 
-def _dense_function(opset: int):
+def _dense_function(opset: int, rank: int):
+    """The dense loss as a function: ``loss = -sum(labels * log_softmax(logits), -1)``, kept as [N, 1].
+
+    The row's terms are padded with one +0.0 before the sum, as MindSpore's
+    kernel starts its sum at +0.0: all-zero label rows (the seed example's) then
+    give -0.0, which MindSpore prints as ``-0.00000000e+00``, where ONNX
+    Runtime's sum of -0.0 terms alone would be -0.0 and the loss +0.0. Pad's
+    fill value is typed like its input, so the function serves every float dtype.
+    """
     body = GraphWriter(helper.make_graph([], "body", [], []), opset, prefix="sce", inline_constants=True)
-    log_probs = body.op("LogSoftmax", "logits", axis=-1)
-    picked = body.reduce("ReduceSum", body.op("Mul", log_probs, "labels"), [-1], keepdims=True)
-    body.node("Neg", [picked], ["loss"])
+    terms = body.op("Mul", body.op("LogSoftmax", "logits", axis=-1), "labels")
+    pads = [0] * (2 * rank - 1) + [1]  # one element after the last axis
+    if opset >= 11:
+        padded = body.op("Pad", terms, body.constant(pads, np.int64))
+    else:
+        padded = body.op("Pad", terms, pads=pads)
+    total = body.reduce("ReduceSum", padded, [-1], keepdims=True)
+    body.node("Neg", [total], ["loss"])
     return helper.make_function(
         cg.DOMAIN, _DENSE.op_type, ["logits", "labels"], ["loss"], list(body.graph.node),
         [helper.make_opsetid("", opset)],
@@ -61,7 +75,7 @@ class SoftmaxCrossEntropyWithLogits(LossFn):
             return (np.dtype(np.int32), np.dtype(np.int64))
         return (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16))
 
-    def label_shape(self, logits: TensorInfo) -> tuple | None:
+    def label_shape(self, logits: TensorInfo, label_dtype: np.dtype | None = None) -> tuple | None:
         if self.sparse and logits.shape is not None:
             return logits.shape[:-1]
         return logits.shape
@@ -72,10 +86,15 @@ class SoftmaxCrossEntropyWithLogits(LossFn):
     def build(self, w: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
         if self.sparse:
             index = w.unsqueeze(w.cast(label, np.int64), [-1])
-            picked = w.op("GatherElements", w.op("LogSoftmax", logits, axis=-1), index, axis=-1)
+            picked = w.op("GatherElements", log_softmax(w, logits, -1), index, axis=-1)
             return w.squeeze(w.op("Neg", picked), [-1])
         if label_dtype != logits_info.dtype:
             label = w.cast(label, logits_info.dtype)
-        w.add_function(_dense_function(w.opset))
+        if logits_info.shape is None:
+            raise InputError(
+                "The dense SoftmaxCrossEntropyWithLogits needs logits of known rank, got any shape: "
+                "export the backbone with a static output shape."
+            )
+        w.add_function(_dense_function(w.opset, len(logits_info.shape)))
         per_row = w.op(_DENSE.op_type, logits, label, domain=cg.DOMAIN)
         return w.squeeze(per_row, [-1])

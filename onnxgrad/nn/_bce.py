@@ -1,0 +1,98 @@
+"""``BCEWithLogitsLoss``: binary cross-entropy on logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from onnxgrad._graph import GraphWriter, TensorInfo
+from onnxgrad.errors import InputError
+from onnxgrad.nn._loss import LossFn
+from onnxgrad.nn._regression import FLOAT_LABELS
+
+__all__ = ["BCEWithLogitsLoss"]
+
+
+def _softplus_of_negative(w: GraphWriter, x: str, dtype: np.dtype) -> str:
+    """``log(1 + exp(-x))``, stable for large ``|x|``, with the true gradient ``-sigmoid(-x)`` at 0 too.
+
+    Written as ``(|x| - x) / 2 + log(1 + exp(-|x|))``: no Relu, whose gradient
+    is 0 at 0 (and float32-only in ONNX Runtime).
+    """
+    size = w.op("Abs", x)
+    linear = w.op("Mul", w.op("Sub", size, x), w.constant(0.5, dtype))
+    tail = w.op("Log", w.op("Add", w.op("Exp", w.op("Neg", size)), w.constant(1.0, dtype)))
+    return w.op("Add", linear, tail)
+
+
+def _optional_array(name: str, value: Any) -> np.ndarray | None:
+    if value is None:
+        return None
+    if hasattr(value, "asnumpy"):  # a MindSpore Tensor
+        value = value.asnumpy()
+    array = np.asarray(value)
+    if array.dtype.kind != "f":
+        raise InputError(f"BCEWithLogitsLoss's {name} must hold floats, got {array.dtype}: pass a float array.")
+    return array
+
+
+class BCEWithLogitsLoss(LossFn):
+    """Sigmoid then binary cross-entropy: MindSpore's ``nn.BCEWithLogitsLoss``.
+
+    Per element, with ``p = pos_weight`` and ``w = weight`` (both 1 when None)::
+
+        loss = -w * (p * y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x)))
+
+    computed stably as ``w * ((1 - y) * x + (1 + (p - 1) * y) * log(1 + exp(-x)))``.
+
+    Args:
+        reduction: ``'mean'`` (the default: the plain mean of the weighted
+            elements), ``'sum'`` or ``'none'``.
+        weight: rescales each element; broadcast to the logits' shape.
+        pos_weight: weight of the positive term per class (the last axis);
+            broadcast to the logits' shape.
+
+    Labels have the logits' shape and a float dtype. Their gradient is the
+    true one, as in MindSpore: ``w * (p * log(1 + exp(-x)) - log(1 + exp(x)))``.
+    """
+
+    def __init__(self, reduction: str = "mean", weight: Any = None, pos_weight: Any = None) -> None:
+        super().__init__(reduction)
+        self.weight = _optional_array("weight", weight)
+        self.pos_weight = _optional_array("pos_weight", pos_weight)
+
+    def label_dtypes(self) -> tuple[np.dtype, ...]:
+        return FLOAT_LABELS
+
+    def build(self, w: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
+        self._check_broadcast(logits_info)
+        dtype = logits_info.dtype
+        if label_dtype != dtype:
+            label = w.cast(label, dtype)
+        one = w.constant(1.0, dtype)
+        negative_part = w.op("Mul", w.op("Sub", one, label), logits)
+        positive_scale = one
+        if self.pos_weight is not None:
+            extra = w.op("Sub", w.constant(self.pos_weight, dtype), one)
+            positive_scale = w.op("Add", one, w.op("Mul", extra, label))
+        loss = w.op("Add", negative_part, w.op("Mul", positive_scale, _softplus_of_negative(w, logits, dtype)))
+        if self.weight is not None:
+            loss = w.op("Mul", loss, w.constant(self.weight, dtype))
+        return loss
+
+    def _check_broadcast(self, logits: TensorInfo) -> None:
+        if logits.shape is None or not all(isinstance(d, int) for d in logits.shape):
+            return
+        for name, array in (("weight", self.weight), ("pos_weight", self.pos_weight)):
+            if array is None:
+                continue
+            try:
+                fits = np.broadcast_shapes(array.shape, logits.shape) == tuple(logits.shape)
+            except ValueError:
+                fits = False
+            if not fits:
+                raise InputError(
+                    f"BCEWithLogitsLoss's {name} of shape {list(array.shape)} does not broadcast to the logits' "
+                    f"shape {list(logits.shape)}: pass one value per class (the last axis) or the logits' shape."
+                )
