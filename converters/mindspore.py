@@ -451,7 +451,23 @@ class MindSporeFrontend(Frontend):
         return [_as_array(arg) for arg in args]
 
     def export(self, args: Sequence[np.ndarray]) -> onnx.ModelProto:
-        """The cell exported for these arguments (see :func:`to_onnx`)."""
+        """The cell exported for these arguments (see :func:`to_onnx`).
+
+        Raises:
+            ConversionError: a BatchNorm or Dropout sub-cell is in training mode,
+                where MindSpore would differentiate batch statistics or dropout
+                but the exported graph is the eval-mode one.
+        """
+        training = [
+            name or type(sub).__name__
+            for name, sub in self.cell.cells_and_names()
+            if sub.training and ("BatchNorm" in type(sub).__name__ or "Dropout" in type(sub).__name__)
+        ]
+        if training:
+            raise ConversionError(
+                f"Sub-cells {training} are in training mode, which onnxgrad cannot reproduce: it differentiates "
+                "the eval-mode graph (running statistics, no dropout). Call cell.set_train(False) first."
+            )
         return to_onnx(self.cell, *args)
 
     def buffer_values(self) -> dict[str, np.ndarray]:

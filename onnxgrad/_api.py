@@ -181,13 +181,14 @@ class _GradFunction:
 
     def _nest(self, input_grads: list, weight_grads: list) -> Any:
         position = self._grad_position
+        # MindSpore returns one input's gradient bare for grad_position=k and =(k,) alike;
+        # only get_all (_ALL) keeps a 1-tuple.
+        bare = isinstance(position, int) or (isinstance(position, tuple) and len(position) == 1)
+        inputs = input_grads[0] if bare else tuple(input_grads)
         if self._weights is None:
-            return input_grads[0] if isinstance(position, int) else tuple(input_grads)
+            return inputs
         weights = weight_grads[0] if _is_single(self._weights) else tuple(weight_grads)
-        if position is None:
-            return weights
-        inputs = input_grads[0] if isinstance(position, int) else tuple(input_grads)
-        return (inputs, weights)
+        return weights if position is None else (inputs, weights)
 
 
 def _is_single(weights: Any) -> bool:

@@ -43,8 +43,12 @@ class DenseReLU(nn.Cell):
 
     def __init__(self):
         super().__init__()
-        self.fc1 = nn.Dense(4, 5, weight_init="normal", bias_init="normal")
-        self.fc2 = nn.Dense(5, 3, weight_init="normal", bias_init="normal")
+        # Seeded, well-scaled weights: finite differences must not land on a ReLU kink by chance.
+        rng = np.random.default_rng(7)
+        self.fc1 = nn.Dense(4, 5, weight_init=Tensor(rng.normal(0, 0.5, (5, 4)).astype(np.float32)),
+                            bias_init=Tensor(rng.normal(0, 0.5, 5).astype(np.float32)))
+        self.fc2 = nn.Dense(5, 3, weight_init=Tensor(rng.normal(0, 0.5, (3, 5)).astype(np.float32)),
+                            bias_init=Tensor(rng.normal(0, 0.5, 3).astype(np.float32)))
         self.relu = nn.ReLU()
 
     def construct(self, x):

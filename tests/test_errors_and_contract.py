@@ -294,3 +294,14 @@ def test_missing_kernels_and_crashing_ones_are_refused_with_a_hint():
     """)
     with pytest.raises(onnxgrad.UnsupportedGradientError, match="MaxPool gradient crashes ONNX Runtime for float16"):
         onnxgrad.ForwardValueAndGrad(pool16)(np.ones((1, 1, 4, 4), np.float16))
+
+
+def test_softplus_rewrite_has_the_true_gradient_at_zero():
+    model = _model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[3] x) => (float[3] y) { y = Softplus(x) }
+    """)
+    x = np.array([0.0, -30.0, 30.0], np.float32)
+    value, grad = onnxgrad.ForwardValueAndGrad(model)(x)
+    np.testing.assert_allclose(value, np.log1p(np.exp(x.astype(np.float64))), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grad, 1 / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6, atol=1e-12)

@@ -36,3 +36,14 @@ def test_mindspore_batchnorm_statistics_and_same_padding(monkeypatch):
     net[1].moving_variance.set_data(Tensor(np.array([2.0, 0.5, 1.5], np.float32)))
     assert_trees_close(ours(x), theirs(x), **TOLERANCE)
     assert len(exports) == 1
+
+
+def test_mindspore_cells_in_training_mode_are_refused():
+    net = nn.SequentialCell([nn.Dense(3, 4), nn.BatchNorm1d(4)])
+    net.set_train(True)
+    x = Tensor(np.ones((2, 3), np.float32))
+    with pytest.raises(onnxgrad.ConversionError, match=r"training mode.*set_train\(False\)"):
+        onnxgrad.ForwardValueAndGrad(net)(x)
+    net.set_train(False)
+    value, grad = onnxgrad.ForwardValueAndGrad(net)(x)
+    assert grad.shape == (2, 3)

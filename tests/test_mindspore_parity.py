@@ -110,9 +110,7 @@ VALUE_AND_GRAD_CASES = {
     "aux": ("multi_output", dict(grad_position=0, weights=True, has_aux=True)),
 }
 #: Cases onnxgrad gets wrong today: name -> why (strict xfails).
-VALUE_AND_GRAD_FAILURES = {
-    "one_position_in_a_tuple": "MindSpore returns the gradient of a 1-tuple grad_position bare, onnxgrad a 1-tuple",
-}
+VALUE_AND_GRAD_FAILURES: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("case", _cases(VALUE_AND_GRAD_CASES, VALUE_AND_GRAD_FAILURES))
