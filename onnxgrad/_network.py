@@ -233,12 +233,13 @@ def load(model: str | os.PathLike | onnx.ModelProto, parameters: Sequence[str] |
         ['weight']
     """
     proto = _read_model(model)
-    # Convert first: this onnx's checker refuses IR versions newer than it knows.
-    proto = _versions.normalize(proto)
+    # This onnx's checker refuses IR versions newer than it knows: clamp the IR first.
+    _versions.clamp_ir_version(proto)
     try:
         onnx.checker.check_model(proto)
     except Exception as err:
         raise ModelError(f"The model is not valid ONNX: {err}. Fix the model (onnx.checker.check_model).") from err
+    proto = _versions.normalize(proto)
 
     graph = proto.graph
     initializers = {init.name: init for init in graph.initializer}

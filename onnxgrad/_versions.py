@@ -8,7 +8,7 @@ from onnx import version_converter
 from onnxgrad._graph import default_opset
 from onnxgrad.errors import ModelError
 
-__all__ = ["MAX_IR_VERSION", "MAX_OPSET", "normalize"]
+__all__ = ["MAX_IR_VERSION", "MAX_OPSET", "normalize", "clamp_ir_version"]
 
 #: The newest IR version and default-domain opset onnxruntime-training 1.19 builds gradients for.
 MAX_IR_VERSION = 10
@@ -35,7 +35,12 @@ def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
                 f"The model uses opset {opset}; onnxruntime-training supports opset <= {MAX_OPSET} and the "
                 f"conversion failed ({err}). Re-export the model with opset {MAX_OPSET} or lower."
             ) from err
+    clamp_ir_version(model)
+    return model
+
+
+def clamp_ir_version(model: onnx.ModelProto) -> None:
+    """Sets an (onnxgrad-owned) model above IR 10 to IR 10, in place."""
     if model.ir_version > MAX_IR_VERSION:
         # IR 11 adds nothing a converted opset-21 graph needs; the field is what the builder checks.
         model.ir_version = MAX_IR_VERSION
-    return model
