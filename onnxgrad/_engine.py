@@ -141,7 +141,7 @@ def gradient_model(network: Network, spec: GradSpec, input_shapes: Sequence[Sequ
     model, layout = prepared.model, prepared.layout
     outputs = [o.name for o in network.outputs]
     if layout.xs:
-        model = _optimize.optimize(_gradient.build_gradient_graph(model, _prepare.LOSS, layout.xs))
+        model = _optimize.optimize(_gradient.build_gradient_graph(model, _prepare.LOSS, layout.xs), prepared.types)
         outputs += [_gradient.grad_name(x) for x in layout.xs]
     _cache.store(key, model, layout, outputs)
     return GradientModel(model, layout, outputs, key)

@@ -109,10 +109,12 @@ class Prepared:
     Attributes:
         model: the model (outputs: network outputs, then ``LOSS`` if there is anything to differentiate).
         layout: how to feed it and read it.
+        types: ``(elem_type, shape or None)`` of every typed tensor of ``model``.
     """
 
     model: onnx.ModelProto
     layout: Layout
+    types: dict[str, tuple[int, tuple | None]] = dataclasses.field(default_factory=dict)
 
 
 def infer_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple | None]]:
@@ -302,4 +304,4 @@ def prepare(
         wanted = [n for names in input_targets.values() for n in names] + [n for n in grad_weights if n in sources]
         xs = list(dict.fromkeys(wanted))
     x_types = {x: types.get(x, (0, None)) for x in xs}
-    return Prepared(prepared, Layout(xs, input_targets, weight_targets, sens_inputs, output_types, x_types))
+    return Prepared(prepared, Layout(xs, input_targets, weight_targets, sens_inputs, output_types, x_types), types)
