@@ -282,12 +282,12 @@ def test_outputs_of_different_float_dtypes_add_up():
 
 
 def test_missing_kernels_and_crashing_ones_are_refused_with_a_hint():
-    relu64 = _model("""
+    softmax64 = _model("""
     <ir_version: 8, opset_import: ["" : 17]>
-    g (double[2] x) => (double[2] y) { y = Relu(x) }
+    g (double[2] x) => (double[2] y) { y = Softmax<axis = -1>(x) }
     """)
-    with pytest.raises(onnxgrad.UnsupportedGradientError, match="no kernel for ReluGrad.*use float32"):
-        onnxgrad.ForwardValueAndGrad(relu64)(np.array([1.0, -2.0]))
+    with pytest.raises(onnxgrad.UnsupportedGradientError, match="no kernel for SoftmaxGrad_13.*use float32"):
+        onnxgrad.ForwardValueAndGrad(softmax64)(np.array([1.0, -2.0]))
     pool16 = _model("""
     <ir_version: 8, opset_import: ["" : 17]>
     g (float16[1, 1, 4, 4] x) => (float16[1, 1, 2, 2] y) { y = MaxPool<kernel_shape=[2, 2], strides=[2, 2]>(x) }
@@ -305,3 +305,14 @@ def test_softplus_rewrite_has_the_true_gradient_at_zero():
     value, grad = onnxgrad.ForwardValueAndGrad(model)(x)
     np.testing.assert_allclose(value, np.log1p(np.exp(x.astype(np.float64))), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(grad, 1 / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6, atol=1e-12)
+
+
+def test_relu_differentiates_in_float64_too():
+    # ORT has no double ReluGrad kernel; onnxgrad's rewrite of it (see _optimize) has one.
+    model = _model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (double[3] x) => (double[3] y) { y = Relu(x) }
+    """)
+    value, grad = onnxgrad.ForwardValueAndGrad(model)(np.array([1.5, -2.0, 0.0]))
+    np.testing.assert_array_equal(value, [1.5, 0.0, 0.0])
+    np.testing.assert_array_equal(grad, [1.0, 0.0, 0.0])
