@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxgrad import _custom_gradients, _engine, _export, _prepare
+from onnxgrad import _engine, _export, _prepare
 from onnxgrad._graph import FLOAT_TYPES, TensorInfo
 from onnxgrad._network import Network, load
 from onnxgrad.errors import GradientBuildError, InputError, UnsupportedGradientError
@@ -210,13 +210,6 @@ def _all_nodes(graph: onnx.GraphProto):
                     yield from _all_nodes(sub)
 
 
-def _stopped(node: onnx.NodeProto) -> frozenset[int]:
-    # The same edge rule as _prepare._gradient_sources.
-    if node.domain == _custom_gradients.DOMAIN:
-        return _custom_gradients.stop_edges(node.op_type)
-    return _prepare._STOP_EDGES.get(node.op_type, frozenset())
-
-
 def _is_float(name: str, types: Mapping[str, tuple]) -> bool:
     elem = types.get(name, (onnx.TensorProto.FLOAT, None))[0]
     return elem in FLOAT_TYPES or elem == 0
@@ -226,7 +219,7 @@ def _dependents(graph: onnx.GraphProto, sources: set[str], types: Mapping[str, t
     """Tensors that depend on ``sources`` through edges a gradient can flow along."""
     found = set(sources)
     for node in graph.node:  # ONNX graphs are topologically sorted
-        stopped = _stopped(node)
+        stopped = _prepare.stopped_inputs(node)
         if any(n and i not in stopped and n in found and _is_float(n, types) for i, n in enumerate(node.input)):
             found.update(out for out in node.output if out and _is_float(out, types))
     return found
@@ -341,7 +334,7 @@ def inspect_model(
 
     types = _prepare.infer_types(network.model if input_shapes is None else _concrete_model(network, input_shapes))
     float_outputs = {o.name for o in network.outputs if o.is_float}
-    reach = _prepare._gradient_sources(graph, float_outputs, types) if float_outputs else set()
+    reach = _prepare.gradient_sources(graph, float_outputs, types) if float_outputs else set()
 
     # Each source: the tensors a gradient for it comes through (an int input: its float Casts).
     source_tensors: dict[str, set[str]] = {}
@@ -375,7 +368,7 @@ def inspect_model(
     depends = _dependents(graph, all_sources, types)
     on_path = []
     for index, node in enumerate(graph.node):
-        stopped = _stopped(node)
+        stopped = _prepare.stopped_inputs(node)
         feeds = any(n and i not in stopped and n in depends for i, n in enumerate(node.input))
         if feeds and any(out in reach for out in node.output):
             on_path.append((index, node))
@@ -384,7 +377,7 @@ def inspect_model(
     behind_blockers: set[str] = set()
     for index, node in on_path:
         if node.op_type in blocked_types:
-            upstream = _prepare._gradient_sources(graph, {o for o in node.output if o}, types)
+            upstream = _prepare.gradient_sources(graph, {o for o in node.output if o}, types)
             blocks = [name for name, tensors in source_tensors.items() if tensors & upstream]
             behind_blockers.update(blocks)
             blocking.append(BlockingNode(index, node.name, node.op_type, node.domain or "", blocks))
@@ -392,7 +385,7 @@ def inspect_model(
     clean_reach = reach
     if blocking:
         cut_graph = _cut(network, blocked_types, types).model.graph
-        clean_reach = _prepare._gradient_sources(cut_graph, float_outputs, types)
+        clean_reach = _prepare.gradient_sources(cut_graph, float_outputs, types)
     sources = []
     for name, kind, dtype in source_rows:
         tensors = source_tensors[name]

@@ -38,7 +38,7 @@ from onnxgrad._graph import FLOAT_TYPES, GraphWriter, default_opset
 from onnxgrad._rewrites import apply_rewrites
 from onnxgrad.errors import UnsupportedGradientError
 
-__all__ = ["LOSS", "SENS_PREFIX", "Layout", "Prepared", "prepare", "infer_types"]
+__all__ = ["LOSS", "SENS_PREFIX", "Layout", "Prepared", "prepare", "infer_types", "gradient_sources", "stopped_inputs"]
 
 LOSS = "onnxgrad/loss"
 SENS_PREFIX = "onnxgrad/sens_"
@@ -178,7 +178,14 @@ def _split_duplicate_inputs(graph: onnx.GraphProto, w: GraphWriter) -> None:
     graph.node.extend(new_nodes)
 
 
-def _gradient_sources(graph: onnx.GraphProto, targets: set[str], types: dict) -> set[str]:
+def stopped_inputs(node: onnx.NodeProto) -> frozenset[int]:
+    """Input indices of ``node`` that no gradient flows back through."""
+    if node.domain == _custom_gradients.DOMAIN:
+        return _custom_gradients.stop_edges(node.op_type)
+    return _STOP_EDGES.get(node.op_type, frozenset())
+
+
+def gradient_sources(graph: onnx.GraphProto, targets: set[str], types: dict) -> set[str]:
     """Tensors that a gradient flows back to from ``targets`` (through float edges only)."""
     producer = {out: node for node in graph.node for out in node.output if out}
     found = set(targets)
@@ -187,10 +194,7 @@ def _gradient_sources(graph: onnx.GraphProto, targets: set[str], types: dict) ->
         node = producer.get(stack.pop())
         if node is None:
             continue
-        if node.domain == _custom_gradients.DOMAIN:
-            stopped = _custom_gradients.stop_edges(node.op_type)
-        else:
-            stopped = _STOP_EDGES.get(node.op_type, frozenset())
+        stopped = stopped_inputs(node)
         for i, name in enumerate(node.input):
             elem = types.get(name, (onnx.TensorProto.FLOAT, None))[0]
             if name and i not in stopped and name not in found and (elem in FLOAT_TYPES or elem == 0):
@@ -295,7 +299,7 @@ def prepare(
             loss = w.op("Add", loss, term)
         w.node("Identity", [loss], [LOSS])
         graph.output.append(helper.make_tensor_value_info(LOSS, onnx.TensorProto.FLOAT, []))
-        sources = _gradient_sources(graph, {outputs[k] for k in differentiable}, types)
+        sources = gradient_sources(graph, {outputs[k] for k in differentiable}, types)
         _refuse_crashing_kernels(graph, sources, types)
         for pos, names in input_candidates.items():
             input_targets[pos] = [n for n in names if n in sources]
