@@ -51,7 +51,8 @@ class CustomGradient:
     Attributes:
         op_type: the function's name.
         nodes: the gradient definition.
-        stop_inputs: input indices that get no gradient.
+        stop_inputs: input indices that get no gradient; preparation never
+            differentiates through them, so the definition need not produce them.
     """
 
     op_type: str

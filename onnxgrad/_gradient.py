@@ -77,9 +77,9 @@ def _register_custom_gradients(C) -> None:
                 node.outputs = list(spec.outputs)
                 node.attributes = [_attribute(C, k, v) for k, v in spec.attributes.items()]
                 definition.append(node)
+            # Stop inputs are not registered: ORT 1.19 honours custom stop edges for ATen ops
+            # only. onnxgrad never asks for a gradient through them (_prepare.stopped_inputs).
             C.register_gradient_definition(gradient.key, definition)
-            if gradient.stop_inputs:
-                C.register_custom_stop_gradient_edges(gradient.key, set(gradient.stop_inputs))
             _registered.add(gradient.key)
 
 
