@@ -8,7 +8,7 @@ import numpy as np
 
 from onnxgrad._graph import GraphWriter, TensorInfo
 from onnxgrad.errors import InputError
-from onnxgrad.nn._loss import LossFn
+from onnxgrad.nn._loss import LossFn, float_array
 from onnxgrad.nn._regression import FLOAT_LABELS
 
 __all__ = ["BCEWithLogitsLoss"]
@@ -24,17 +24,6 @@ def _softplus_of_negative(w: GraphWriter, x: str, dtype: np.dtype) -> str:
     linear = w.op("Mul", w.op("Sub", size, x), w.constant(0.5, dtype))
     tail = w.op("Log", w.op("Add", w.op("Exp", w.op("Neg", size)), w.constant(1.0, dtype)))
     return w.op("Add", linear, tail)
-
-
-def _optional_array(name: str, value: Any) -> np.ndarray | None:
-    if value is None:
-        return None
-    if hasattr(value, "asnumpy"):  # a MindSpore Tensor
-        value = value.asnumpy()
-    array = np.asarray(value)
-    if array.dtype.kind != "f":
-        raise InputError(f"BCEWithLogitsLoss's {name} must hold floats, got {array.dtype}: pass a float array.")
-    return array
 
 
 class BCEWithLogitsLoss(LossFn):
@@ -59,8 +48,9 @@ class BCEWithLogitsLoss(LossFn):
 
     def __init__(self, reduction: str = "mean", weight: Any = None, pos_weight: Any = None) -> None:
         super().__init__(reduction)
-        self.weight = _optional_array("weight", weight)
-        self.pos_weight = _optional_array("pos_weight", pos_weight)
+        message = "BCEWithLogitsLoss's {name} must hold floats, got {{dtype}}: pass a float array."
+        self.weight = float_array(weight, message.format(name="weight"))
+        self.pos_weight = float_array(pos_weight, message.format(name="pos_weight"))
 
     def label_dtypes(self) -> tuple[np.dtype, ...]:
         return FLOAT_LABELS

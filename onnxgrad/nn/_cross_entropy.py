@@ -21,7 +21,7 @@ import numpy as np
 
 from onnxgrad._graph import GraphWriter, TensorInfo
 from onnxgrad.errors import InputError
-from onnxgrad.nn._loss import LossFn, log_softmax
+from onnxgrad.nn._loss import LossFn, float_array, log_softmax
 
 __all__ = ["NLLLoss", "CrossEntropyLoss"]
 
@@ -77,7 +77,9 @@ class _ClassLoss(LossFn):
     def __init__(self, weight: Any, ignore_index: int, reduction: str) -> None:
         super().__init__(reduction)
         name = type(self).__name__
-        self.weight = _class_weight(name, weight)
+        self.weight = float_array(
+            weight, name + "'s weight must be a 1-D float array with one weight per class, got {dtype}{shape}.", ndim=1
+        )
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
             raise InputError(f"{name}'s ignore_index must be an int, got {ignore_index!r}.")
         self.ignore_index = int(ignore_index)
@@ -154,20 +156,6 @@ class _ClassLoss(LossFn):
             loss = w.op("Neg", w.op("Mul", picked, label_weight))
             weights = w.op("Where", ignored, zero, label_weight)
         return _Terms(w.op("Where", ignored, zero, loss), weights), ignored
-
-
-def _class_weight(loss_name: str, weight: Any) -> np.ndarray | None:
-    if weight is None:
-        return None
-    if hasattr(weight, "asnumpy"):  # a MindSpore Tensor
-        weight = weight.asnumpy()
-    array = np.asarray(weight)
-    if array.ndim != 1 or array.dtype.kind != "f":
-        raise InputError(
-            f"{loss_name}'s weight must be a 1-D float array with one weight per class, got "
-            f"{array.dtype}{list(array.shape)}."
-        )
-    return array
 
 
 class NLLLoss(_ClassLoss):

@@ -97,6 +97,23 @@ def log_softmax(w: GraphWriter, x: str, axis: int) -> str:
     return w.op("Sub", x, w.reduce("ReduceLogSumExp", x, [axis], keepdims=True))
 
 
+def float_array(value: Any, message: str, ndim: int | None = None) -> np.ndarray | None:
+    """A loss's optional float argument (array-like or MindSpore Tensor) as numpy; None stays None.
+
+    Raises:
+        InputError: it does not hold floats, or has not ``ndim`` dimensions;
+            ``message`` is formatted with the value's ``dtype`` and ``shape``.
+    """
+    if value is None:
+        return None
+    if hasattr(value, "asnumpy"):  # a MindSpore Tensor
+        value = value.asnumpy()
+    array = np.asarray(value)
+    if array.dtype.kind != "f" or (ndim is not None and array.ndim != ndim):
+        raise InputError(message.format(dtype=array.dtype, shape=list(array.shape)))
+    return array
+
+
 def attach_loss(model: onnx.ModelProto, loss_fn: LossFn, label_dtype: Any = None) -> onnx.ModelProto:
     """Appends a loss to a one-output model.
 
