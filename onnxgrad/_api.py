@@ -96,6 +96,7 @@ class _GradFunction:
         return_ids: bool,
         sens_param: bool,
         providers: Any,
+        session_config: Any = None,
     ) -> None:
         self._target = _resolve(network)
         self._grad_position = grad_position
@@ -104,6 +105,7 @@ class _GradFunction:
         self._return_ids = return_ids
         self._sens_param = sens_param
         self._providers = providers
+        self._session_config = session_config
         _engine.make_spec(providers=providers)  # fail early on a bad provider
         # Per network (a loss cell's label-dtype variants, a framework's signatures): spec and ids.
         self._plans: dict[Network, tuple] = {}
@@ -159,7 +161,9 @@ class _GradFunction:
         if self._has_aux and len(network.outputs) < 2:
             raise InputError("has_aux=True needs a network with at least two outputs (the first is differentiated).")
         contributing = (0,) if self._has_aux else None
-        spec = _engine.make_spec(positions, weight_names, self._sens_param, contributing, self._providers)
+        spec = _engine.make_spec(
+            positions, weight_names, self._sens_param, contributing, self._providers, self._session_config
+        )
         return spec, positions, weight_ids, missing
 
     def _resolve_weights(self, network: Network, mapping: dict[str, str]):
@@ -249,6 +253,9 @@ class ForwardValueAndGrad:
             ``ones_like`` each output, and the contributions of several outputs add up.
         providers: ONNX Runtime execution providers (names, or ``(name, options)``
             tuples); default CPU.
+        session_config: ONNX Runtime session config entries, e.g.
+            ``{"session.intra_op.allow_spinning": "0"}``, which helps when calls
+            alternate between several sessions (a train step, then an eval forward).
 
     Raises:
         InputError: ``get_by_list`` without weights, unknown weights, and (when
@@ -271,6 +278,7 @@ class ForwardValueAndGrad:
         sens_param: bool = False,
         *,
         providers: Any = None,
+        session_config: Any = None,
     ) -> None:
         if get_by_list and weights is None:
             raise InputError(
@@ -290,7 +298,8 @@ class ForwardValueAndGrad:
         self.weights = weights
         # Without get_by_list MindSpore ignores the weights.
         self._fn = _GradFunction(
-            network, position, tuple(weights) if get_by_list else None, False, False, sens_param, providers
+            network, position, tuple(weights) if get_by_list else None, False, False, sens_param, providers,
+            session_config,
         )
 
     def __call__(self, *inputs: Any) -> tuple[Any, Any]:
@@ -306,6 +315,7 @@ def value_and_grad(
     return_ids: bool = False,
     *,
     providers: Any = None,
+    session_config: Any = None,
 ):
     """A function returning ``(value, gradients)``: MindSpore's ``ops.value_and_grad``.
 
@@ -319,6 +329,7 @@ def value_and_grad(
             every output.
         return_ids: each gradient becomes ``(input index or parameter name, gradient)``.
         providers: ONNX Runtime execution providers; default CPU.
+        session_config: ONNX Runtime session config entries (see ForwardValueAndGrad).
 
     Returns:
         ``f(*inputs) -> (value, grads)``; ``grads`` is the input part, the weight
@@ -336,7 +347,7 @@ def value_and_grad(
         raise InputError(f"grad_position must be an int, a tuple of ints or None, got {grad_position!r}.")
     if weights is not None and not _is_single(weights):
         weights = tuple(weights)
-    grad_fn = _GradFunction(fn, grad_position, weights, has_aux, return_ids, False, providers)
+    grad_fn = _GradFunction(fn, grad_position, weights, has_aux, return_ids, False, providers, session_config)
 
     def value_and_grad_fn(*inputs: Any) -> tuple[Any, Any]:
         return grad_fn(*inputs)

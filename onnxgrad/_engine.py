@@ -32,6 +32,7 @@ class GradSpec:
         sens: whether the caller passes the sensitivities.
         contributing: outputs that feed the gradient (None: all).
         providers: ONNX Runtime providers (hashable form).
+        session_config: ONNX Runtime session config entries, as sorted (key, value) pairs.
     """
 
     inputs: tuple[int, ...] = ()
@@ -39,6 +40,7 @@ class GradSpec:
     sens: bool = False
     contributing: tuple[int, ...] | None = None
     providers: tuple = ("CPUExecutionProvider",)
+    session_config: tuple = ()
 
 
 @dataclasses.dataclass
@@ -58,9 +60,10 @@ def _hashable(providers: Any) -> tuple:
     )
 
 
-def make_spec(inputs=(), weights=(), sens=False, contributing=None, providers=None) -> GradSpec:
-    """A GradSpec with checked providers."""
-    return GradSpec(tuple(inputs), tuple(weights), bool(sens), contributing, _hashable(providers))
+def make_spec(inputs=(), weights=(), sens=False, contributing=None, providers=None, session_config=None) -> GradSpec:
+    """A GradSpec with checked providers and session config."""
+    config = tuple(sorted((str(k), str(v)) for k, v in (session_config or {}).items()))
+    return GradSpec(tuple(inputs), tuple(weights), bool(sens), contributing, _hashable(providers), config)
 
 
 def _c_contiguous(array: np.ndarray) -> np.ndarray:
@@ -172,7 +175,7 @@ def _compile(network: Network, spec: GradSpec, arrays: list[np.ndarray]) -> _Com
     buffers = {name: p.value for name, p in _bound(network).items()}
     session = Session(
         built.model, list(_unhash(spec.providers)), buffers, built.outputs, _output_types(built),
-        share_key=(built.key, spec.providers),
+        session_config=dict(spec.session_config), share_key=(built.key, spec.providers, spec.session_config),
     )
     compiled = _Compiled(session, built.layout, len(network.outputs))
     network._compiled[key] = compiled
@@ -293,7 +296,13 @@ def _input_grad(array: np.ndarray, targets: list[str], grads: dict[str, np.ndarr
     return np.asarray(total).astype(array.dtype)
 
 
-def forward(network: Network, args: Sequence[Any]) -> np.ndarray | tuple[np.ndarray, ...]:
-    """The network's forward values: one array, or a tuple for several outputs."""
-    values, _, _ = run(network, _FORWARD, args)
+def forward(
+    network: Network, args: Sequence[Any], spec: GradSpec = _FORWARD
+) -> np.ndarray | tuple[np.ndarray, ...]:
+    """The network's forward values: one array, or a tuple for several outputs.
+
+    ``spec`` carries the providers and session config (its gradient fields are ignored).
+    """
+    spec = dataclasses.replace(spec, inputs=(), weights=(), sens=False, contributing=None)
+    values, _, _ = run(network, spec, args)
     return values[0] if len(values) == 1 else tuple(values)

@@ -54,7 +54,9 @@ _shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _shared_lock = threading.Lock()
 
 
-def _open(model: onnx.ModelProto, providers: list, share_key: Hashable | None) -> ort.InferenceSession:
+def _open(
+    model: onnx.ModelProto, providers: list, config: Mapping[str, str], share_key: Hashable | None
+) -> ort.InferenceSession:
     if share_key is not None:
         with _shared_lock:
             session = _shared.get(share_key)
@@ -62,6 +64,14 @@ def _open(model: onnx.ModelProto, providers: list, share_key: Hashable | None) -
             return session
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    for key, value in config.items():
+        try:
+            options.add_session_config_entry(key, value)
+        except Exception as err:
+            raise InputError(
+                f"ONNX Runtime refused session config entry {key!r}={value!r} ({_last_line(err)}): "
+                "see onnxruntime_session_options_config_keys.h for the keys."
+            ) from err
     try:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     except Exception as err:
@@ -97,8 +107,9 @@ class Session:
             session's lifetime; the buffers must stay alive and C-contiguous.
         outputs: the output names to fetch, in order.
         output_types: ``(shape, dtype)`` per output, or None where unknown.
-        share_key: sessions opened with the same key (the same graph and
-            providers) share one ORT session; each keeps its own binding.
+        session_config: ORT session config entries (``add_session_config_entry``).
+        share_key: sessions opened with the same key (the same graph,
+            providers and config) share one ORT session; each keeps its own binding.
     """
 
     def __init__(
@@ -108,9 +119,10 @@ class Session:
         parameters: Mapping[str, np.ndarray],
         outputs: Sequence[str],
         output_types: Sequence[tuple[tuple[int, ...], np.dtype] | None] | None = None,
+        session_config: Mapping[str, str] | None = None,
         share_key: Hashable | None = None,
     ) -> None:
-        self._session = _open(model, providers, share_key)
+        self._session = _open(model, providers, session_config or {}, share_key)
         graph_inputs = {i.name for i in self._session.get_inputs()}
         self._parameters = {name: buf for name, buf in parameters.items() if name in graph_inputs}
         self._outputs = list(outputs)

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from onnxgrad import _export, _frontend, nn, optim
+from onnxgrad import _engine, _export, _frontend, nn, optim
 from onnxgrad._api import ForwardValueAndGrad
 from onnxgrad._network import Network, ParameterTuple, load
 from onnxgrad.errors import ConversionError, InputError, OnnxGradError
@@ -61,6 +61,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# Training alternates sessions (the step's, then the evaluation's): ORT's spinning
+# thread pools then fight over the cores. Without spinning an MLP 784-512-256-10
+# step plus an eval forward took 2.96 ms instead of 4.49 (alone: 2.24 vs 1.97).
+_NO_SPIN_CONFIG = {"session.intra_op.allow_spinning": "0"}
+_NO_SPIN = _engine.make_spec(session_config=_NO_SPIN_CONFIG)
 
 #: The bundled default model, relative to the repository root.
 DEFAULT_MODEL = os.path.join("models", "digits_mlp.onnx")
@@ -581,10 +587,10 @@ class _Evaluator:
                 pad = self.batch_size - real
                 xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
                 yb = np.concatenate([yb, np.repeat(yb[-1:], pad, axis=0)])
-            losses = np.asarray(self.cell(xb, yb))[:real]
+            losses = np.asarray(_engine.forward(self.cell, [xb, yb], _NO_SPIN))[:real]
             total_loss += float(losses.reshape(real, -1).mean(axis=1).sum())
             if self.classification:
-                logits = np.asarray(self.backbone(xb))[:real]
+                logits = np.asarray(_engine.forward(self.backbone, [xb], _NO_SPIN))[:real]
                 truth = yb[:real] if yb.ndim == 1 else np.argmax(yb[:real], axis=-1)
                 correct += int(np.sum(np.argmax(logits, axis=-1) == truth))
         return total_loss / n, (correct / n if self.classification else None)
@@ -704,7 +710,7 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
     params = ParameterTuple(backbone.trainable_params())
     if not params:
         raise InputError("The model has no trainable weights (no float initializers): there is nothing to train.")
-    grad_fn = ForwardValueAndGrad(cell, params, get_by_list=True)
+    grad_fn = ForwardValueAndGrad(cell, params, get_by_list=True, session_config=_NO_SPIN_CONFIG)
     optimizer = make_optimizer(config, params)
     eval_cell = nn.WithLossCell(backbone, make_loss(config.loss, "none")).variant([info.dtype, y_train.dtype])
     evaluate = _Evaluator(backbone, eval_cell, config.batch_size, fixed, classification)

@@ -316,3 +316,14 @@ def test_relu_differentiates_in_float64_too():
     value, grad = onnxgrad.ForwardValueAndGrad(model)(np.array([1.5, -2.0, 0.0]))
     np.testing.assert_array_equal(value, [1.5, 0.0, 0.0])
     np.testing.assert_array_equal(grad, [1.0, 0.0, 0.0])
+
+
+def test_session_config_passes_through_to_onnx_runtime(mlp):
+    config = {"session.intra_op.allow_spinning": "0"}
+    plain = onnxgrad.ForwardValueAndGrad(mlp, get_all=True)
+    quiet = onnxgrad.ForwardValueAndGrad(mlp, get_all=True, session_config=config)
+    assert_trees_close(quiet(X), plain(X))
+    by_config = {spec.session_config: c.session._session for (spec, _), c in mlp._compiled.items()}
+    assert len(by_config) == 2 and by_config[()] is not by_config[tuple(config.items())]
+    options = by_config[tuple(config.items())].get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
