@@ -125,7 +125,7 @@ class _GradFunction:
             network, arrays, mapping = self._target, list(args), {}
 
         plan = self._plans.get(network)
-        if plan is None or framework:  # a framework's unused weights are re-read each call
+        if plan is None:
             plan = self._plans[network] = self._plan(network, mapping)
         spec, positions, weight_ids, missing = plan
         values, input_grads, weight_grads = _engine.run(network, spec, arrays, sens)
@@ -167,10 +167,10 @@ class _GradFunction:
         return spec, positions, weight_ids, missing
 
     def _resolve_weights(self, network: Network, mapping: dict[str, str]):
-        """Weight ids to report, initializer names to differentiate, and (index, zeros) for unused ones."""
+        """Weight ids to report, initializer names to differentiate, and (index, shape, dtype) for unused ones."""
         if self._weights is None:
             return [], [], []
-        if mapping or isinstance(self._target, _FrameworkTarget):
+        if isinstance(self._target, _FrameworkTarget):
             framework_names = self._target.frontend.weight_names(self._weights)
             values = self._target.frontend.parameter_values()
             names, missing = [], []
@@ -178,7 +178,7 @@ class _GradFunction:
                 if fname in mapping:
                     names.append(mapping[fname])
                 else:  # not in the exported graph: the output does not depend on it
-                    missing.append((i, np.zeros_like(values[fname])))
+                    missing.append((i, values[fname].shape, values[fname].dtype))
             return framework_names, names, missing
         names = _weight_names(network, self._weights)
         return names, names, []
@@ -204,8 +204,8 @@ def _is_single(weights: Any) -> bool:
 
 def _with_missing(grads: list, missing: list) -> list:
     grads = list(grads)
-    for index, zeros in missing:
-        grads.insert(index, zeros)
+    for index, shape, dtype in missing:  # fresh zeros each call: results never alias
+        grads.insert(index, np.zeros(shape, dtype))
     return grads
 
 

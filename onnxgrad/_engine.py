@@ -301,8 +301,8 @@ def forward(
 ) -> np.ndarray | tuple[np.ndarray, ...]:
     """The network's forward values: one array, or a tuple for several outputs.
 
-    ``spec`` carries the providers and session config (its gradient fields are ignored).
+    ``spec`` asks for no gradients; it carries the providers and session config
+    (``make_spec(providers=..., session_config=...)``).
     """
-    spec = dataclasses.replace(spec, inputs=(), weights=(), sens=False, contributing=None)
     values, _, _ = run(network, spec, args)
     return values[0] if len(values) == 1 else tuple(values)
