@@ -185,6 +185,17 @@ class GraphWriter:
         if all(o.domain != function.domain for o in self.model.opset_import):
             self.model.opset_import.append(helper.make_opsetid(function.domain, 1))
 
+    def softplus(self, x: str, dtype: np.dtype) -> str:
+        """``log(1 + exp(x))`` as ``(x + |x|) / 2 + log(1 + exp(-|x|))``.
+
+        Stable for large ``|x|``, and its gradient at 0 is the true 0.5 (a Relu
+        for the first term would give 0 there, and is float32-only in ORT).
+        """
+        abs_x = self.op("Abs", x)
+        positive = self.op("Mul", self.op("Add", x, abs_x), self.constant(0.5, dtype))
+        log_term = self.op("Log", self.op("Add", self.op("Exp", self.op("Neg", abs_x)), self.constant(1.0, dtype)))
+        return self.op("Add", positive, log_term)
+
     def cast(self, x: str, dtype: np.dtype) -> str:
         """Cast to a numpy dtype."""
         return self.op("Cast", x, to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))

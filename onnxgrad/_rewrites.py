@@ -189,12 +189,8 @@ def _elu_of(w: GraphWriter, x: str, alpha: float, types: dict) -> str:
 
 
 def _softplus_of(w: GraphWriter, x: str, types: dict) -> str:
-    # Softplus(x) = (x + |x|) / 2 + log(1 + exp(-|x|)): stable for large |x|, and the
-    # gradient at 0 is 0.5 (Relu(x) for the first term would give 0 there).
-    abs_x = w.op("Abs", x)
-    positive = w.op("Mul", w.op("Add", x, abs_x), _const_like(w, 0.5, x, types))
-    log_term = w.op("Log", w.op("Add", w.op("Exp", w.op("Neg", abs_x)), _const_like(w, 1.0, x, types)))
-    return w.op("Add", positive, log_term)
+    elem = types.get(x, (onnx.TensorProto.FLOAT, None))[0]
+    return w.softplus(x, helper.tensor_dtype_to_np_dtype(elem))
 
 
 def _hard_sigmoid_of(w: GraphWriter, x: str, alpha: float, beta: float, types: dict) -> str:

@@ -14,18 +14,6 @@ from onnxgrad.nn._regression import FLOAT_LABELS
 __all__ = ["BCEWithLogitsLoss"]
 
 
-def _softplus_of_negative(w: GraphWriter, x: str, dtype: np.dtype) -> str:
-    """``log(1 + exp(-x))``, stable for large ``|x|``, with the true gradient ``-sigmoid(-x)`` at 0 too.
-
-    Written as ``(|x| - x) / 2 + log(1 + exp(-|x|))``: no Relu, whose gradient
-    is 0 at 0 (and float32-only in ONNX Runtime).
-    """
-    size = w.op("Abs", x)
-    linear = w.op("Mul", w.op("Sub", size, x), w.constant(0.5, dtype))
-    tail = w.op("Log", w.op("Add", w.op("Exp", w.op("Neg", size)), w.constant(1.0, dtype)))
-    return w.op("Add", linear, tail)
-
-
 class BCEWithLogitsLoss(LossFn):
     """Sigmoid then binary cross-entropy: MindSpore's ``nn.BCEWithLogitsLoss``.
 
@@ -66,7 +54,7 @@ class BCEWithLogitsLoss(LossFn):
         if self.pos_weight is not None:
             extra = w.op("Sub", w.constant(self.pos_weight, dtype), one)
             positive_scale = w.op("Add", one, w.op("Mul", extra, label))
-        loss = w.op("Add", negative_part, w.op("Mul", positive_scale, _softplus_of_negative(w, logits, dtype)))
+        loss = w.op("Add", negative_part, w.op("Mul", positive_scale, w.softplus(w.op("Neg", logits), dtype)))
         if self.weight is not None:
             loss = w.op("Mul", loss, w.constant(self.weight, dtype))
         return loss
