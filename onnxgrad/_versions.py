@@ -13,6 +13,10 @@ __all__ = ["MAX_IR_VERSION", "MAX_OPSET", "normalize", "clamp_ir_version"]
 #: The newest IR version and default-domain opset onnxruntime-training 1.19 builds gradients for.
 MAX_IR_VERSION = 10
 MAX_OPSET = 21
+#: The oldest default-domain opset gradient graphs are lowered at: ScatterElements and ScatterND
+#: accumulate (``reduction="add"``) from opset 16, which the standard-op gradients of Gather,
+#: GatherElements and MaxPool need.
+MIN_OPSET = 16
 
 
 def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -27,14 +31,21 @@ def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
         opset = default_opset(model)
     except ValueError as err:
         raise ModelError("The model imports no default ONNX opset: add an opset_import for domain ''.") from err
-    if opset > MAX_OPSET:
+    if opset > MAX_OPSET or opset < MIN_OPSET:
+        target = min(max(opset, MIN_OPSET), MAX_OPSET)
         try:
-            model = version_converter.convert_version(model, MAX_OPSET)
+            converted = version_converter.convert_version(model, target)
         except Exception as err:
             raise ModelError(
-                f"The model uses opset {opset}; onnxruntime-training supports opset <= {MAX_OPSET} and the "
-                f"conversion failed ({err}). Re-export the model with opset {MAX_OPSET} or lower."
+                f"The model uses opset {opset}; onnxgrad builds gradients at opsets {MIN_OPSET} to {MAX_OPSET} and "
+                f"the conversion to opset {target} failed ({err}). Re-export the model with an opset in that range."
             ) from err
+        # The converter drops what it does not know: metadata (parameter maps) and other domains.
+        del converted.metadata_props[:]
+        converted.metadata_props.extend(model.metadata_props)
+        known = {o.domain for o in converted.opset_import}
+        converted.opset_import.extend(o for o in model.opset_import if o.domain not in known)
+        model = converted
     clamp_ir_version(model)
     return model
 

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from onnxgrad import _versions
 from onnxgrad._graph import GraphWriter, TensorInfo, default_opset
 from onnxgrad._network import Network, load
 from onnxgrad.errors import InputError
@@ -144,6 +145,8 @@ def attach_loss(model: onnx.ModelProto, loss_fn: LossFn, label_dtype: Any = None
         )
     result = onnx.ModelProto()
     result.CopyFrom(model)
+    # The loss is written at the opset gradients are built at, so no converter touches its functions.
+    result = _versions.normalize(result)
     graph = result.graph
     w = GraphWriter(graph, default_opset(result), model=result)
     logits_info = TensorInfo.from_value_info(graph.output[0])
