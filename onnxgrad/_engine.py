@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from onnxgrad import _cache, _gradient, _optimize, _prepare
+from onnxgrad import _cache, _gradient, _lower, _prepare
 from onnxgrad._network import Network
 from onnxgrad._session import Session, check_providers
 from onnxgrad.errors import GradientBuildError, InputError
@@ -144,8 +144,9 @@ def gradient_model(network: Network, spec: GradSpec, input_shapes: Sequence[Sequ
     model, layout = prepared.model, prepared.layout
     outputs = [o.name for o in network.outputs]
     if layout.xs:
-        model = _optimize.optimize(_gradient.build_gradient_graph(model, _prepare.LOSS, layout.xs), prepared.types)
+        model = _lower.lower(_gradient.build_gradient_graph(model, _prepare.LOSS, layout.xs), prepared.types)
         outputs += [_gradient.grad_name(x) for x in layout.xs]
+    _lower.declare_output_shapes(model)
     _cache.store(key, model, layout, outputs)
     return GradientModel(model, layout, outputs, key)
 

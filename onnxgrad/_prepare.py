@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import helper, shape_inference
 
-from onnxgrad import _custom_gradients
+from onnxgrad import _custom_gradients, _lower
 from onnxgrad._graph import FLOAT_TYPES, GraphWriter, default_opset
 from onnxgrad._rewrites import apply_rewrites
 from onnxgrad.errors import UnsupportedGradientError
@@ -249,6 +249,9 @@ def prepare(
     graph = prepared.graph
     w = GraphWriter(graph, default_opset(prepared), model=prepared)
     _concretize(graph, shapes)
+    # Contrib ops in the model itself (com.microsoft Gelu, ...) become standard ops first, so
+    # shape inference types everything after them.
+    _lower.lower(prepared, infer_types(prepared))
     types = infer_types(prepared)
     apply_rewrites(prepared, w, types)
     _declare_optional_outputs(graph, w)

@@ -23,3 +23,33 @@ def fresh_cache(tmp_path, monkeypatch):
     _cache.clear_memory()
     yield tmp_path / "cache"
     _cache.clear_memory()
+
+
+def _assert_standard(model) -> None:
+    """Fails on any node outside the standard ONNX domains (model-local functions allowed)."""
+    import onnx
+
+    functions = {(f.domain, f.name) for f in model.functions}
+    bodies = [model.graph.node, *(f.node for f in model.functions)]
+    for nodes in bodies:
+        for node in nodes:
+            standard = node.domain in ("", "ai.onnx") and onnx.defs.has(node.op_type, node.domain)
+            assert standard or (node.domain, node.op_type) in functions, (
+                f"non-standard node {node.domain}::{node.op_type} ({node.name!r}) in a built gradient graph"
+            )
+    onnx.checker.check_model(model, full_check=True)
+
+
+@pytest.fixture(autouse=True)
+def every_built_graph_is_standard_onnx(monkeypatch):
+    """Every gradient graph any test builds (API, op suite, parity suites, CLI) is checked."""
+    from onnxgrad import _engine
+
+    build = _engine.gradient_model
+
+    def checked(*args, **kwargs):
+        built = build(*args, **kwargs)
+        _assert_standard(built.model)
+        return built
+
+    monkeypatch.setattr(_engine, "gradient_model", checked)
