@@ -1,4 +1,4 @@
-"""The one module that uses onnxruntime-training's gradient graph builder.
+"""The one module that calls onnxruntime-training's gradient graph builder.
 
 ``build_gradient_graph`` takes a prepared model (see ``_prepare``) whose scalar
 loss is ``loss`` and returns it with a ``<x>_grad`` output for each name in
@@ -17,10 +17,10 @@ from typing import Iterable
 
 import onnx
 
-from onnxgrad import _custom_gradients
+from onnxgrad import _builder_env, _builder_worker, _custom_gradients
 from onnxgrad.errors import GradientBuildError, UnsupportedGradientError
 
-__all__ = ["GRAD_SUFFIX", "grad_name", "build_gradient_graph"]
+__all__ = ["GRAD_SUFFIX", "grad_name", "build_gradient_graph", "definitions_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,51 +36,54 @@ def grad_name(x: str) -> str:
     return x + GRAD_SUFFIX
 
 
-def _pybind():
-    # The pybind module, not onnxruntime.training: that one imports torch.
-    from onnxgrad._ort import pybind as _pybind_state
-
-    if not hasattr(_pybind_state, "GradientGraphBuilder"):
-        raise GradientBuildError(
-            "This onnxruntime has no gradient builder: uninstall onnxruntime and install "
-            "onnxruntime-training-cpu==1.19.2 (only one onnxruntime package may be installed)."
-        )
-    return _pybind_state
-
-
-def _attribute(C, name: str, value) -> object:
-    attribute = C.GradientNodeAttributeDefinition()
-    attribute.name = name
-    if isinstance(value, bool) or isinstance(value, int):
-        attribute.value_json, attribute.dtype = json.dumps(int(value)), "int"
+def _attribute_json(name: str, value) -> dict:
+    """One attribute as the builder's GradientNodeAttributeDefinition fields."""
+    if isinstance(value, (bool, int)):
+        value_json, dtype = json.dumps(int(value)), "int"
     elif isinstance(value, float):
-        attribute.value_json, attribute.dtype = json.dumps(value), "float"
+        value_json, dtype = json.dumps(value), "float"
     elif isinstance(value, str):
-        attribute.value_json, attribute.dtype = json.dumps(value), "string"
+        value_json, dtype = json.dumps(value), "string"
     else:
-        attribute.value_json, attribute.dtype = json.dumps([int(v) for v in value]), "int"
-    attribute.is_tensor = False
-    return attribute
+        value_json, dtype = json.dumps([int(v) for v in value]), "int"
+    return {"name": name, "value_json": value_json, "dtype": dtype}
+
+
+def definitions_json() -> list[dict]:
+    """Every custom gradient definition, JSON-ready (the form the builder subprocess takes)."""
+    return [
+        {
+            "key": gradient.key,
+            "nodes": [
+                {
+                    "op_type": spec.op_type, "domain": spec.domain, "inputs": list(spec.inputs),
+                    "outputs": list(spec.outputs),
+                    "attributes": [_attribute_json(k, v) for k, v in spec.attributes.items()],
+                }
+                for spec in gradient.nodes
+            ],
+        }
+        for gradient in _custom_gradients.all_gradients()
+    ]
 
 
 def _register_custom_gradients(C) -> None:
     with _lock:
-        for gradient in _custom_gradients.all_gradients():
-            if gradient.key in _registered:
-                continue
-            definition = []
-            for spec in gradient.nodes:
-                node = C.GradientNodeDefinition()
-                node.op_type, node.domain = spec.op_type, spec.domain
-                # List fields must be assigned whole: appending to them is lost.
-                node.inputs = list(spec.inputs)
-                node.outputs = list(spec.outputs)
-                node.attributes = [_attribute(C, k, v) for k, v in spec.attributes.items()]
-                definition.append(node)
-            # Stop inputs are not registered: ORT 1.19 honours custom stop edges for ATen ops
-            # only. onnxgrad never asks for a gradient through them (_prepare.stopped_inputs).
-            C.register_gradient_definition(gradient.key, definition)
-            _registered.add(gradient.key)
+        _builder_worker.register_definitions(C, definitions_json(), _registered)
+
+
+def _build_in_process(model: bytes, loss: str, xs: list[str]) -> bytes:
+    from onnxgrad._ort import pybind as C
+
+    _register_custom_gradients(C)
+    try:
+        options = C.SessionOptions()
+        options.log_severity_level = 3  # the builder logs every graph transformer at INFO
+        builder = C.GradientGraphBuilder(model, {loss}, set(xs), loss, options)
+        builder.build()
+        return builder.get_model()
+    except Exception as err:  # pybind raises RuntimeError/Fail with ORT's text
+        raise _builder_env.BuildFailure(str(err)) from err
 
 
 _NO_GRADIENT = re.compile(r"has not been registered: (\S+) for node (\S*)")
@@ -88,6 +91,9 @@ _NO_GRADIENT = re.compile(r"has not been registered: (\S+) for node (\S*)")
 
 def build_gradient_graph(model: onnx.ModelProto, loss: str, xs: Iterable[str]) -> onnx.ModelProto:
     """Adds backward nodes computing d(loss)/d(x) for each ``x`` in ``xs``.
+
+    Builds in this process when its onnxruntime has the builder, else in the
+    builder environment (``_builder_env``).
 
     Args:
         model: a prepared model with a scalar output ``loss``.
@@ -99,17 +105,16 @@ def build_gradient_graph(model: onnx.ModelProto, loss: str, xs: Iterable[str]) -
 
     Raises:
         UnsupportedGradientError: an op on the path has no gradient.
-        GradientBuildError: the builder failed otherwise.
+        GradientBuildError: the builder failed otherwise, or there is none.
     """
-    C = _pybind()
-    _register_custom_gradients(C)
+    xs = list(xs)
     try:
-        options = C.SessionOptions()
-        options.log_severity_level = 3  # the builder logs every graph transformer at INFO
-        builder = C.GradientGraphBuilder(model.SerializeToString(), {loss}, set(xs), loss, options)
-        builder.build()
-        return onnx.load_from_string(builder.get_model())
-    except Exception as err:  # pybind raises RuntimeError/Fail with ORT's text
+        if _builder_env.use_subprocess():
+            built = _builder_env.build(model.SerializeToString(), loss, xs, definitions_json())
+        else:
+            built = _build_in_process(model.SerializeToString(), loss, xs)
+        return onnx.load_from_string(built)
+    except _builder_env.BuildFailure as err:
         text = str(err)
         missing = _NO_GRADIENT.search(text)
         if missing:

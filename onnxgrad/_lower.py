@@ -426,7 +426,7 @@ def _softmax_ce_loss_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
         valid = lw.w.op("Not", lw.w.op("Equal", label64, lw.ints([attrs["ignore_index"]])))
         label64 = lw.w.op("Where", valid, label64, lw.w.constant(np.array(0, np.int64)))
     on_off = lw.w.op("CastLike", lw.w.constant(np.array([0.0, 1.0], np.float32)), log_prob)
-    one_hot = lw.w.op("OneHot", label64, lw.ints([classes]), on_off, axis=1)
+    one_hot = lw.w.op("OneHot", label64, lw.w.constant(np.array(classes, np.int64)), on_off, axis=1)
     per_label = None  # each label's class weight, 0 where ignored
     if weight:
         per_label = lw.w.op("Gather", weight, label64, axis=0)

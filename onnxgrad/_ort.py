@@ -22,6 +22,11 @@ def _import_onnxruntime():
         sys.modules["onnxruntime.training"] = None  # an import of it raises ImportError at once
     try:
         import onnxruntime
+    except ImportError as err:
+        raise ImportError(
+            "onnxgrad needs one onnxruntime package: pip install 'onnxgrad[cpu]' (or [cuda], [cann]); "
+            "see the README."
+        ) from err
     finally:
         if blocked and sys.modules.get("onnxruntime.training", 0) is None:
             del sys.modules["onnxruntime.training"]

@@ -1,4 +1,4 @@
-"""The ``onnxgrad`` command: ``inspect``, ``grad`` and ``train``.
+"""The ``onnxgrad`` command: ``inspect``, ``grad``, ``train`` and ``builder``.
 
 Only argument parsing and presentation live here; the work is done by
 ``_inspect``, ``_export`` and ``_train``. Data goes to stdout (``--json`` for
@@ -18,7 +18,7 @@ from typing import Any, Sequence, TextIO
 
 import numpy as np
 
-from onnxgrad import __version__, _export, _inspect, _train, nn
+from onnxgrad import __version__, _builder_env, _export, _inspect, _train, nn
 from onnxgrad._network import load
 from onnxgrad.errors import InputError, OnnxGradError
 from onnxgrad.nn._loss import LABEL, LOSS_OUTPUT
@@ -236,6 +236,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--json", action="store_true", help="print the result as JSON")
     train.set_defaults(handler=_cmd_train)
+
+    builder = commands.add_parser(
+        "builder",
+        help="set up or show where gradient graphs are built",
+        description="Gradient graphs are built by onnxruntime-training-cpu 1.19.2, which exists for Python <= 3.11 "
+        "only. Where this process's onnxruntime has no builder (plain onnxruntime, onnxruntime-gpu, "
+        "onnxruntime-cann, Python 3.12+), graphs are built in a builder environment: a Python 3.11 virtual "
+        "environment run as a subprocess ($ONNXGRAD_BUILDER_DIR, default ~/.cache/onnxgrad/builder).",
+    )
+    actions = builder.add_subparsers(dest="action", metavar="ACTION", required=True)
+    install = actions.add_parser("install", help="create the builder environment (does nothing if it works)")
+    install.add_argument("--python", metavar="PYTHON", help="the Python 3.11 to use (default: found on PATH/pyenv)")
+    install.add_argument("--force", action="store_true", help="recreate it even if it works")
+    install.set_defaults(handler=_cmd_builder_install)
+    status = actions.add_parser("status", help="say where gradient graphs are built")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(handler=_cmd_builder_status)
     return parser
 
 
@@ -254,6 +271,27 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(_inspect.to_text(report))
+    return EXIT_OK
+
+
+def _cmd_builder_install(args: argparse.Namespace) -> int:
+    _builder_env.install(args.python, force=args.force, log=lambda line: print(line, file=sys.stderr))
+    return EXIT_OK
+
+
+def _cmd_builder_status(args: argparse.Namespace) -> int:
+    status = _builder_env.status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    print(f"onnxruntime {status['onnxruntime']}: "
+          f"{'has' if status['in_process_builder'] else 'has no'} gradient builder in this process")
+    print(f"builds in: {status['builds_in']}")
+    if status["ready"]:
+        print(f"builder environment: {status['environment']} (python {status['python']}, "
+              f"onnxruntime-training {status['builder_onnxruntime']})")
+    else:
+        print(f"builder environment: none ready at {status['environment']}; run `onnxgrad builder install`")
     return EXIT_OK
 
 
@@ -424,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_OK
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print("onnxgrad: error: choose a command: inspect, grad or train", file=sys.stderr)
+        print("onnxgrad: error: choose a command: inspect, grad, train or builder", file=sys.stderr)
         return EXIT_USAGE
 
     handler = logging.StreamHandler(sys.stderr)

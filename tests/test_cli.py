@@ -367,7 +367,7 @@ def test_grad_blocked_model_names_the_op(capsys, blocked_path, tmp_path):
         (["grad", DIGITS, "-o", "x.onnx", "--shape", "x=a,b"], "sizes must be integers"),
         (["grad", DIGITS, "-o", "x.onnx", "--reduction", "max"], "invalid choice: 'max'"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
-        ([], "choose a command: inspect, grad or train"),
+        ([], "choose a command: inspect, grad, train or builder"),
     ],
     ids=["no-output", "dtype", "shape", "reduction", "command", "none"],
 )
