@@ -407,3 +407,60 @@ def test_python_dash_m_and_version(tmp_path):
     )
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip().startswith("onnxgrad: error: No model file at")
+
+
+def _cnn_text() -> str:
+    """Conv, Relu, MaxPool, AveragePool, Gemm and a tanh-GELU written with Pow: an ordinary small CNN."""
+    rng = np.random.default_rng(0)
+
+    def values(shape):
+        return ", ".join(repr(float(v)) for v in (rng.standard_normal(shape) * 0.3).ravel())
+
+    return f"""<ir_version: 8, opset_import: ["" : 17]>
+cnn (float[N,1,8,8] x) => (float[N,3] y)
+<float[4,1,3,3] cw = {{{values((4, 1, 3, 3))}}}, float[4] cb = {{{values(4)}}},
+ float[3,16] fw = {{{values((3, 16))}}}, float[3] fb = {{{values(3)}}}>
+{{
+  c = Conv <pads = [1, 1, 1, 1]> (x, cw, cb)
+  r = Relu(c)
+  p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (r)
+  a = AveragePool <kernel_shape = [2, 2], strides = [2, 2]> (p)
+  f = Flatten(a)
+  h = Gemm <transB = 1> (f, fw, fb)
+  three = Constant <value = float {{3.0}}> ()
+  k = Constant <value = float {{0.044715}}> ()
+  s = Constant <value = float {{0.7978845608}}> ()
+  half = Constant <value = float {{0.5}}> ()
+  one = Constant <value = float {{1.0}}> ()
+  cube = Pow(h, three)
+  kc = Mul(k, cube)
+  hk = Add(h, kc)
+  inner = Mul(s, hk)
+  t = Tanh(inner)
+  t1 = Add(one, t)
+  hh = Mul(half, h)
+  y = Mul(hh, t1)
+}}"""
+
+
+def test_grad_on_a_cnn_writes_a_standard_graph_that_runs_standalone(capsys, tmp_path):
+    model_path, out_path = tmp_path / "cnn.onnx", tmp_path / "cnn_grad.onnx"
+    onnx.save(parser.parse_model(_cnn_text()), model_path)
+    code, out, err = run(capsys, "grad", str(model_path), "-o", str(out_path), "--inputs", "all",
+                         "--loss", "cross_entropy", "--shape", "x=4,1,8,8")
+    assert code == 0, err
+    written = onnx.load(out_path)
+    assert {n.domain for n in written.graph.node} <= {""}
+    assert not {"MaxPoolGrad", "AveragePoolGrad"} & {n.op_type for n in written.graph.node}
+    rng = np.random.default_rng(1)
+    x, label = rng.standard_normal((4, 1, 8, 8)).astype(np.float32), np.array([0, 2, 1, 2], np.int32)
+    got = _run_fresh(out_path, {"x": x, "label": label}, tmp_path)
+
+    net = onnxgrad.load(str(model_path))
+    cell = nn.WithLossCell(net, nn.CrossEntropyLoss())
+    fvg = onnxgrad.ForwardValueAndGrad(cell, onnxgrad.ParameterTuple(net.trainable_params()), get_all=True,
+                                       get_by_list=True)
+    loss, ((dx, _), dweights) = fvg(x, label)
+    names = [o.name for o in written.graph.output]
+    assert names == ["loss", "onnxgrad/loss", "x_grad", "cw_grad", "cb_grad", "fw_grad", "fb_grad"]
+    _assert_same(got, [loss, loss, dx, *dweights], names)
