@@ -328,6 +328,14 @@ def _fused_matmul(lw: _Lowerer, node: onnx.NodeProto) -> None:
     attrs = _attrs(node)
     if attrs.get("transBatchA", 0) or attrs.get("transBatchB", 0):
         raise lw.fail(node, "transBatchA/transBatchB are not supported")
+    alpha = float(attrs.get("alpha", 1.0))
+    a, b = node.input[:2]
+    shape_a, shape_b = lw.type_of(a)[1], lw.type_of(b)[1]
+    if shape_a is not None and shape_b is not None and len(shape_a) == len(shape_b) == 2:
+        # Gemm transposes inside its kernel: no transposed copy of an operand (weight gradients).
+        lw.emit("Gemm", [a, b], node.output[0], alpha=alpha, transA=int(attrs.get("transA", 0)),
+                transB=int(attrs.get("transB", 0)))
+        return
     operands = []
     for name, flag in zip(node.input[:2], ("transA", "transB")):
         if attrs.get(flag, 0):
@@ -335,7 +343,6 @@ def _fused_matmul(lw: _Lowerer, node: onnx.NodeProto) -> None:
             perm = list(range(rank - 2)) + [rank - 1, rank - 2]
             name = lw.w.op("Transpose", name, perm=perm)
         operands.append(name)
-    alpha = float(attrs.get("alpha", 1.0))
     if alpha == 1.0:
         lw.emit("MatMul", operands, node.output[0])
     else:

@@ -93,3 +93,22 @@ def test_install_refuses_a_python_that_is_not_3_11(tmp_path):
     fake.chmod(0o755)
     with pytest.raises(OnnxGradError, match="Python 3.12.*needs Python 3.11"):
         _builder_env.find_python311(str(fake))
+
+
+def test_a_cached_graph_needs_no_builder(monkeypatch, tmp_path, fresh_cache):
+    from onnxgrad import _cache
+
+    case = CASES_BY_NAME["conv_groups"]
+    _, network, args = _network_and_args(case)
+    first = onnxgrad.ForwardValueAndGrad(network, network.trainable_params(), get_all=True, get_by_list=True)(*args)
+    # A machine with no builder at all, sharing the disk cache.
+    _cache.clear_memory()
+    monkeypatch.setenv("ONNXGRAD_BUILDER", "subprocess")
+    monkeypatch.delenv("ONNXGRAD_BUILDER_PYTHON", raising=False)
+    monkeypatch.setenv("ONNXGRAD_BUILDER_DIR", str(tmp_path / "none"))
+    again = onnxgrad.load(case.model())
+    second = onnxgrad.ForwardValueAndGrad(again, again.trainable_params(), get_all=True, get_by_list=True)(*args)
+    value, (inputs, params) = first
+    value2, (inputs2, params2) = second
+    for got, want in zip([value2, *inputs2, *params2], [value, *inputs, *params], strict=True):
+        np.testing.assert_array_equal(got, want)
