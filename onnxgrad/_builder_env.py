@@ -34,7 +34,8 @@ from onnxgrad.errors import GradientBuildError, OnnxGradError
 __all__ = ["BUILDER_PACKAGES", "location", "status", "install", "build", "find_python311", "BuildFailure"]
 
 #: What ``onnxgrad builder install`` puts in the environment.
-BUILDER_PACKAGES = ("onnxruntime-training-cpu==1.19.2", "numpy>=1.24,<2")
+BUILDER_VERSION = "1.19.2"
+BUILDER_PACKAGES = (f"onnxruntime-training-cpu=={BUILDER_VERSION}", "numpy>=1.24,<2")
 _WORKER = Path(__file__).with_name("_builder_worker.py")
 _INSTALL_HINT = "run `onnxgrad builder install` (it needs a Python 3.11; pass --python to choose one)"
 

@@ -3,7 +3,8 @@ across processes.
 
 An entry is keyed by a digest of the network's weight-free graph, the
 GradSpec (without providers), the input signature, a digest of onnxgrad's own
-source, and onnxruntime's version. On disk an entry is two files, ``<key>.onnx`` (the
+source, and the builder's onnxruntime-training version (not the runtime's: a
+cache copied to a machine with another onnxruntime and no builder still hits). On disk an entry is two files, ``<key>.onnx`` (the
 forward+backward graph) and ``<key>.json`` (its :class:`~onnxgrad._prepare.Layout`),
 written atomically. The folder is ``$ONNXGRAD_CACHE_DIR`` or
 ``~/.cache/onnxgrad``; set ``ONNXGRAD_CACHE_DIR`` to an empty string to turn
@@ -23,7 +24,7 @@ from typing import Hashable
 
 import onnx
 
-from onnxgrad._ort import ort
+from onnxgrad import _builder_env
 from onnxgrad._prepare import Layout
 
 __all__ = ["cache_key", "lookup", "store", "cache_dir", "clear_memory"]
@@ -59,7 +60,9 @@ def _builder_code_digest() -> str:
 
 def cache_key(model_digest: str, parts: Hashable) -> str:
     """The entry key for a graph digest and the spec/signature ``parts``."""
-    text = repr((_builder_code_digest(), ort.__version__, model_digest, parts))
+    # The builder's version, not the runtime's: a graph built here is standard ONNX that any
+    # onnxruntime runs, so a cache copied to a machine without a builder still hits.
+    text = repr((_builder_code_digest(), _builder_env.BUILDER_VERSION, model_digest, parts))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
