@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from onnxgrad import _cache, _gradient, _lower, _prepare
+from onnxgrad import _cache, _device, _gradient, _lower, _prepare
 from onnxgrad._network import Network
 from onnxgrad._session import Session, check_providers
 from onnxgrad.errors import GradientBuildError, InputError
@@ -75,7 +75,8 @@ def check_arguments(network: Network, args: Sequence[Any]) -> tuple[Network, lis
     """Checks the call arguments against the network's inputs.
 
     Returns:
-        The network variant for these dtypes and the arguments as numpy arrays.
+        The network variant for these dtypes and the arguments as numpy arrays
+        (OrtValues pass through).
 
     Raises:
         InputError: wrong count, dtype or shape, naming the input and what it expects.
@@ -86,24 +87,26 @@ def check_arguments(network: Network, args: Sequence[Any]) -> tuple[Network, lis
             f"The network takes {len(names)} input(s) {names}, got {len(args)} argument(s): "
             "pass one array per input (and the sensitivity last when sens_param=True)."
         )
-    given = [a if isinstance(a, np.ndarray) else None for a in args]
-    dtypes = [g.dtype if g is not None else info.dtype for g, info in zip(given, network.inputs)]
+    given = [a if isinstance(a, np.ndarray) or _device.is_ortvalue(a) else None for a in args]
+    types = [_device.shape_and_dtype(g) if g is not None else None for g in given]
+    dtypes = [t[1] if t is not None else info.dtype for t, info in zip(types, network.inputs)]
     network = network.variant(dtypes)
     arrays = []
     for arg, array, info in zip(args, given, network.inputs):
         if array is None:
             array = np.asarray(arg, dtype=info.dtype)
-        if array.dtype != info.dtype:
+        shape, dtype = _device.shape_and_dtype(array)
+        if dtype != info.dtype:
             raise InputError(
-                f"Input {info.name!r} expects dtype {info.dtype}, got {array.dtype}: "
+                f"Input {info.name!r} expects dtype {info.dtype}, got {dtype}: "
                 f"convert it with .astype(np.{info.dtype})."
             )
-        if not info.accepts(array.shape):
+        if not info.accepts(shape):
             raise InputError(
-                f"Input {info.name!r} expects shape {info.shape_text()}, got {list(array.shape)}: "
+                f"Input {info.name!r} expects shape {info.shape_text()}, got {list(shape)}: "
                 "pass an array of that shape (named sizes may vary)."
             )
-        arrays.append(_c_contiguous(array))
+        arrays.append(array if _device.is_ortvalue(array) else _c_contiguous(array))
     return network, arrays
 
 
@@ -167,15 +170,16 @@ def _output_types(built: GradientModel) -> list | None:
 
 
 def _compile(network: Network, spec: GradSpec, arrays: list[np.ndarray]) -> _Compiled:
-    signature = tuple((a.shape, a.dtype.str) for a in arrays)
+    signature = tuple((shape, dtype.str) for shape, dtype in map(_device.shape_and_dtype, arrays))
     key = (spec, signature)
     compiled = network._compiled.get(key)
     if compiled is not None:
         return compiled
-    built = gradient_model(network, spec, [a.shape for a in arrays])
-    buffers = {name: p.value for name, p in _bound(network).items()}
+    built = gradient_model(network, spec, [signature_shape for signature_shape, _ in signature])
+    providers = list(_unhash(spec.providers))
+    model = _lower.for_provider(built.model, _device.device_of(providers)[0])
     session = Session(
-        built.model, list(_unhash(spec.providers)), buffers, built.outputs, _output_types(built),
+        model, providers, _bound(network), built.outputs, _output_types(built),
         session_config=dict(spec.session_config), share_key=(built.key, spec.providers, spec.session_config),
     )
     compiled = _Compiled(session, built.layout, len(network.outputs))
@@ -205,23 +209,28 @@ def _check_sens(
     for k, (item, info) in enumerate(zip(items, network.outputs)):
         elem, shape = compiled.layout.output_types[k]
         if values is not None:
-            shape = values[k].shape
+            shape = _device.shape_and_dtype(values[k])[0]
         want_dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)) if elem else info.dtype
-        array = np.asarray(item) if isinstance(item, np.ndarray) else np.asarray(item, dtype=want_dtype)
+        if _device.is_ortvalue(item):
+            array = item
+        else:
+            array = np.asarray(item) if isinstance(item, np.ndarray) else np.asarray(item, dtype=want_dtype)
+        got_shape, got_dtype = _device.shape_and_dtype(array)
         if shape is not None and None not in shape:
             shape = tuple(shape)
-            if array.shape != shape and not (shape == () and array.shape == (1,)):
+            if got_shape != shape and not (shape == () and got_shape == (1,)):
                 raise InputError(
                     f"The sensitivity of output {info.name!r} must have the output's shape {list(shape)} and "
-                    f"dtype {want_dtype}, got shape {list(array.shape)}: pass an array like the output."
+                    f"dtype {want_dtype}, got shape {list(got_shape)}: pass an array like the output."
                 )
-            array = array.reshape(shape)
-        if array.dtype != want_dtype:
+            if not _device.is_ortvalue(array):
+                array = array.reshape(shape)
+        if got_dtype != want_dtype:
             raise InputError(
                 f"The sensitivity of output {info.name!r} must have dtype {want_dtype} (the output's), "
-                f"got {array.dtype}: convert it with .astype(np.{want_dtype})."
+                f"got {got_dtype}: convert it with .astype(np.{want_dtype})."
             )
-        checked[k] = _c_contiguous(array)
+        checked[k] = array if _device.is_ortvalue(array) else _c_contiguous(array)
     return checked
 
 
@@ -242,7 +251,8 @@ def run(
         per ``spec.inputs`` entry and one per ``spec.weights`` entry.
     """
     key = None
-    try:  # the fast path: a signature seen before, already checked and compiled
+    on_device = None
+    try:  # the fast path: numpy arrays of a signature seen before, already checked and compiled
         key = (spec, tuple((a.shape, a.dtype, a.flags.c_contiguous) for a in args))
         network, compiled = network._fast[key]
         arrays = args
@@ -252,13 +262,16 @@ def run(
         compiled = _compile(network, spec, arrays)
         if key is not None and all(a is b for a, b in zip(arrays, args)):  # args were fine as given
             root._fast[key] = (network, compiled)
+        if any(_device.is_ortvalue(a) for a in arrays):  # OrtValues in: OrtValues out, where they are
+            on_device = [True] * (compiled.n_outputs + len(compiled.layout.xs))
     layout = compiled.layout
     feeds = {info.name: a for info, a in zip(network.inputs, arrays)}
     checked_sens = None
     if spec.sens:
         checked_sens = _check_sens(network, compiled, sens)
         feeds.update({layout.sens_inputs[k]: s for k, s in checked_sens.items() if k in layout.sens_inputs})
-    results = compiled.session.run(feeds)
+    session = compiled.session
+    results = session.run(feeds, on_device)
     values = results[: compiled.n_outputs]
     if spec.sens and any(shape is None or None in shape for _, shape in layout.output_types):
         _check_sens(network, compiled, sens, values)  # shapes only known now
@@ -267,34 +280,47 @@ def run(
         _check_gradient_shapes(layout, grads)
         compiled.shapes_checked = True
 
-    input_grads = [_input_grad(arrays[pos], layout.input_targets[pos], grads) for pos in spec.inputs]
+    device = (session.device if session.resident else _device.CPU) if on_device else None
+    input_grads = [_input_grad(arrays[pos], layout.input_targets[pos], grads, device) for pos in spec.inputs]
     params = network._parameters
     weight_grads = [
-        grads[name] if name in layout.weight_targets else np.zeros_like(params[name].value) for name in spec.weights
+        grads[name] if name in layout.weight_targets else _zeros(params[name].shape, params[name].dtype, device)
+        for name in spec.weights
     ]
     return values, input_grads, weight_grads
+
+
+def _zeros(shape: Sequence[int], dtype: np.dtype, device: _device.Device | None) -> Any:
+    """Fresh zeros: a numpy array, or an OrtValue on ``device``."""
+    return np.zeros(shape, dtype) if device is None else _device.zeros(shape, dtype, device)
 
 
 def _check_gradient_shapes(layout: _prepare.Layout, grads: dict[str, np.ndarray]) -> None:
     """Catches a wrong built-in gradient that comes out in the wrong shape (once per compile)."""
     for x, grad in grads.items():
         shape = layout.x_types[x][1]
-        if shape is not None and None not in shape and tuple(grad.shape) != tuple(shape):
+        got = _device.shape_and_dtype(grad)[0]
+        if shape is not None and None not in shape and tuple(got) != tuple(shape):
             raise GradientBuildError(
-                f"onnxruntime-training's gradient of {x!r} has shape {list(grad.shape)}, the tensor "
+                f"onnxruntime-training's gradient of {x!r} has shape {list(got)}, the tensor "
                 f"{list(shape)}: a built-in gradient on its path is wrong. Please report this with the model."
             )
 
 
-def _input_grad(array: np.ndarray, targets: list[str], grads: dict[str, np.ndarray]) -> np.ndarray:
-    """One input's gradient: its own, or the sum over the Casts of an int input, cast back."""
-    if len(targets) == 1 and grads[targets[0]].dtype == array.dtype:
+def _input_grad(array: Any, targets: list[str], grads: dict[str, Any], device: _device.Device | None) -> Any:
+    """One input's gradient: its own, or the sum over the Casts of an int input, cast back.
+
+    ``device``: where OrtValue results live (None: numpy results).
+    """
+    shape, dtype = _device.shape_and_dtype(array)
+    if len(targets) == 1 and _device.shape_and_dtype(grads[targets[0]])[1] == dtype:
         return grads[targets[0]]
     if not targets:
-        return np.zeros_like(array)
-    total = sum(grads[name] for name in targets)
+        return _zeros(shape, dtype, device)
+    total = sum(_device.to_host(grads[name]) for name in targets)
     # MindSpore casts the float gradient of an int input to the int dtype, truncating.
-    return np.asarray(total).astype(array.dtype)
+    total = np.asarray(total).astype(dtype)
+    return total if device is None else _device.to_device(total, device)
 
 
 def forward(

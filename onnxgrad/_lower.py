@@ -32,7 +32,7 @@ from onnx import helper, numpy_helper
 from onnxgrad._graph import GraphWriter, default_opset
 from onnxgrad.errors import GradientBuildError, UnsupportedGradientError
 
-__all__ = ["lower", "nonstandard_nodes", "is_standard", "declare_output_shapes"]
+__all__ = ["lower", "nonstandard_nodes", "is_standard", "declare_output_shapes", "for_provider"]
 
 _Lowering = Callable[["_Lowerer", onnx.NodeProto], None]
 _LOWERINGS: dict[tuple[str, str], _Lowering] = {}
@@ -756,3 +756,54 @@ def lower(model: onnx.ModelProto, types: dict) -> onnx.ModelProto:
     if left_over:
         raise lw.fail(left_over[0], "it is still there after lowering")
     return model
+
+
+def for_provider(model: onnx.ModelProto, device_kind: str) -> onnx.ModelProto:
+    """A copy of a standard graph rewritten around one provider's kernel gaps (the model itself if none).
+
+    ONNX Runtime's CANN provider registers Gemm for float16 only, and MatMul for
+    float32 too, so on ``"cann"`` every Gemm becomes MatMul (+ Mul, + Add) and
+    the matrix products stay on the NPU instead of falling back to the CPU
+    (``scripts/provider_coverage.py``).
+    """
+    if device_kind != "cann" or not any(n.op_type == "Gemm" and n.domain in ("", "ai.onnx") for n in model.graph.node):
+        return model
+    from onnxgrad._prepare import infer_types
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graph = copy.graph
+    types = infer_types(copy)
+    writer = GraphWriter(graph, default_opset(copy), prefix="onnxgrad_cann")
+    nodes: list[onnx.NodeProto] = []
+    writer.nodes = nodes
+    for node in list(graph.node):
+        if node.op_type != "Gemm" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        attrs = _attrs(node)
+        a, b = node.input[0], node.input[1]
+        if attrs.get("transA", 0):
+            a = writer.op("Transpose", a, perm=[1, 0])
+        if attrs.get("transB", 0):
+            b = writer.op("Transpose", b, perm=[1, 0])
+        product = writer.op("MatMul", a, b)
+        alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        out = node.output[0]
+        elem = types.get(node.input[0], (0, None))[0]
+        dtype = helper.tensor_dtype_to_np_dtype(elem) if elem else np.float32
+        steps = []
+        if alpha != 1.0:
+            steps.append(("Mul", lambda y, k=writer.constant(np.array(alpha, dtype)): [y, k]))
+        if bias is not None and beta != 0.0:
+            c = bias if beta == 1.0 else writer.op("Mul", bias, writer.constant(np.array(beta, dtype)))
+            steps.append(("Add", lambda y, c=c: [y, c]))
+        if not steps:
+            writer.node("Identity", [product], [out])
+        for k, (op, operands) in enumerate(steps):
+            target = [out] if k == len(steps) - 1 else 1
+            product = writer.node(op, operands(product), target)[0]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return copy

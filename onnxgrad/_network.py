@@ -23,6 +23,11 @@ from onnxgrad.errors import InputError, ModelError
 __all__ = ["Parameter", "ParameterTuple", "Network", "load"]
 
 
+# Bumped whenever a device copy becomes newer than its host buffer, so that CPU sessions,
+# which read host buffers, know when to read some back.
+_host_writes_pending = 0
+
+
 class Parameter:
     """A trainable weight of a :class:`Network`: an ONNX initializer's value.
 
@@ -35,16 +40,53 @@ class Parameter:
         name: the ONNX initializer name.
     """
 
-    __slots__ = ("name", "_value")
+    __slots__ = ("name", "_value", "_mirror", "_mirror_device", "_mirror_stale", "_host_stale")
 
     def __init__(self, value: Any, name: str) -> None:
         self.name = name
         self._value = np.array(value, order="C", copy=True)
+        # The copy on a device (see _device): an OrtValue, and which side holds the newest value.
+        self._mirror: Any = None
+        self._mirror_device: tuple[str, int] | None = None
+        self._mirror_stale = False
+        self._host_stale = False
 
     @property
     def value(self) -> np.ndarray:
-        """The live buffer (not a copy): in-place updates are seen by the next call."""
+        """The live buffer (not a copy): in-place updates are seen by the next call.
+
+        Where the newest value is on a device (after an optimizer step there),
+        it is read back first.
+        """
+        if self._host_stale:
+            self._sync_host()
+        if self._mirror is not None:
+            self._mirror_stale = True  # the caller may write into the buffer
         return self._value
+
+    def _sync_host(self) -> None:
+        np.copyto(self._value, self._mirror.numpy())
+        self._host_stale = False
+
+    def _on_device(self, device: tuple[str, int]) -> Any:
+        """The parameter as an OrtValue on ``device``, uploaded only when the host has changed."""
+        from onnxgrad import _device
+
+        if self._mirror_device != device:
+            if self._host_stale:
+                self._sync_host()
+            self._mirror, self._mirror_device = _device.to_device(self._value, device), device
+        elif self._mirror_stale:
+            self._mirror.update_inplace(self._value)
+        self._mirror_stale = False
+        return self._mirror
+
+    def _adopt(self, value: Any, device: tuple[str, int]) -> None:
+        """Takes ``value`` (an OrtValue on ``device``) as the newest value; the host copy is now stale."""
+        global _host_writes_pending
+        self._mirror, self._mirror_device = value, device
+        self._mirror_stale, self._host_stale = False, True
+        _host_writes_pending += 1
 
     @value.setter
     def value(self, new: Any) -> None:
@@ -64,9 +106,14 @@ class Parameter:
                 f"convert with .astype(np.{self._value.dtype})."
             )
         np.copyto(self._value, array)
+        self._host_stale = False
+        if self._mirror is not None:
+            self._mirror_stale = True
 
     def asnumpy(self) -> np.ndarray:
         """A copy of the current value (MindSpore's spelling)."""
+        if self._host_stale:
+            self._sync_host()
         return self._value.copy()
 
     @property

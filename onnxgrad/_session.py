@@ -1,8 +1,8 @@
 """The one module that opens ONNX Runtime sessions.
 
-A :class:`Session` binds the network's parameter buffers once, by pointer, so a
-call copies no weights and sees in-place updates; only the call's inputs are
-bound per call.
+A :class:`Session` binds the network's parameters once (on the CPU by pointer to
+their buffers, on a device as their device copies), so a call copies no weights
+and sees in-place updates; only the call's inputs are bound per call.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 import onnx
 
+from onnxgrad import _device, _network
+from onnxgrad._network import Parameter
 from onnxgrad._ort import ort
 from onnxgrad.errors import InputError, RuntimeFailure, UnsupportedGradientError
 
@@ -42,7 +44,8 @@ def check_providers(providers: Providers) -> list:
         if name not in available:
             raise InputError(
                 f"Execution provider {name!r} is not available in this onnxruntime build; available: {available}. "
-                "Install the matching onnxruntime-training build or choose another provider."
+                "Install the onnxruntime package for it (CUDA: pip install 'onnxgrad[cuda]', CANN: "
+                "'onnxgrad[cann]'; see the README) or choose another provider."
             )
         checked.append(entry)
     return checked
@@ -96,15 +99,21 @@ def _open(
 class Session:
     """An ORT session over one (gradient) graph with parameters bound once.
 
-    When every output's shape and dtype is known in advance (``output_types``),
-    each call allocates fresh numpy arrays and lets ONNX Runtime write straight
-    into them: no copy of the results, and no result ever aliases another call's.
+    On the CPU, parameters are bound by pointer to their numpy buffers; when
+    every output's shape and dtype is known in advance (``output_types``), each
+    call allocates fresh numpy arrays and lets ONNX Runtime write straight into
+    them: no copy of the results, and no result ever aliases another call's.
+
+    On a device (see :mod:`onnxgrad._device`), parameters are bound as their
+    device copies, rebound only when a copy is replaced; call inputs may be
+    numpy arrays (copied over) or OrtValues (bound as they are), and each
+    output comes back as a host array or stays on the device as an OrtValue.
 
     Args:
         model: the model to run.
         providers: checked provider list (see :func:`check_providers`).
-        parameters: ``{graph input name: buffer}`` bound by pointer for the
-            session's lifetime; the buffers must stay alive and C-contiguous.
+        parameters: ``{graph input name: Parameter}`` bound for the session's
+            lifetime.
         outputs: the output names to fetch, in order.
         output_types: ``(shape, dtype)`` per output, or None where unknown.
         session_config: ORT session config entries (``add_session_config_entry``).
@@ -116,7 +125,7 @@ class Session:
         self,
         model: onnx.ModelProto,
         providers: list,
-        parameters: Mapping[str, np.ndarray],
+        parameters: Mapping[str, Parameter],
         outputs: Sequence[str],
         output_types: Sequence[tuple[tuple[int, ...], np.dtype] | None] | None = None,
         session_config: Mapping[str, str] | None = None,
@@ -124,10 +133,19 @@ class Session:
     ) -> None:
         self._session = _open(model, providers, session_config or {}, share_key)
         graph_inputs = {i.name for i in self._session.get_inputs()}
-        self._parameters = {name: buf for name, buf in parameters.items() if name in graph_inputs}
+        self._parameters = {name: p for name, p in parameters.items() if name in graph_inputs}
         self._outputs = list(outputs)
         self._binding = self._session.io_binding()
-        for name, buffer in self._parameters.items():
+        self.device = _device.device_of(providers)
+        self.resident = _device.resident(self.device)
+        self.input_names = graph_inputs - set(self._parameters)
+        self._preallocate = False
+        if self.resident:
+            self._bound: dict[str, Any] = {}
+            return
+        self._host_writes_seen = _network._host_writes_pending
+        for name, param in self._parameters.items():
+            buffer = param.value
             self._binding.bind_input(name, "cpu", 0, buffer.dtype, list(buffer.shape), buffer.ctypes.data)
         on_cpu = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers)
         known = output_types is not None and all(t is not None for t in output_types)
@@ -140,14 +158,24 @@ class Session:
         else:
             for name in self._outputs:
                 self._binding.bind_output(name, "cpu")
-        self.input_names = graph_inputs - set(self._parameters)
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """Runs the graph on ``feeds`` (the non-parameter inputs); returns the outputs in order."""
+    def run(self, feeds: Mapping[str, Any], on_device: Sequence[bool] | None = None) -> list[Any]:
+        """Runs the graph on ``feeds`` (the non-parameter inputs); returns the outputs in order.
+
+        Args:
+            feeds: numpy arrays or OrtValues by input name.
+            on_device: per output, whether it stays an OrtValue on the session's
+                device (default: every output comes back as a numpy array).
+        """
+        if self.resident:
+            return self._run_resident(feeds, on_device)
+        if _network._host_writes_pending != self._host_writes_seen:  # a device step wrote some parameter
+            for param in self._parameters.values():
+                if param._host_stale:
+                    param._sync_host()
+            self._host_writes_seen = _network._host_writes_pending
         binding = self._binding
-        for name, array in feeds.items():
-            if name in self.input_names:
-                binding.bind_cpu_input(name, array)
+        self._bind_inputs(feeds)
         results = None
         if self._preallocate:
             results = []
@@ -155,6 +183,38 @@ class Session:
                 array = np.empty(shape, dtype)
                 binding.bind_output(name, "cpu", 0, dtype, shape, array.ctypes.data)
                 results.append(array)
+        self._run(binding)
+        if results is None:
+            results = binding.copy_outputs_to_cpu()
+        if on_device is not None and any(on_device):
+            results = [_device.wrap(r) if keep else r for r, keep in zip(results, on_device)]
+        return results
+
+    def _run_resident(self, feeds: Mapping[str, Any], on_device: Sequence[bool] | None) -> list[Any]:
+        binding, device = self._binding, self.device
+        for name, param in self._parameters.items():
+            value = param._on_device(device)
+            if self._bound.get(name) is not value:
+                binding.bind_ortvalue_input(name, value)
+                self._bound[name] = value
+        self._bind_inputs(feeds)
+        keep = on_device if on_device is not None else [False] * len(self._outputs)
+        # Rebound every call: ONNX Runtime would write the next results into a bound output.
+        for name, stay in zip(self._outputs, keep):
+            binding.bind_output(name, *(device if stay else _device.CPU))
+        self._run(binding)
+        return [value if stay else value.numpy() for value, stay in zip(binding.get_outputs(), keep)]
+
+    def _bind_inputs(self, feeds: Mapping[str, Any]) -> None:
+        """Binds the call's inputs: numpy arrays from host memory, OrtValues where they live."""
+        for name, array in feeds.items():
+            if name in self.input_names:
+                if _device.is_ortvalue(array):
+                    self._binding.bind_ortvalue_input(name, array)
+                else:
+                    self._binding.bind_cpu_input(name, array)
+
+    def _run(self, binding) -> None:
         try:
             self._session.run_with_iobinding(binding)
         except Exception as err:
@@ -162,7 +222,6 @@ class Session:
                 f"ONNX Runtime failed while running the graph: {_last_line(err)}. "
                 "Check the input values and shapes; if they are right, please report this."
             ) from err
-        return results if results is not None else binding.copy_outputs_to_cpu()
 
 
 def _last_line(err: Exception) -> str:

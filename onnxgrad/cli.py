@@ -234,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="progress bar on stderr (default: when stderr is a terminal)",
     )
+    train.add_argument(
+        "--provider",
+        default=defaults.provider,
+        metavar="NAME",
+        help="ONNX Runtime execution provider, e.g. CUDAExecutionProvider or CANNExecutionProvider; weights "
+        "and optimizer state stay on the device (default: CPUExecutionProvider)",
+    )
     train.add_argument("--json", action="store_true", help="print the result as JSON")
     train.set_defaults(handler=_cmd_train)
 
@@ -418,6 +425,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         out_dir=args.out_dir,
         resume=resume,
+        provider=args.provider,
     )
     show_bar = sys.stderr.isatty() if args.progress is None else args.progress
     result = _train.train(config, ProgressBar(sys.stderr, show_bar))

@@ -14,6 +14,11 @@ see them on the next call without any rebuild.
 - :class:`Adam` follows ``torch.optim.Adam`` (L2 weight decay added to the
   gradient, ``eps`` added after the bias-corrected square root).
 
+Each update rule is written once (``_rule``). Given numpy gradients it runs on
+the host; given OrtValue gradients (from a network on CUDA or CANN, see
+:mod:`onnxgrad._device`) the same arithmetic runs as an ONNX graph on their
+device, so weights and optimizer state never leave it.
+
 Example:
     >>> net = onnxgrad.nn.WithLossCell(onnxgrad.load("models/digits_mlp.onnx"),
     ...                                onnxgrad.nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean"))
@@ -31,6 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from onnxgrad import _device, _trace
 from onnxgrad._network import Parameter, ParameterTuple
 from onnxgrad.errors import InputError
 
@@ -44,7 +50,8 @@ class Optimizer:
     """Base class: holds the parameters, the step count and per-parameter state.
 
     Subclasses name their per-parameter buffers in ``_SLOTS`` and implement
-    :meth:`_update`.
+    ``_rule`` (the update as arithmetic on numpy arrays or trace symbols, every
+    scalar taken from ``_scalars``) and ``_structure`` (what else shapes it).
 
     Args:
         params: the :class:`~onnxgrad.Parameter` objects to update (each once).
@@ -70,6 +77,9 @@ class Optimizer:
         #: Number of steps taken so far.
         self.steps = 0
         self._state = {slot: [np.zeros_like(p.value) for p in self.params] for slot in self._SLOTS}
+        # The state on a device, when the last step ran there: {slot: [OrtValue]}; host copies stale.
+        self._device_state: dict[str, list] | None = None
+        self._update_sessions: dict = {}
 
     def step(self, grads: Sequence[np.ndarray]) -> None:
         """Updates every parameter in place from its gradient.
@@ -86,24 +96,115 @@ class Optimizer:
                 f"{type(self).__name__}.step got {len(grads)} gradient(s) for {len(self.params)} parameter(s): "
                 "pass one gradient per parameter, in the order the optimizer was given them."
             )
+        on_device = any(_device.is_ortvalue(g) for g in grads)
         checked = []
         for p, g in zip(self.params, grads):
-            g = np.asarray(g)
-            if g.shape != p.shape:
+            if not _device.is_ortvalue(g):
+                g = np.asarray(g)
+            shape, dtype = _device.shape_and_dtype(g)
+            if shape != p.shape:
                 raise InputError(
-                    f"The gradient of {p.name!r} has shape {list(g.shape)}, the parameter {list(p.shape)}: "
+                    f"The gradient of {p.name!r} has shape {list(shape)}, the parameter {list(p.shape)}: "
                     "pass the gradients in the order of the optimizer's params."
                 )
-            checked.append(g.astype(p.dtype, copy=False))
+            if dtype != p.dtype:
+                if on_device:
+                    raise InputError(
+                        f"The gradient of {p.name!r} has dtype {dtype}, the parameter {p.dtype}: "
+                        "pass gradients of the parameters' dtypes."
+                    )
+                g = g.astype(p.dtype)
+            checked.append(g)
         self.steps += 1
+        if on_device:
+            self._device_step(checked)
+            return
+        self._sync_state()
+        scalars = self._scalars()
         for i, (p, g) in enumerate(zip(self.params, checked)):
-            self._update(i, p, g)
+            state = {slot: self._state[slot][i] for slot in self._state}
+            value, state = self._rule(np, p.name, p.value, g, state, scalars)
+            np.copyto(p.value, value)
+            for slot, new in state.items():
+                np.copyto(self._state[slot][i], new)
 
-    def _update(self, index: int, param: Parameter, grad: np.ndarray) -> None:
+    def _rule(self, xp: Any, name: str, value: Any, grad: Any, state: dict, h: dict) -> tuple[Any, dict]:
+        """The new value and state of one parameter; ``xp`` is numpy or a Tracer."""
         raise NotImplementedError
 
-    def _slot(self, slot: str, index: int) -> np.ndarray:
-        return self._state[slot][index]
+    def _scalars(self) -> dict[str, float]:
+        """This step's scalars, by the names ``_rule`` reads."""
+        raise NotImplementedError
+
+    def _structure(self) -> tuple:
+        """Everything besides the scalars and shapes that changes the rule's operations."""
+        return ()
+
+    def _device_step(self, grads: list) -> None:
+        """One step as an ONNX graph on the gradients' device: no weight or state crosses to the host."""
+        device = next((p._mirror_device for p in self.params if p._mirror_device is not None), _device.CPU)
+        key = (device, self._structure())
+        entry = self._update_sessions.get(key)
+        if entry is None:
+            entry = self._update_sessions[key] = self._update_session(device)
+        session, scalar_inputs = entry
+        if self._device_state is None:
+            self._device_state = {slot: [_device.to_device(b, device) for b in bufs] for slot, bufs in self._state.items()}
+        binding = session.io_binding()
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            binding.bind_ortvalue_input(f"value{i}", p._on_device(device))
+            if _device.is_ortvalue(g):
+                binding.bind_ortvalue_input(f"grad{i}", g)
+            else:
+                binding.bind_cpu_input(f"grad{i}", np.ascontiguousarray(g))
+            for slot, values in self._device_state.items():
+                binding.bind_ortvalue_input(f"{slot}{i}", values[i])
+        scalars = self._scalars()
+        for (key_name, dtype), name in scalar_inputs.items():
+            binding.bind_cpu_input(name, np.array(scalars[key_name], dtype))
+        names = [o.name for o in session.get_outputs()]
+        for name in names:
+            binding.bind_output(name, *device)
+        session.run_with_iobinding(binding)
+        results = dict(zip(names, binding.get_outputs()))
+        for i, p in enumerate(self.params):
+            p._adopt(results[f"new_value{i}"], device)
+            for slot, values in self._device_state.items():
+                values[i] = results[f"new_{slot}{i}"]
+
+    def _update_session(self, device: _device.Device) -> tuple:
+        from onnxgrad._session import _open
+
+        tracer = _trace.Tracer()
+        scalar_inputs: dict[tuple[str, str], str] = {}
+
+        def scalars_for(dtype: np.dtype) -> dict:
+            out = {}
+            for key_name in self._scalars():
+                name = scalar_inputs.setdefault((key_name, dtype.str), f"{key_name}_{dtype.name}")
+                if not any(i.name == name for i in tracer._graph.input):
+                    tracer.input(name, dtype, [])
+                out[key_name] = _trace.Symbol(tracer, name)
+            return out
+
+        for i, p in enumerate(self.params):
+            value = tracer.input(f"value{i}", p.dtype, p.shape)
+            grad = tracer.input(f"grad{i}", p.dtype, p.shape)
+            state = {slot: tracer.input(f"{slot}{i}", p.dtype, p.shape) for slot in self._state}
+            new_value, new_state = self._rule(tracer, p.name, value, grad, state, scalars_for(p.dtype))
+            tracer.output(new_value, f"new_value{i}", p.dtype, p.shape)
+            for slot in self._state:
+                tracer.output(new_state[slot], f"new_{slot}{i}", p.dtype, p.shape)
+        session = _open(tracer.model(), _device.provider_for(device), {}, None)
+        return session, {(k, np.dtype(d)): name for (k, d), name in scalar_inputs.items()}
+
+    def _sync_state(self) -> None:
+        """Reads the state back from the device after steps there (host steps and state_dict need it)."""
+        if self._device_state is not None:
+            for slot, values in self._device_state.items():
+                for buffer, value in zip(self._state[slot], values):
+                    np.copyto(buffer, value.numpy())
+            self._device_state = None
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The optimizer's state as flat numpy arrays (copies), ready for ``np.savez``.
@@ -112,6 +213,7 @@ class Optimizer:
             ``{"optimizer": <class name>, "step": <steps taken>,
             "<slot>/<parameter name>": buffer, ...}``, every value an array.
         """
+        self._sync_state()
         state = {_KIND: np.array(type(self).__name__), _STEP: np.array(self.steps, np.int64)}
         for slot, buffers in self._state.items():
             for p, buffer in zip(self.params, buffers):
@@ -142,6 +244,7 @@ class Optimizer:
                     f"The optimizer state {key!r} has shape {list(np.shape(state[key]))}, the parameter "
                     f"{list(p.shape)}: it was saved for another model; resume with the same model."
                 )
+        self._device_state = None  # the loaded state replaces any on a device
         for slot, buffers in self._state.items():
             for p, buffer in zip(self.params, buffers):
                 np.copyto(buffer, np.asarray(state[f"{slot}/{p.name}"], dtype=buffer.dtype))
@@ -200,18 +303,26 @@ class SGD(Optimizer):
             self._SLOTS = ()  # plain SGD keeps no state
         super().__init__(params, learning_rate)
 
-    def _update(self, index: int, param: Parameter, grad: np.ndarray) -> None:
-        value = param.value
-        d = grad + self.weight_decay * value if self.weight_decay else grad
+    def _scalars(self) -> dict[str, float]:
+        first = self.steps == 1  # the buffer starts as the first gradient
+        return {
+            "learning_rate": self.learning_rate,
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "keep": 0.0 if first else self.momentum,
+            "take": 1.0 if first else 1.0 - self.dampening,
+        }
+
+    def _structure(self) -> tuple:
+        return bool(self.weight_decay), bool(self.momentum), self.nesterov
+
+    def _rule(self, xp, name, value, grad, state, h):
+        d = grad + h["weight_decay"] * value if self.weight_decay else grad
         if self.momentum:
-            buf = self._slot("momentum_buffer", index)
-            if self.steps == 1:
-                np.copyto(buf, d)
-            else:
-                buf *= self.momentum
-                buf += (1.0 - self.dampening) * d
-            d = d + self.momentum * buf if self.nesterov else buf
-        value -= self.learning_rate * d
+            buf = state["momentum_buffer"] * h["keep"] + h["take"] * d
+            state = {"momentum_buffer": buf}
+            d = d + h["momentum"] * buf if self.nesterov else buf
+        return value - h["learning_rate"] * d, state
 
 
 class Momentum(Optimizer):
@@ -256,21 +367,31 @@ class Momentum(Optimizer):
         self.use_nesterov = bool(use_nesterov)
         super().__init__(params, learning_rate)
 
-    def _update(self, index: int, param: Parameter, grad: np.ndarray) -> None:
-        value = param.value
-        g = grad
-        if self.weight_decay and "beta" not in param.name and "gamma" not in param.name:
+    def _scalars(self) -> dict[str, float]:
+        return {
+            "learning_rate": self.learning_rate,
+            "momentum": self.momentum,
             # MindSpore scales the decay by loss_scale, so that it survives the division below.
-            g = g + (self.weight_decay * self.loss_scale) * value
+            "decay": self.weight_decay * self.loss_scale,
+            "inverse_scale": 1.0 / self.loss_scale,
+        }
+
+    def _structure(self) -> tuple:
+        return bool(self.weight_decay), self.loss_scale != 1.0, self.use_nesterov
+
+    def _rule(self, xp, name, value, grad, state, h):
+        g = grad
+        if self.weight_decay and "beta" not in name and "gamma" not in name:
+            g = g + h["decay"] * value
         if self.loss_scale != 1.0:
-            g = g * (1.0 / self.loss_scale)
-        accum = self._slot("moments", index)
-        accum *= self.momentum
-        accum += g
+            g = g * h["inverse_scale"]
+        accum = state["moments"] * h["momentum"] + g
+        lr = h["learning_rate"]
         if self.use_nesterov:
-            value -= g * self.learning_rate + accum * self.momentum * self.learning_rate
+            value = value - (g * lr + accum * h["momentum"] * lr)
         else:
-            value -= self.learning_rate * accum
+            value = value - lr * accum
+        return value, {"moments": accum}
 
 
 class Adam(Optimizer):
@@ -311,15 +432,24 @@ class Adam(Optimizer):
         self.weight_decay = _non_negative("weight_decay", weight_decay)
         super().__init__(params, learning_rate)
 
-    def _update(self, index: int, param: Parameter, grad: np.ndarray) -> None:
-        value = param.value
-        g = grad + self.weight_decay * value if self.weight_decay else grad
-        m = self._slot("exp_avg", index)
-        v = self._slot("exp_avg_sq", index)
-        m *= self.beta1
-        m += (1.0 - self.beta1) * g
-        v *= self.beta2
-        v += (1.0 - self.beta2) * (g * g)
-        step_size = self.learning_rate / (1.0 - self.beta1**self.steps)
-        denom = np.sqrt(v) / math.sqrt(1.0 - self.beta2**self.steps) + self.eps
-        value -= step_size * (m / denom)
+    def _scalars(self) -> dict[str, float]:
+        return {
+            "weight_decay": self.weight_decay,
+            "beta1": self.beta1,
+            "rest1": 1.0 - self.beta1,
+            "beta2": self.beta2,
+            "rest2": 1.0 - self.beta2,
+            "step_size": self.learning_rate / (1.0 - self.beta1**self.steps),
+            "correction2": math.sqrt(1.0 - self.beta2**self.steps),
+            "eps": self.eps,
+        }
+
+    def _structure(self) -> tuple:
+        return (bool(self.weight_decay),)
+
+    def _rule(self, xp, name, value, grad, state, h):
+        g = grad + h["weight_decay"] * value if self.weight_decay else grad
+        m = state["exp_avg"] * h["beta1"] + h["rest1"] * g
+        v = state["exp_avg_sq"] * h["beta2"] + h["rest2"] * (g * g)
+        denom = xp.sqrt(v) / h["correction2"] + h["eps"]
+        return value - h["step_size"] * (m / denom), {"exp_avg": m, "exp_avg_sq": v}

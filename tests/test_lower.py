@@ -171,3 +171,43 @@ def test_api_graphs_run_on_the_reference_evaluator():
     reference = _reference(built.model).run(built.outputs, feeds)
     for got, want in zip(reference, [value, *input_grads, *weight_grads], strict=True):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+
+
+def _gemm_model(trans_a: int, trans_b: int, alpha: float, beta: float, bias: list[int] | None) -> onnx.ModelProto:
+    h = onnx.helper
+    a_shape = [4, 3] if trans_a else [3, 4]
+    b_shape = [5, 4] if trans_b else [4, 5]
+    inputs = [h.make_tensor_value_info("a", onnx.TensorProto.FLOAT, a_shape),
+              h.make_tensor_value_info("b", onnx.TensorProto.FLOAT, b_shape)]
+    names = ["a", "b"]
+    if bias is not None:
+        inputs.append(h.make_tensor_value_info("c", onnx.TensorProto.FLOAT, bias))
+        names.append("c")
+    node = h.make_node("Gemm", names, ["y"], transA=trans_a, transB=trans_b, alpha=alpha, beta=beta)
+    graph = h.make_graph([node], "gemm", inputs, [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3, 5])])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("trans_a", [0, 1])
+@pytest.mark.parametrize("trans_b", [0, 1])
+@pytest.mark.parametrize(("alpha", "beta", "bias"), [(1.0, 1.0, None), (1.0, 1.0, [5]), (0.5, 2.0, [3, 5]),
+                                                      (2.0, 0.0, [1, 5]), (1.0, -1.5, [3, 1])])
+def test_cann_route_replaces_gemm_by_matmul_with_equal_results(trans_a, trans_b, alpha, beta, bias):
+    model = _gemm_model(trans_a, trans_b, alpha, beta, bias)
+    original = model.SerializeToString()
+    routed = _lower.for_provider(model, "cann")
+    assert model.SerializeToString() == original, "the input model was modified"
+    assert "Gemm" not in {n.op_type for n in routed.graph.node}
+    onnx.checker.check_model(routed, full_check=True)
+    rng = np.random.default_rng(0)
+    feeds = {i.name: rng.normal(size=[d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in model.graph.input}
+    want = ort.InferenceSession(original, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    got = ort.InferenceSession(routed.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_other_providers_keep_the_graph():
+    model = _gemm_model(0, 1, 1.0, 1.0, [5])
+    for kind in ("cpu", "cuda"):
+        assert _lower.for_provider(model, kind) is model
