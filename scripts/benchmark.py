@@ -6,6 +6,11 @@ gradients of the first input and of every weight:
 
 - ``onnxgrad``: ``ForwardValueAndGrad(WithLossCell(net, loss), ..., get_all=True,
   get_by_list=True)``, numpy in and out;
+- ``onnxgrad_plain``: the same call in another environment (``--plain-python``,
+  e.g. Python 3.12 with the newest plain ``onnxruntime``): the standard-op
+  graph on a runtime without training kernels, built by the builder
+  subprocess (``onnxgrad builder install``); skipped where that Python's
+  onnxruntime is the training build;
 - ``ort``: raw ``InferenceSession.run`` on the same forward+backward graph
   (``onnxgrad._engine.gradient_model``), every input and weight fed by name;
   ``ort_iobinding``: the same session through an IOBinding bound once;
@@ -41,6 +46,7 @@ Usage::
     python scripts/benchmark.py --quick              # under a minute on 2 cores
     python scripts/benchmark.py --models tiny,mlp --systems onnxgrad,ort,torch --json out.json
     python scripts/benchmark.py --check-only         # cross-check only, exit 1 on a mismatch
+    python scripts/benchmark.py --systems onnxgrad,onnxgrad_plain,torch --plain-python .venv312/bin/python
 
 Diagnostics go to stderr, the tables to stdout; the exit status is 1 when a
 cross-check fails.
@@ -74,6 +80,7 @@ import bench_models  # noqa: E402
 #: Worker processes and the timers each one offers, in table order.
 WORKERS: dict[str, tuple[str, ...]] = {
     "onnxgrad": ("onnxgrad",),
+    "onnxgrad_plain": ("onnxgrad_plain",),
     "ort": ("ort", "ort_iobinding", "ort_forward"),
     "torch": ("torch",),
     "ms_pynative": ("ms_pynative",),
@@ -83,6 +90,7 @@ WORKERS: dict[str, tuple[str, ...]] = {
 #: Column titles of the timers.
 TITLES = {
     "onnxgrad": "onnxgrad FVG",
+    "onnxgrad_plain": "onnxgrad FVG, plain ORT",
     "ort": "raw ORT run",
     "ort_iobinding": "ORT IOBinding",
     "ort_forward": "ORT forward only",
@@ -94,6 +102,7 @@ TITLES = {
 #: Column titles of the first-call table, by worker.
 FIRST_CALL_TITLES = {
     "onnxgrad": "onnxgrad (build + session + run)",
+    "onnxgrad_plain": "onnxgrad, plain ORT (builder subprocess + session + run)",
     "ort": "raw ORT (graph build + session + run)",
     "torch": "PyTorch",
     "ms_pynative": "MS PyNative",
@@ -101,8 +110,8 @@ FIRST_CALL_TITLES = {
 }
 
 #: The framework each worker needs, for a clean skip when it is missing.
-NEEDS = {"onnxgrad": "onnxruntime", "ort": "onnxruntime", "torch": "torch", "ms_pynative": "mindspore",
-         "ms_graph": "mindspore"}
+NEEDS = {"onnxgrad": "onnxruntime", "onnxgrad_plain": "onnxruntime", "ort": "onnxruntime", "torch": "torch",
+         "ms_pynative": "mindspore", "ms_graph": "mindspore"}
 
 REFERENCE = "ort"  # every system is cross-checked against raw ORT's results
 RTOL, ATOL = 1e-3, 1e-4
@@ -144,6 +153,7 @@ class Settings:
     busy_retries: int
     threads: int = 2
     setup_timeout: float = 900.0
+    plain_python: str | None = None
 
 
 QUICK = Settings(rounds=3, batch_seconds=0.02, warmup_seconds=0.02, warmup_calls=1, calib_seconds=0.01,
@@ -187,8 +197,10 @@ def _onnx_cell(case: bench_models.ModelCase):
     return onnxgrad.nn.WithLossCell(net, bench_models.onnx_loss(case))
 
 
-def setup_onnxgrad(case: bench_models.ModelCase, threads: int) -> Runner:
+def setup_onnxgrad(case: bench_models.ModelCase, threads: int, timer: str = "onnxgrad") -> Runner:
     """onnxgrad's ForwardValueAndGrad, numpy in and out; the first call builds the gradient graph."""
+    import onnxruntime
+
     import onnxgrad
 
     cell = _onnx_cell(case)
@@ -200,8 +212,9 @@ def setup_onnxgrad(case: bench_models.ModelCase, threads: int) -> Runner:
         loss, ((dx, _), weight_grads) = fvg(x, label)
         return {"loss": loss, "x": dx, **{p.name: g for p, g in zip(params, weight_grads)}}
 
-    info = {"intra_op_num_threads": "ORT default (onnxgrad exposes no session options)"}
-    return Runner(prime, {"onnxgrad": lambda: fvg(x, label)}, info)
+    info = {"intra_op_num_threads": "ORT default (onnxgrad exposes no session options)",
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    return Runner(prime, {timer: lambda: fvg(x, label)}, info)
 
 
 def setup_ort(case: bench_models.ModelCase, threads: int) -> Runner:
@@ -356,8 +369,8 @@ def setup(system: str, model: str, threads: int) -> Runner:
             raise ValueError("the gemm pseudo-model runs in the ort worker only")
         return setup_gemm(threads)
     case = bench_models.build(model)
-    if system == "onnxgrad":
-        return setup_onnxgrad(case, threads)
+    if system in ("onnxgrad", "onnxgrad_plain"):
+        return setup_onnxgrad(case, threads, system)
     if system == "ort":
         return setup_ort(case, threads)
     if system == "torch":
@@ -403,6 +416,12 @@ def load(system: str, threads: int) -> None:
         import onnxruntime  # noqa: F401
 
         import onnxgrad  # noqa: F401
+    elif system == "onnxgrad_plain":
+        from onnxgrad import _builder_env
+
+        if _builder_env.in_process():
+            raise _Skip("this Python's onnxruntime is the training build: pass --plain-python, a Python "
+                        "with plain onnxruntime and onnxgrad installed")
     elif system == "torch":
         import torch
 
@@ -415,6 +434,10 @@ def load(system: str, threads: int) -> None:
         ms.device_context.cpu.op_tuning.threads_num(threads)
     else:
         raise ValueError(f"unknown system {system!r}; known: {sorted(WORKERS)}")
+
+
+class _Skip(Exception):
+    """The system cannot run in this worker's environment."""
 
 
 def _die_with_parent() -> None:
@@ -463,6 +486,9 @@ def worker_main(system: str, threads: int, results_dir: str) -> int:
 
     try:
         load(system, threads)
+    except _Skip as skip:
+        reply(skip=str(skip))
+        return 0
     except Exception as err:
         traceback.print_exc()
         reply(error=_error_text(err))
@@ -549,8 +575,9 @@ class Worker:
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, GLOG_v=env.get("GLOG_v", "3"))
         # A cold gradient-graph build: each worker gets its own, empty onnxgrad disk cache.
         env["ONNXGRAD_CACHE_DIR"] = str(tmp / f"cache-{system}")
+        python = settings.plain_python if system == "onnxgrad_plain" and settings.plain_python else sys.executable
         command = [
-            sys.executable, os.path.abspath(__file__), "--worker", system, "--threads", threads,
+            python, os.path.abspath(__file__), "--worker", system, "--threads", threads,
             "--results", str(tmp),
         ]
         self._stderr = open(self.stderr_path, "wb")
@@ -865,6 +892,8 @@ def derive(name: str, record: dict[str, Any], gemm: dict[str, Any] | None) -> di
         out["onnxgrad_minus_ort_us"] = (og - ort_ms) * 1e3
     if og and torch_ms:
         out["onnxgrad_over_torch"] = og / torch_ms
+    if og and median("onnxgrad_plain"):
+        out["plain_over_onnxgrad"] = median("onnxgrad_plain") / og
     if ort_ms and torch_ms:
         out["ort_over_torch"] = ort_ms / torch_ms
     for timer in ("ms_pynative", "ms_graph"):
@@ -928,8 +957,9 @@ def tables(report: dict[str, Any], systems: list[str]) -> str:
     lines += [
         "",
         "| model | onnxgrad / ORT | onnxgrad − ORT (µs) | onnxgrad / PyTorch | ORT / PyTorch | MS PyNative / ORT "
-        "| MS graph / ORT | onnxgrad build (s) | fwd+bwd / fwd onnxgrad (ORT) | GFLOP/s onnxgrad (ORT) |",
-        "|---|" + "---:|" * 9,
+        "| MS graph / ORT | onnxgrad build (s) | fwd+bwd / fwd onnxgrad (ORT) | GFLOP/s onnxgrad (ORT) "
+        "| plain ORT / default |",
+        "|---|" + "---:|" * 10,
     ]
     for name, model in report["models"].items():
         d = model["derived"]
@@ -942,7 +972,7 @@ def tables(report: dict[str, Any], systems: list[str]) -> str:
         cells = [
             _fmt(d.get("onnxgrad_over_ort")), _fmt(d.get("onnxgrad_minus_ort_us")), _fmt(d.get("onnxgrad_over_torch")),
             _fmt(d.get("ort_over_torch")), _fmt(d.get("ms_pynative_over_ort")), _fmt(d.get("ms_graph_over_ort")),
-            _fmt(d.get("onnxgrad_build_s")), ratio, gflops,
+            _fmt(d.get("onnxgrad_build_s")), ratio, gflops, _fmt(d.get("plain_over_onnxgrad")),
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     workers = [w for w in WORKERS if w in systems]
@@ -1069,6 +1099,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="threads per system (default 2)")
     parser.add_argument("--check-only", action="store_true", help="cross-check the systems, time nothing")
     parser.add_argument("--no-gemm", action="store_true", help="skip ORT's GEMM measurement")
+    parser.add_argument(
+        "--plain-python", metavar="PYTHON", default=os.environ.get("ONNXGRAD_BENCH_PLAIN_PYTHON"),
+        help="the Python of the onnxgrad_plain worker: plain onnxruntime and onnxgrad installed "
+        "(default: $ONNXGRAD_BENCH_PLAIN_PYTHON)",
+    )
     # Worker mode (internal).
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--results", help=argparse.SUPPRESS)
@@ -1084,7 +1119,8 @@ def main(argv: list[str] | None = None) -> int:
     systems = _names(args.systems, list(WORKERS), "systems")
     settings = QUICK if args.quick else FULL
     overrides = {k: v for k, v in {"rounds": args.rounds, "batch_seconds": args.batch_seconds,
-                                   "threads": args.threads}.items() if v is not None}
+                                   "threads": args.threads, "plain_python": args.plain_python}.items()
+                 if v is not None}
     if args.check_only:  # first calls only
         overrides.update(warmup_seconds=0.0, warmup_calls=0)
     settings = dataclasses.replace(settings, **overrides)

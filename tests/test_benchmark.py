@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -83,3 +84,32 @@ def test_command_line_run_on_tiny(tmp_path):
         assert len(systems[timer]["samples_ms"]) == 2
         assert systems[timer]["median_ms"] > 0
     assert report["models"]["tiny"]["derived"]["onnxgrad_over_ort"] > 0
+
+
+def _plain_python() -> str | None:
+    from onnxgrad import _builder_env
+
+    if not _builder_env.in_process():
+        return sys.executable  # this environment's onnxruntime is a plain one
+    return os.environ.get("ONNXGRAD_BENCH_PLAIN_PYTHON")
+
+
+def test_plain_onnxruntime_column(tmp_path):
+    python = _plain_python()
+    if python is None:
+        pytest.skip("no Python with plain onnxruntime: set ONNXGRAD_BENCH_PLAIN_PYTHON (.ci/run does)")
+    report_path = tmp_path / "report.json"
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--models", "tiny", "--systems", "onnxgrad,onnxgrad_plain,ort",
+         "--rounds", "2", "--batch-seconds", "0.002", "--no-gemm", "--plain-python", python,
+         "--json", str(report_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(report_path.read_text())
+    plain = report["models"]["tiny"]["systems"]["onnxgrad_plain"]
+    assert plain["check"] == "ok", plain
+    assert "training" not in plain["info"]["onnxruntime"]
+    assert len(plain["samples_ms"]) == 2
+    assert report["models"]["tiny"]["derived"]["plain_over_onnxgrad"] > 0
+    assert "plain ORT / default" in completed.stdout
