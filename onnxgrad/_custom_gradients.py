@@ -49,20 +49,23 @@ class CustomGradient:
     """The gradient of one function op in :data:`DOMAIN`.
 
     Attributes:
-        op_type: the function's name.
+        op_type: the function's name (or a standard op's).
         nodes: the gradient definition.
         stop_inputs: input indices that get no gradient; preparation never
             differentiates through them, so the definition need not produce them.
+        domain: :data:`DOMAIN`, or ``""`` for a standard op that ORT has no
+            gradient for (an attribute-free definition only).
     """
 
     op_type: str
     nodes: tuple[GradNode, ...]
     stop_inputs: frozenset[int] = frozenset()
+    domain: str = DOMAIN
 
     @property
     def key(self) -> str:
         """The registry key ORT looks the op up by."""
-        return f"{DOMAIN}::{self.op_type}"
+        return f"{self.domain}::{self.op_type}"
 
 
 _REGISTRY: dict[str, CustomGradient] = {}
@@ -70,10 +73,10 @@ _REGISTRY: dict[str, CustomGradient] = {}
 
 def register(gradient: CustomGradient) -> CustomGradient:
     """Adds a definition; the same op may not be defined twice differently."""
-    existing = _REGISTRY.get(gradient.op_type)
+    existing = _REGISTRY.get(gradient.key)
     if existing is not None and existing != gradient:
-        raise ValueError(f"custom gradient for {gradient.op_type!r} registered twice with different definitions")
-    _REGISTRY[gradient.op_type] = gradient
+        raise ValueError(f"custom gradient for {gradient.key!r} registered twice with different definitions")
+    _REGISTRY[gradient.key] = gradient
     return gradient
 
 
@@ -84,5 +87,5 @@ def all_gradients() -> tuple[CustomGradient, ...]:
 
 def stop_edges(op_type: str) -> frozenset[int]:
     """Input indices of an onnxgrad function op that get no gradient."""
-    gradient = _REGISTRY.get(op_type)
+    gradient = _REGISTRY.get(f"{DOMAIN}::{op_type}")
     return gradient.stop_inputs if gradient else frozenset()

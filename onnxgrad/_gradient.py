@@ -17,7 +17,7 @@ from typing import Iterable
 
 import onnx
 
-from onnxgrad import _builder_env, _builder_worker, _custom_gradients
+from onnxgrad import _builder_env, _builder_worker, _custom_gradients, _standard_gradients  # noqa: F401 (registers)
 from onnxgrad.errors import GradientBuildError, UnsupportedGradientError
 
 __all__ = ["GRAD_SUFFIX", "grad_name", "build_gradient_graph", "definitions_json"]
@@ -87,6 +87,9 @@ def _build_in_process(model: bytes, loss: str, xs: list[str]) -> bytes:
 
 
 _NO_GRADIENT = re.compile(r"has not been registered: (\S+) for node (\S*)")
+# The builder names the nodes of a forward node's gradient "<forward node>_Grad/...".
+_FAILED_GRADIENT = re.compile(r"\(([^()\s/]+)_Grad/")
+_GRADIENT_BUILDER_FRAME = re.compile(r"gradient_builder\.cc:\d+ .*Get(\w+)Gradient")
 
 
 def build_gradient_graph(model: onnx.ModelProto, loss: str, xs: Iterable[str]) -> onnx.ModelProto:
@@ -126,6 +129,22 @@ def build_gradient_graph(model: onnx.ModelProto, loss: str, xs: Iterable[str]) -
                 op_type=op,
                 node=node,
             ) from err
+        failed = _FAILED_GRADIENT.search(text)
+        frame = _GRADIENT_BUILDER_FRAME.search(text)
+        if failed or frame:
+            if failed:
+                name = failed.group(1)
+                op = next((n.op_type for n in model.graph.node if n.name == name), name)
+            else:
+                op = frame.group(1)
+                name = next((n.name for n in model.graph.node if n.op_type == op), "") or "<unnamed>"
+            raise UnsupportedGradientError(
+                f"onnxruntime-training cannot build the gradient of {op} (node {name!r}) here: {_short(text)}. "
+                "Replace the op in the model (or change its input dtypes), or ask only for gradients that do not "
+                "pass through it.",
+                op_type=op,
+                node=name,
+            ) from err
         raise GradientBuildError(
             f"onnxruntime-training could not build the gradient graph: {_short(text)}. "
             "Check the model with `onnxgrad inspect`; if it is valid ONNX, please report this."
@@ -133,5 +152,11 @@ def build_gradient_graph(model: onnx.ModelProto, loss: str, xs: Iterable[str]) -
 
 
 def _short(text: str) -> str:
-    # ORT prefixes messages with its source location; keep the last, meaningful part.
-    return text.strip().splitlines()[-1].split(" : ")[-1][:500] if text.strip() else "no message"
+    # ORT prefixes messages with its source location (and a C++ signature); keep the meaningful part.
+    if not text.strip():
+        return "no message"
+    line = text.strip().splitlines()[-1].split(" : ")[-1]
+    return _SOURCE_LOCATION.sub("", line)[:500]
+
+
+_SOURCE_LOCATION = re.compile(r"^/\S+:\d+\s+(?:.*?\)\s*(?:const\s+)?)?")

@@ -95,10 +95,13 @@ class _Lowerer:
 
     # --- reading the graph -------------------------------------------------
     def fail(self, node: onnx.NodeProto, why: str, error: type = GradientBuildError) -> GradientBuildError:
-        return error(
+        message = (
             f"Cannot express {node.domain + '::' if node.domain else ''}{node.op_type} (node {node.name!r}) in "
             f"standard ONNX ops: {why}. Please report this with the model."
         )
+        if issubclass(error, UnsupportedGradientError):
+            return error(message, op_type=node.op_type, node=node.name)
+        return error(message)
 
     def type_of(self, name: str) -> tuple[int, tuple | None]:
         found = self.types.get(name)
@@ -352,20 +355,31 @@ def _fused_matmul(lw: _Lowerer, node: onnx.NodeProto) -> None:
 @_lowers("com.microsoft::DivGrad")
 def _div_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     dy, a, b = node.input[:3]
-    shape_a, shape_b = lw.shape(a, node), lw.shape(b, node)
-    out_shape = tuple(np.broadcast_shapes(shape_a, shape_b))
     outputs = list(node.output) + [""] * (2 - len(node.output))
-    if outputs[0]:
-        lw.reduce_to(lw.w.op("Div", dy, b), out_shape, shape_a, out=outputs[0])
-    if outputs[1]:
-        quotient = lw.w.op("Div", lw.w.op("Mul", dy, a), lw.w.op("Mul", b, b))
-        lw.reduce_to(lw.w.op("Neg", quotient), out_shape, shape_b, out=outputs[1])
+    grads = [lw.w.op("Div", dy, b) if outputs[0] else "",
+             lw.w.op("Neg", lw.w.op("Div", lw.w.op("Mul", dy, a), lw.w.op("Mul", b, b))) if outputs[1] else ""]
+    try:
+        shapes = [lw.shape(a, node), lw.shape(b, node)]
+    except _NotStatic:  # a data-dependent shape: reduce over axes found at run time
+        axes = _broadcast_axes(lw, lw.w.op("Shape", a), lw.w.op("Shape", b))
+        for out, grad, axis, like in zip(outputs, grads, axes, (a, b)):
+            if out:
+                _reduce_to_dynamic(lw, grad, axis, like, out)
+        return
+    out_shape = tuple(np.broadcast_shapes(*shapes))
+    for out, grad, shape in zip(outputs, grads, shapes):
+        if out:
+            lw.reduce_to(grad, out_shape, shape, out=out)
 
 
 @_lowers("com.microsoft::BroadcastGradientArgs")
 def _broadcast_gradient_args(lw: _Lowerer, node: onnx.NodeProto) -> None:
-    a = [int(d) for d in lw.static_value(node.input[0], node)]
-    b = [int(d) for d in lw.static_value(node.input[1], node)]
+    try:
+        a = [int(d) for d in lw.static_value(node.input[0], node)]
+        b = [int(d) for d in lw.static_value(node.input[1], node)]
+    except _NotStatic:  # a data-dependent shape (Expand or Reshape to a computed shape): axes at run time
+        _broadcast_gradient_args_dynamic(lw, node)
+        return
     rank = max(len(a), len(b))
     a_axes, b_axes = [], []
     for k in range(rank):
@@ -385,6 +399,42 @@ def _broadcast_gradient_args(lw: _Lowerer, node: onnx.NodeProto) -> None:
     for out, axes in zip(node.output, (a_axes, b_axes)):
         if out:
             lw.emit("Identity", [lw.ints(axes)], out)
+
+
+def _broadcast_axes(lw: _Lowerer, a: str, b: str) -> tuple[str, str]:
+    """The reduction axes of two broadcast operands from their shape tensors, at run time.
+
+    Both shapes are padded with leading 1s to the common rank; an operand is
+    reduced over the axes where it is 1 and the other is not. (Where both are
+    1, a ReduceSum over the broadcast gradient would be a no-op.)
+    """
+    w = lw.w
+    length_a, length_b = w.op("Shape", a), w.op("Shape", b)
+    rank = w.op("Max", length_a, length_b)
+    one = numpy_helper.from_array(np.array([1], np.int64))
+
+    def padded(shape: str, length: str) -> str:
+        return w.op("Concat", w.op("ConstantOfShape", w.op("Sub", rank, length), value=one), shape, axis=0)
+
+    is_one_a = w.op("Equal", padded(a, length_a), lw.ints([1]))
+    is_one_b = w.op("Equal", padded(b, length_b), lw.ints([1]))
+    return tuple(
+        w.op("Reshape", w.op("NonZero", w.op("And", mine, w.op("Not", other))), lw.ints([-1]))
+        for mine, other in ((is_one_a, is_one_b), (is_one_b, is_one_a))
+    )
+
+
+def _broadcast_gradient_args_dynamic(lw: _Lowerer, node: onnx.NodeProto) -> None:
+    axes = _broadcast_axes(lw, *node.input[:2])
+    for out, value in zip(node.output, axes):
+        if out:
+            lw.emit("Identity", [value], out)
+
+
+def _reduce_to_dynamic(lw: _Lowerer, x: str, axes: str, like: str, out: str) -> None:
+    """Sums a broadcast result over run-time ``axes`` back to the shape of tensor ``like``."""
+    summed = lw.w.op("ReduceSum", x, axes, keepdims=1, noop_with_empty_axes=1)
+    lw.emit("Reshape", [summed, lw.w.op("Shape", like)], out)
 
 
 @_lowers("com.microsoft::Trilu")
@@ -590,19 +640,45 @@ def _max_pool_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     if pool is None or pool.op_type != "MaxPool":
         raise lw.fail(node, f"its indices {indices!r} do not come from a MaxPool")
     if _attrs(pool).get("storage_order", 0):
-        raise lw.fail(node, "MaxPool with storage_order=1 is not supported")
+        raise lw.fail(node, "MaxPool with storage_order=1 is not supported", UnsupportedGradientError)
+    _refuse_ceil_mode_overhang(lw, node, pool)
     # MaxPool's indices are flat positions in the whole input; overlapping windows share maxima.
     shape = lw.ints(lw.shape(pool.input[0], node))
     _flat_scatter(lw, indices, dy, shape, node.output[0], accumulate=True)
 
 
-def _window_counts(size: int, out: int, k: int, s: int, d: int, begin: int, end: int, include_pad: bool) -> np.ndarray:
-    """How many input positions of one axis each output position averages over."""
-    low, high = (-begin, size + end) if include_pad else (0, size)
+def _refuse_ceil_mode_overhang(lw: _Lowerer, node: onnx.NodeProto, pool: onnx.NodeProto) -> None:
+    """onnxruntime's MaxPool with an Indices output keeps a ceil_mode window that would start
+    past the padded input, which the spec (and its MaxPool without Indices) drops: Y comes out
+    larger than declared."""
+    attrs = _attrs(pool)
+    if not attrs.get("ceil_mode", 0):
+        return
+    x_shape = lw.shape(pool.input[0], node)
+    n = len(x_shape) - 2
+    kernel = list(attrs["kernel_shape"])
+    strides = list(attrs.get("strides", [1] * n))
+    dilations = list(attrs.get("dilations", [1] * n))
+    pads = _explicit_pads(attrs, x_shape[2:], kernel, strides, dilations)
+    for i in range(n):
+        extent = (kernel[i] - 1) * dilations[i] + 1
+        kept = math.ceil((x_shape[2 + i] + pads[i] + pads[i + n] - extent) / strides[i]) + 1
+        if (kept - 1) * strides[i] >= x_shape[2 + i] + pads[i]:
+            raise UnsupportedGradientError(
+                f"The gradient of MaxPool node {pool.name or pool.output[0]!r} (ceil_mode, with a last window "
+                "that would start past the input) needs MaxPool's Indices output, for which onnxruntime keeps "
+                f"that window: {kept} outputs along spatial axis {i} instead of {kept - 1}. Pad the input or "
+                "turn ceil_mode off.",
+                op_type="MaxPool", node=pool.name,
+            )
+
+
+def _window_counts(size: int, out: int, k: int, s: int, d: int, begin: int) -> np.ndarray:
+    """How many taps of each output position's window fall inside the input, along one axis."""
     counts = np.zeros(out)
     for o in range(out):
         positions = o * s - begin + d * np.arange(k)
-        counts[o] = np.count_nonzero((positions >= low) & (positions < high))
+        counts[o] = np.count_nonzero((positions >= 0) & (positions < size))
     return counts
 
 
@@ -618,14 +694,16 @@ def _average_pool_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     strides = list(attrs.get("strides", [1] * n))
     dilations = list(attrs.get("dilations", [1] * n))
     pads = _explicit_pads(attrs, x_shape[2:], kernel, strides, dilations)
-    include_pad = bool(attrs.get("count_include_pad", 0))
-    counts = np.ones(())
+    # Each output's divisor, as the runtime's own AveragePool computes it (count_include_pad with
+    # ceil_mode differs between conventions): the pool of ones is (input taps) / divisor.
+    taps = np.ones(())
     for i in range(n):
-        axis = _window_counts(x_shape[2 + i], y_shape[2 + i], kernel[i], strides[i], dilations[i], pads[i],
-                              pads[i + n], include_pad)
-        counts = np.multiply.outer(counts, axis)
+        axis = _window_counts(x_shape[2 + i], y_shape[2 + i], kernel[i], strides[i], dilations[i], pads[i])
+        taps = np.multiply.outer(taps, axis)
     dtype = helper.tensor_dtype_to_np_dtype(lw.elem(x) or onnx.TensorProto.FLOAT)
-    inverse = lw.w.constant((1.0 / np.maximum(counts, 1)).astype(dtype)[None, None])
+    ones = lw.w.constant(np.ones([1, 1, *x_shape[2:]], dtype))
+    pooled_ones = lw.w.op("AveragePool", ones, **{k: v for k, v in attrs.items()})
+    inverse = lw.w.op("Div", pooled_ones, lw.w.constant(np.maximum(taps, 1).astype(dtype)[None, None]))
     end_pads, output_padding = [], []
     for i in range(n):  # ceil_mode can leave a last window past the padded input: crop it
         base = (y_shape[2 + i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - pads[i] - pads[i + n]

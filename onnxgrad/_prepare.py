@@ -35,7 +35,7 @@ from onnx import helper, shape_inference
 
 from onnxgrad import _custom_gradients, _lower
 from onnxgrad._graph import FLOAT_TYPES, GraphWriter, default_opset
-from onnxgrad._rewrites import apply_rewrites
+from onnxgrad._rewrites import _constant, apply_rewrites
 from onnxgrad.errors import UnsupportedGradientError
 
 __all__ = ["LOSS", "SENS_PREFIX", "Layout", "Prepared", "prepare", "infer_types", "gradient_sources", "stopped_inputs"]
@@ -57,7 +57,7 @@ _STOP_EDGES: dict[str, frozenset[int]] = {
 }
 
 # Optional outputs the builder needs declared: (op type, number of outputs).
-_OPTIONAL_OUTPUTS = {"LayerNormalization": 3, "SoftmaxCrossEntropyLoss": 2}
+_OPTIONAL_OUTPUTS = {"LayerNormalization": 3, "SoftmaxCrossEntropyLoss": 2, "Dropout": 2}
 
 
 @dataclasses.dataclass
@@ -195,12 +195,117 @@ def gradient_sources(graph: onnx.GraphProto, targets: set[str], types: dict) -> 
         if node is None:
             continue
         stopped = stopped_inputs(node)
-        for i, name in enumerate(node.input):
+        # What a body reads from the outer scope feeds the outputs too (if only to be refused).
+        outer = sorted(_outer_reads(helper.make_graph([node], "holder", [], []))) if _has_subgraph(node) else []
+        for i, name in enumerate([*node.input, *outer]):
             elem = types.get(name, (onnx.TensorProto.FLOAT, None))[0]
             if name and i not in stopped and name not in found and (elem in FLOAT_TYPES or elem == 0):
                 found.add(name)
                 stack.append(name)
     return found
+
+
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(attr.HasField("g") or len(attr.graphs) for attr in node.attribute)
+
+
+def _outer_reads(graph: onnx.GraphProto) -> set[str]:
+    """Names the subgraphs of ``graph``'s nodes read from scopes outside them."""
+    reads: set[str] = set()
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                defined = {v.name for v in [*sub.input, *sub.initializer]}
+                defined |= {out for n in sub.node for out in n.output}
+                used = {name for n in sub.node for name in n.input if name} | _outer_reads(sub)
+                used |= {o.name for o in sub.output}
+                reads |= used - defined
+    return reads
+
+
+def _refuse_outer_scope_gradients(graph: onnx.GraphProto, sources: set[str], wanted: set[str], types: dict) -> None:
+    """The builder does not differentiate what an If/Loop/Scan body reads from the outer scope:
+    it would give zeros. Refused when a wanted tensor reaches the outputs that way."""
+    for node in graph.node:
+        if not any(out in sources for out in node.output):
+            continue
+        holder = helper.make_graph([node], "holder", [], [])
+        reads = _outer_reads(holder)
+        if not reads:
+            continue
+        reached = gradient_sources(graph, reads, types) & wanted
+        if reached:
+            raise UnsupportedGradientError(
+                f"The {node.op_type} node {node.name or node.output[0]!r} reads {sorted(reached)[:3]} (or tensors "
+                "computed from them) inside its body, from the outer scope, and ONNX Runtime's gradient builder "
+                "does not differentiate such reads: the gradient would silently be zero. Compute what the body "
+                "needs outside it (for an If: both branches, then pick one with Where), or ask for gradients "
+                "that do not depend on them.",
+                op_type=node.op_type,
+                node=node.name,
+            )
+
+
+def _hidden_gradient(node: onnx.NodeProto, constant) -> list[tuple[int, str]]:
+    """(input index, what it is) of the inputs whose real gradient onnxruntime-training does not
+    compute: stop edges that are not constant in truth, and Scatter reductions it ignores."""
+    op = node.op_type
+    if op == "Range":
+        return [(0, "the start"), (2, "the step")]
+    if op == "Dropout" and len(node.input) > 1 and node.input[1]:
+        training = constant(node.input[2]) if len(node.input) > 2 and node.input[2] else np.array(False)
+        if training is None or bool(np.asarray(training).reshape(-1)[0]):
+            return [(1, "the ratio (in training mode)")]
+    if op in ("ScatterElements", "ScatterND"):
+        for attr in node.attribute:
+            if attr.name == "reduction" and attr.s and attr.s != b"none":
+                return [(0, f"reduction={attr.s.decode()}'s data"), (2, f"reduction={attr.s.decode()}'s updates")]
+    return []
+
+
+def _refuse_hidden_gradients(graph, sources: set[str], wanted: set[str], types: dict, w: GraphWriter) -> None:
+    """Refuses where onnxruntime-training would silently give a zero or a wrong gradient to a
+    wanted tensor: inputs it treats as constant that are not, and Scatter reductions."""
+    for node in graph.node:
+        if not any(out in sources for out in node.output):
+            continue
+        for index, what in _hidden_gradient(node, lambda name: _constant(w, name)):
+            if index >= len(node.input) or not node.input[index]:
+                continue
+            reached = gradient_sources(graph, {node.input[index]}, types) & wanted
+            if reached:
+                raise UnsupportedGradientError(
+                    f"onnxruntime-training does not differentiate {what} of {node.op_type} node "
+                    f"{node.name or node.output[0]!r}, which depends on {sorted(reached)[:3]}: the gradient would "
+                    "be silently wrong. Make that input a constant, or ask for gradients that do not depend on it.",
+                    op_type=node.op_type,
+                    node=node.name,
+                )
+
+
+def _refuse_empty_tensors(graph: onnx.GraphProto, sources: set[str], types: dict, original: onnx.GraphProto) -> None:
+    """ONNX Runtime's gradient kernels fail on zero-size tensors (a Reshape or ReduceSum of nothing).
+
+    ``original``: the model as given, whose declared shapes can say what inference cannot (a
+    Slice with input starts).
+    """
+    declared = {
+        v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        for v in [*original.output, *original.value_info] if v.type.tensor_type.HasField("shape")
+    }
+    for node in graph.node:
+        for name in [*node.input, *node.output]:
+            shape = types.get(name, (0, None))[1]
+            if shape is None or 0 not in shape:
+                shape = declared.get(name)
+            if name in sources and shape is not None and 0 in shape:
+                raise UnsupportedGradientError(
+                    f"The {node.op_type} node {node.name or node.output[0]!r} has the zero-size tensor {name!r} "
+                    f"(shape {list(shape)}) on the gradient's path, which onnxruntime's gradient kernels cannot "
+                    "take: its gradient is empty anyway; ask for gradients that do not pass through it.",
+                    op_type=node.op_type,
+                    node=node.name,
+                )
 
 
 # Gradient kernels that crash onnxruntime-training 1.19's CPU build (segfault) for a dtype.
@@ -304,6 +409,10 @@ def prepare(
         graph.output.append(helper.make_tensor_value_info(LOSS, onnx.TensorProto.FLOAT, []))
         sources = gradient_sources(graph, {outputs[k] for k in differentiable}, types)
         _refuse_crashing_kernels(graph, sources, types)
+        requested = {n for names in input_candidates.values() for n in names} | set(grad_weights)
+        _refuse_outer_scope_gradients(graph, sources, requested, types)
+        _refuse_empty_tensors(graph, sources, types, model.graph)
+        _refuse_hidden_gradients(graph, sources, requested, types, w)
         for pos, names in input_candidates.items():
             input_targets[pos] = [n for n in names if n in sources]
         weight_targets = [name for name in grad_weights if name in sources]

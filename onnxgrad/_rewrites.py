@@ -3,18 +3,21 @@
 Each rewrite replaces one node by standard ops with the same forward values
 and correct built-in gradients:
 
-- no gradient in the builder: ReduceSumSquare, ReduceL1, ReduceLogSum,
+- no gradient in the builder: CastLike, ReduceSumSquare, ReduceL1, ReduceLogSum,
   ReduceMax, ReduceMin, GlobalMaxPool, Sum, Mean, Elu, Selu, Celu, Softplus,
   Softsign, Mish, HardSigmoid, HardSwish, ThresholdedRelu, Shrink, PRelu,
   Hardmax, inference-mode BatchNormalization, InstanceNormalization,
   LpNormalization, DepthToSpace, SpaceToDepth, and LayerNormalization without
-  a bias (the builder assumes three inputs), Pad other than constant mode;
+  a bias (the builder assumes three inputs) or with its Mean or InvStdDev
+  read (the builder differentiates Y only), Pad other than constant mode;
   ConvTranspose has a gradient but no ConvTransposeGrad kernel on CPU;
 - wrong gradients: inference-mode Dropout back-propagates twice the gradient;
+  ReduceL2 ignores axes given as an input; SoftmaxCrossEntropyLoss ignores
+  the gradient of its log_prob output and gives tensor weights none;
   opset-20 Gelu uses the erf gradient even with ``approximate='tanh'``; Where
   does not reduce the gradient of a broadcast operand; Split gives a gradient
   of the wrong shape when an output gets no gradient; Clip and OneHot give
-  zeros to non-constant bounds and values.
+  zeros to non-constant bounds and values, and Pad to a non-constant pad value.
 
 A rewrite returns False to keep the node unchanged; those that need static
 shapes or constant axes and sizes give up without them.
@@ -101,6 +104,18 @@ def _const_like(w: GraphWriter, value: float, ref: str, types: dict) -> str:
     # A scalar constant in the dtype of tensor `ref` (float32 when unknown).
     elem = types.get(ref, (onnx.TensorProto.FLOAT, None))[0]
     return w.constant(value, helper.tensor_dtype_to_np_dtype(elem))
+
+
+def _reduce_l2(node, w, types) -> bool:
+    # ORT's ReduceL2 gradient ignores axes given as an input (opset 18).
+    square_sum = onnx.NodeProto()
+    square_sum.CopyFrom(node)
+    square_sum.op_type = "ReduceSumSquare"
+    del square_sum.output[:]
+    square_sum.output.append(w.fresh("sum_square"))
+    _reduce_sum_square(square_sum, w, types)
+    w.node("Sqrt", [square_sum.output[0]], node.output)
+    return True
 
 
 def _reduce_sum_square(node, w, types) -> bool:
@@ -385,6 +400,9 @@ def _lp_norm(node, w, types) -> bool:
 
 
 def _layer_norm(node, w, types) -> bool:
+    read = {name for n in w.graph.node for name in n.input} | {o.name for o in w.graph.output}
+    if any(out and out in read for out in node.output[1:]):
+        return _layer_norm_with_statistics(node, w, types)
     if len(node.input) > 2 and node.input[2]:
         return False
     x, scale = node.input[:2]
@@ -396,6 +414,94 @@ def _layer_norm(node, w, types) -> bool:
     del rewritten.input[:]
     rewritten.input.extend([x, scale, bias])
     w.nodes.append(rewritten)
+    return True
+
+
+def _layer_norm_with_statistics(node, w, types) -> bool:
+    """LayerNormalization as its formula, so that gradients flow through Mean and InvStdDev too
+    (ORT's LayerNormalizationGrad takes the gradient of Y only)."""
+    x, scale = node.input[:2]
+    rank = _rank(types, x)
+    if rank is None:
+        from onnxgrad.errors import UnsupportedGradientError
+
+        raise UnsupportedGradientError(
+            f"LayerNormalization node {node.name!r} has its Mean or InvStdDev output read, whose gradient needs "
+            f"the rank of {x!r}, which is not known: give the input a static shape.",
+            op_type="LayerNormalization", node=node.name,
+        )
+    axis = _attr(node, "axis", -1) % rank
+    axes = list(range(axis, rank))
+    elem = types.get(x, (onnx.TensorProto.FLOAT, None))[0]
+    stash = _attr(node, "stash_type", onnx.TensorProto.FLOAT)
+    # The statistics are computed (and returned) in stash_type; Y comes back in x's type.
+    compute = stash if elem in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16) else elem
+    xc = w.op("Cast", x, to=compute) if compute != elem else x
+    epsilon = w.constant(_attr(node, "epsilon", 1e-5), helper.tensor_dtype_to_np_dtype(compute))
+    mean = w.reduce("ReduceMean", xc, axes, True)
+    centered = w.op("Sub", xc, mean)
+    variance = w.reduce("ReduceMean", w.op("Mul", centered, w.op("Identity", centered)), axes, True)
+    inv_std = w.op("Reciprocal", w.op("Sqrt", w.op("Add", variance, epsilon)))
+    normalized = w.op("Mul", centered, inv_std)
+    if compute != elem:
+        normalized = w.op("Cast", normalized, to=elem)
+    y = w.op("Mul", normalized, scale)
+    if len(node.input) > 2 and node.input[2]:
+        y = w.op("Add", y, node.input[2])
+    outputs = list(node.output) + [""] * (3 - len(node.output))
+    w.node("Identity", [y], [outputs[0]])
+    for value, out in ((mean, outputs[1]), (inv_std, outputs[2])):
+        if out:
+            w.node("Identity", [value], [out])
+    return True
+
+
+def _softmax_cross_entropy(node, w, types) -> bool:
+    """SoftmaxCrossEntropyLoss as its formula when its log_prob output is read or its class weights
+    are a tensor: ORT's gradient ignores log_prob's incoming gradient and gives weights none."""
+    read = {name for n in w.graph.node for name in n.input} | {o.name for o in w.graph.output}
+    log_prob_read = len(node.output) > 1 and node.output[1] in read
+    weights = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if not log_prob_read and (weights is None or _constant(w, weights) is not None):
+        return False
+    x, labels = node.input[:2]
+    if not _is_float(types, x):
+        return False
+    log_prob = w.op("LogSoftmax", x, axis=1)
+    labels = w.op("Cast", labels, to=onnx.TensorProto.INT64)
+    ignore = _attr(node, "ignore_index")
+    mask = None
+    if ignore is not None:
+        mask = w.op("Not", w.op("Equal", labels, w.constant(np.array(ignore, np.int64))))
+        labels = w.op("Where", mask, labels, w.constant(np.array(0, np.int64)))
+    picked = w.squeeze(w.op("GatherElements", log_prob, w.unsqueeze(labels, [1]), axis=1), [1])
+    loss = w.op("Neg", picked)
+    scale = w.op("Gather", weights, labels) if weights is not None else None
+    if mask is not None:
+        as_float = w.op("Cast", mask, to=types[x][0])
+        scale = as_float if scale is None else w.op("Mul", scale, as_float)
+    if scale is not None:
+        loss = w.op("Mul", loss, scale)
+    reduction = _attr(node, "reduction", "mean")
+    if reduction == "sum":
+        loss = w.reduce("ReduceSum", loss, None, False)
+    elif reduction == "mean":
+        total = w.reduce("ReduceSum", loss, None, False)
+        count = w.reduce("ReduceSum", scale, None, False) if scale is not None else None
+        loss = w.op("Div", total, count) if count is not None else w.reduce("ReduceMean", loss, None, False)
+    w.node("Identity", [loss], [node.output[0]])
+    if log_prob_read:
+        w.node("Identity", [log_prob], [node.output[1]])
+    return True
+
+
+def _cast_like(node, w, types) -> bool:
+    # No gradient in the builder; Cast to the (static) type of the second input has one.
+    elem = types.get(node.input[1], (0, None))[0]
+    if not elem:
+        return False
+    saturate = {"saturate": _attr(node, "saturate")} if _attr(node, "saturate") is not None else {}
+    w.node("Cast", [node.input[0]], node.output, to=elem, **saturate)
     return True
 
 
@@ -477,12 +583,70 @@ def _pad_source(position: int, size: int, mode: str) -> int:
     return position if position < size else 2 * (size - 1) - position
 
 
+def _pad_with_tensor_value(node, w, types) -> bool:
+    # The builder's Pad gradient gives a non-constant pad value none: pad with 0, then add
+    # value times a mask of the padding (the mask comes from Shape, which stops gradients).
+    if len(node.input) < 3 or not node.input[2] or _constant(w, node.input[2]) is not None:
+        return False
+    x, value = node.input[0], node.input[2]
+    if not _is_float(types, x):
+        return False
+    dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
+    rest = list(node.input[3:])  # opset 18 axes
+    padded = w.op("Pad", *[x, node.input[1], "", *rest])
+    zeros = w.op("ConstantOfShape", w.op("Shape", x), value=numpy_helper.from_array(np.zeros([1], dtype)))
+    mask = w.op("Pad", *[zeros, node.input[1], w.constant(np.array(1, dtype)), *rest])
+    w.node("Add", [padded, w.op("Mul", mask, value)], node.output)
+    return True
+
+
+def _full_rank_pads(node, w, types) -> onnx.NodeProto | None:
+    """The Pad with opset 18's ``axes`` folded into full-rank pads (the builder's gradient reads
+    pads as full-rank); None when the rank is unknown."""
+    rank = _rank(types, node.input[0])
+    if rank is None:
+        return None
+    pads, axes = _constant(w, node.input[1]), _constant(w, node.input[3])
+    if pads is not None and axes is not None:
+        full = np.zeros(2 * rank, np.int64)
+        for k, axis in enumerate(int(a) % rank for a in axes.reshape(-1)):
+            full[axis], full[rank + axis] = pads[k], pads[len(axes) + k]
+        full_name = w.constant(full)
+    else:
+        axes_name = w.op("Cast", node.input[3], to=onnx.TensorProto.INT64)
+        rank_name = w.constant(np.array(rank, np.int64))
+        positive = w.op("Mod", w.op("Add", axes_name, rank_name), rank_name)
+        indices = w.op("Concat", positive, w.op("Add", positive, rank_name), axis=0)
+        full_name = w.op("ScatterElements", w.constant(np.zeros(2 * rank, np.int64)), indices,
+                         w.op("Cast", node.input[1], to=onnx.TensorProto.INT64), axis=0)
+    folded = onnx.NodeProto()
+    folded.CopyFrom(node)
+    del folded.input[:]
+    folded.input.extend([node.input[0], full_name, node.input[2] if len(node.input) > 2 else ""])
+    return folded
+
+
 def _pad(node, w, types) -> bool:
     # The builder's Pad gradient takes constant mode only: a Gather per padded axis copies the same elements.
+    folded = None
+    if len(node.input) > 3 and node.input[3]:
+        folded = node = _full_rank_pads(node, w, types)
+        if node is None:
+            return False
     mode = _attr(node, "mode", "constant")
     x = node.input[0]
+    if mode == "constant":
+        if _pad_with_tensor_value(node, w, types):
+            return True
+        if folded is not None:
+            w.nodes.append(folded)
+            return True
+        return False
     shape = _shape(types, x)
-    if mode == "constant" or shape is None:
+    if shape is None:
+        if folded is not None:
+            w.nodes.append(folded)
+            return True
         return False
     if len(node.input) > 1:  # opset 11: pads (and, from 18, axes) as inputs
         pads = _constant(w, node.input[1])
@@ -618,6 +782,9 @@ _REWRITES: dict[str, Rewrite] = {
     "AveragePool": _explicit_pads,
     # no gradient in the builder
     "ReduceSumSquare": _reduce_sum_square,
+    "ReduceL2": _reduce_l2,
+    "CastLike": _cast_like,
+    "SoftmaxCrossEntropyLoss": _softmax_cross_entropy,
     "ReduceL1": _reduce_l1,
     "ReduceLogSum": _reduce_log_sum,
     "ReduceMax": _reduce_extreme,

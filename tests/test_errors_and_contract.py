@@ -122,10 +122,10 @@ def test_invalid_graph_gives_model_error():
 def test_op_without_gradient_names_the_problem():
     model = _model("""
     <ir_version: 8, opset_import: ["" : 17]>
-    g (float[4] x) => (float[4] y) { y = Round(x) }
+    g (float[4] x) => (float[4] y) { y = Einsum<equation = "i->i">(x) }
     """)
-    model.graph.node[0].name = "rounding"
-    with pytest.raises(onnxgrad.UnsupportedGradientError, match=r"no gradient for op Round \(node 'rounding'\)") as info:
+    model.graph.node[0].name = "summing"
+    with pytest.raises(onnxgrad.UnsupportedGradientError, match=r"no gradient for op Einsum \(node 'summing'\)") as info:
         onnxgrad.ForwardValueAndGrad(model)(np.ones(4, np.float32))
     assert info.value.__cause__ is not None  # ORT's own error stays attached
 
@@ -331,3 +331,43 @@ def test_session_config_passes_through_to_onnx_runtime(mlp):
     assert len(by_config) == 2 and by_config[()] is not by_config[tuple(config.items())]
     options = by_config[tuple(config.items())].get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def _if_model(then_reads_outer: bool) -> onnx.ModelProto:
+    h = onnx.helper
+    f = onnx.TensorProto.FLOAT
+    if then_reads_outer:
+        then_nodes = [h.make_node("Mul", ["x", "w"], ["t"])]
+    else:
+        then_nodes = [h.make_node("Constant", [], ["t"], value=h.make_tensor("c", f, [3], [1.0, 2.0, 3.0]))]
+    then_branch = h.make_graph(then_nodes, "then", [], [h.make_tensor_value_info("t", f, [3])])
+    else_branch = h.make_graph(
+        [h.make_node("Constant", [], ["e"], value=h.make_tensor("k", f, [3], [0.5, 0.5, 0.5]))], "else", [],
+        [h.make_tensor_value_info("e", f, [3])],
+    )
+    nodes = [
+        h.make_node("If", ["cond"], ["branch"], name="choose", then_branch=then_branch, else_branch=else_branch),
+        h.make_node("Mul", ["branch", "x"], ["y"]),
+    ]
+    graph = h.make_graph(
+        nodes, "if_net",
+        [h.make_tensor_value_info("x", f, [3]), h.make_tensor_value_info("cond", onnx.TensorProto.BOOL, [])],
+        [h.make_tensor_value_info("y", f, [3])],
+        initializer=[onnx.numpy_helper.from_array(np.array([1.0, -2.0, 0.5], np.float32), "w")],
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+
+
+def test_if_body_reading_a_differentiated_tensor_from_the_outer_scope_is_refused():
+    net = onnxgrad.load(_if_model(then_reads_outer=True))
+    x = np.array([1.0, 2.0, 3.0], np.float32)
+    fvg = onnxgrad.ForwardValueAndGrad(net, net.trainable_params(), get_all=True, get_by_list=True)
+    with pytest.raises(onnxgrad.UnsupportedGradientError, match=r"If node 'choose' reads \['w', 'x'\].*outer scope"):
+        fvg(x, np.array(True))
+
+
+def test_if_body_of_constants_is_differentiated():
+    net = onnxgrad.load(_if_model(then_reads_outer=False))
+    x = np.array([1.0, 2.0, 3.0], np.float32)
+    for cond in (True, False):
+        onnxgrad.testing.check_grads(net, [x, np.array(cond)])

@@ -413,6 +413,10 @@ CASES: tuple[Case, ...] = (
          notes=F64 + "; no built-in gradient in inference mode: onnxgrad rewrites"),
     Case("layernorm", "(T[2,3,4] x) => (T[2,3,4] y)", "y = LayerNormalization <axis = -1> (x, scale, bias)",
          {"scale": (4,), "bias": (4,)}, notes=F64),
+    Case("layernorm_statistics", "(T[2,3,4] x) => (T[2,3,4] y, T[2,1,1] mean, T[2,1,1] inv_std)",
+         "y, mean, inv_std = LayerNormalization <axis = 1> (x, scale, bias)", {"scale": (3, 4), "bias": (3, 4)},
+         dtype="float", notes=f32("Mean and InvStdDev come in stash_type float") +
+         "; ORT's gradient ignores Mean and InvStdDev: onnxgrad rewrites into the formula"),
     Case("layernorm_no_bias", "(T[2,3,4] x) => (T[2,3,4] y)", "y = LayerNormalization <axis = 1> (x, scale)",
          {"scale": (3, 4)}, notes=F64 + "; ORT's gradient assumed a bias: onnxgrad rewrites"),
     Case("instancenorm", "(T[2,3,4] x) => (T[2,3,4] y)", "y = InstanceNormalization <epsilon = 0.01> (x, s, b)",

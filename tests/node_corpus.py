@@ -1,0 +1,162 @@
+"""The ONNX project's own node test cases, run as gradient checks.
+
+Every case of ``onnx.backend.test.case.node`` (the installed onnx) whose model
+is in the default domain and has a float input and a float output is run
+through ``ForwardValueAndGrad`` for every float input, with seeded random
+sensitivities, and compared with central differences
+(:func:`onnxgrad.testing.check_grads`): in float64 where ONNX Runtime has
+float64 kernels for the whole forward graph, in float32 otherwise.
+
+Where a case's own inputs sit on a kink or a tie (Relu-like ops at exactly 0,
+equal maxima) or are large integers that drown float32 differences, the check
+runs on seeded standard-normal inputs of the same shapes instead
+(:data:`RESAMPLED`). Cases that cannot be checked this way are excluded with
+their reason (:data:`EXCLUDED`, :func:`exclusion`).
+
+An outcome is ``ok`` (every gradient matches), ``refused`` (an
+``UnsupportedGradientError``), ``wrong`` (a gradient differs) or ``error``
+(any other exception).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import warnings
+
+import numpy as np
+import onnx
+
+import onnxgrad
+from float64 import to_float64
+from onnxgrad.errors import UnsupportedGradientError
+from onnxgrad.testing import check_grads
+
+_FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE}
+
+#: Cases (name patterns) checked on seeded random inputs instead of their own: why their own inputs
+#: defeat differences.
+RESAMPLED = {
+    r"test_(elu|leakyrelu|selu)_example_expanded.*": "x holds 0, the activation's kink",
+    r"test_thresholdedrelu_example_expanded.*": "x holds the threshold, a jump",
+    "test_floor_example": "x holds integers, where Floor jumps",
+    "test_elu_example": "x holds 0, Elu's kink",
+    "test_leakyrelu_example": "x holds 0, LeakyRelu's kink",
+    "test_selu_example": "x holds 0, Selu's kink",
+    "test_thresholdedrelu_example": "x holds the threshold, a jump",
+    "test_round": "x holds halves, where Round jumps",
+    "test_sign": "x holds 0, where Sign jumps",
+    "test_hardmax_one_hot": "ties in x: Hardmax jumps there",
+    "test_reduce_min_default_axes_keepdims_example": "ties in the data: the minimum is not unique",
+    "test_maxpool_3d_dilations": "repeated values: windows have tied maxima",
+    "test_maxpool_3d_dilations_use_ref_impl": "repeated values: windows have tied maxima",
+    "test_convtranspose_3d": "integer inputs up to 60 drown float32 differences (no double Conv kernel)",
+    "test_convtranspose_group_2_image_3": "integer inputs up to 17 drown float32 differences (no double Conv kernel)",
+}
+
+#: Cases not checked, by name pattern: why differences cannot check them.
+EXCLUDED = {
+    r"test_bernoulli.*": "random: Bernoulli draws new values on every run",
+    r"test_training_dropout_(default_mask|mask)$": "random: training-mode Dropout draws a new mask on every run",
+    r"test_castlike_STRING.*": "string input",
+    r"test_acosh_example": "x holds 1, the edge of Acosh's domain: an infinite derivative",
+    r"test_training_dropout(_default)?$": "random: training-mode Dropout with a nonzero ratio draws a new mask each run",
+    r"test_training_dropout_zero_ratio_mask": "differences push the ratio input below 0, which Dropout refuses",
+    r"test_onehot_.*": "a float input (depth) sets the output's size: differences step across sizes",
+    r"test_range_float_type_positive_delta": "float inputs set the output's size: differences step across sizes",
+    r"test_(gru|lstm|simple_rnn)_batchwise": "onnxruntime has no kernel for batchwise (layout=1) recurrent ops",
+    r"test_scan_sum": "an opset-8 Scan with a batch axis: the conversion to opset 16 changes its inputs",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How one case came out."""
+
+    kind: str  # ok, refused, wrong, error
+    detail: str = ""
+    dtype: str = ""
+    op_type: str = ""  # the refused op
+
+
+def _float_tensor(value: onnx.ValueInfoProto) -> bool:
+    return value.type.HasField("tensor_type") and value.type.tensor_type.elem_type in _FLOATS
+
+
+def exclusion(case) -> str | None:
+    """Why a float case is not checked, or None."""
+    for pattern, reason in EXCLUDED.items():
+        if re.fullmatch(pattern, case.name):
+            return reason
+    graph = case.model.graph
+    if not all(v.type.HasField("tensor_type") for v in [*graph.input, *graph.output]):
+        return "sequence, map or optional values"
+    arrays = case.data_sets[0][0]
+    if len(arrays) != len(graph.input):
+        return "an optional input is omitted from the test data"
+    if any(np.asarray(a).dtype.kind in "OUS" or (np.asarray(a).dtype == np.uint16
+                                                   and v.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16)
+           for a, v in zip(arrays, graph.input)):
+        return "an input type numpy cannot hold (bfloat16, float8, int4, string)"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def float_cases() -> dict:
+    """``{name: case}``: every default-domain case with a float input and a float output."""
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases(None)
+    found = {}
+    for case in cases:
+        graph = case.model.graph
+        domains = {o.domain for o in case.model.opset_import}
+        if not case.data_sets or not domains & {"", "ai.onnx"}:
+            continue
+        if any(node.domain not in ("", "ai.onnx") for node in graph.node):
+            continue
+        if any(_float_tensor(v) for v in graph.input) and any(_float_tensor(v) for v in graph.output):
+            found[case.name] = case
+    return found
+
+
+def resampled(name: str) -> str | None:
+    """Why a case is checked on random inputs, or None."""
+    return next((why for pattern, why in RESAMPLED.items() if re.fullmatch(pattern, name)), None)
+
+
+def _inputs(case) -> list[np.ndarray]:
+    arrays = [np.asarray(a) for a in case.data_sets[0][0]]
+    if resampled(case.name) is None:
+        return arrays
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(a.shape).astype(a.dtype) if a.dtype.kind == "f" else a for a in arrays]
+
+
+def _check(model: onnx.ModelProto, args: list[np.ndarray], dtype: str) -> Outcome:
+    try:
+        network = onnxgrad.load(model, parameters=[])
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            check_grads(network, args, weights=[])
+        return Outcome("ok", dtype=dtype)
+    except UnsupportedGradientError as err:
+        return Outcome("refused", str(err).splitlines()[0], dtype, err.op_type)
+    except AssertionError as err:
+        return Outcome("wrong", str(err)[:2000], dtype)
+    except Exception as err:  # noqa: BLE001 - every other failure is reported, never hidden
+        return Outcome("error", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500], dtype)
+
+
+def run(case) -> Outcome:
+    """Checks one case's gradients (see the module docstring): in float64 where ONNX Runtime
+    has the kernels, forward and backward, else in float32."""
+    args = _inputs(case)
+    args64 = [a.astype(np.float64) if a.dtype == np.float32 else a for a in args]
+    outcome = _check(to_float64(case.model), args64, "float64")
+    if outcome.kind in ("ok", "wrong"):
+        return outcome
+    return _check(case.model, args, "float32")
