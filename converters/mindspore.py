@@ -121,6 +121,7 @@ def to_onnx(cell: Any, *example_inputs: Any) -> onnx.ModelProto:
         raise ConversionError(
             f"to_onnx converts a mindspore.nn.Cell, got {type(cell).__name__}: wrap the computation in a Cell."
         )
+    _refuse_custom_bprop(cell)
     inputs = [_as_array(x) for x in example_inputs]
     with _eval_mode(cell):
         if isinstance(cell, ms.nn.WithLossCell):
@@ -129,6 +130,19 @@ def to_onnx(cell: Any, *example_inputs: Any) -> onnx.ModelProto:
     set_parameter_map(model, _parameter_map(cell, model))
     set_parameter_map(model, _buffer_map(cell, model), BUFFER_MAP_KEY)
     return model
+
+
+def _refuse_custom_bprop(cell: Any) -> None:
+    """A custom ``bprop`` is MindSpore's gradient for its cell; the ONNX export holds only
+    ``construct``, whose gradient would silently replace it."""
+    for path, sub in cell.cells_and_names():
+        if any("bprop" in vars(klass) for klass in type(sub).__mro__):
+            where = f" (at {path!r})" if path else ""
+            raise ConversionError(
+                f"{type(sub).__name__}{where} defines a custom bprop, which an ONNX export cannot carry: onnxgrad "
+                "would differentiate its construct() instead and give other gradients than MindSpore. Remove "
+                "the bprop, or differentiate this cell with MindSpore itself."
+            )
 
 
 def _export_with_loss(cell: Any, inputs: list[np.ndarray]) -> onnx.ModelProto:
@@ -475,9 +489,9 @@ class MindSporeFrontend(Frontend):
         return {p.name: p.asnumpy() for p in _frozen(self.cell)}
 
     def parameter_values(self) -> dict[str, np.ndarray]:
-        """Trainable parameters' current values, as read-only views of MindSpore's buffers."""
+        """Every parameter's current value (frozen ones too), as read-only views of MindSpore's buffers."""
         values = {}
-        for param in self.cell.trainable_params():
+        for param in self.cell.get_parameters():
             value = param.asnumpy()  # shares the parameter's memory
             value.flags.writeable = False
             values[param.name] = value
@@ -486,19 +500,22 @@ class MindSporeFrontend(Frontend):
     def weight_names(self, weights: Any) -> list[str]:
         """Names of a ``ParameterTuple``, a list of Parameters or names, or one Parameter or name.
 
+        Frozen parameters (``requires_grad=False``) are accepted: as in MindSpore, their
+        gradients are zeros.
+
         Raises:
-            InputError: a weight is not a trainable parameter of the cell.
+            InputError: a weight is not a parameter of the cell.
         """
         ms = _mindspore()
         if isinstance(weights, (ms.Parameter, str)):
             weights = [weights]
-        known = [p.name for p in self.cell.trainable_params()]
+        known = [p.name for p in self.cell.get_parameters()]
         names = []
         for weight in weights:
             name = weight.name if isinstance(weight, ms.Parameter) else weight
             if not isinstance(name, str) or name not in known:
                 raise InputError(
-                    f"Weight {name!r} is not a trainable parameter of {type(self.cell).__name__}; known: "
+                    f"Weight {name!r} is not a parameter of {type(self.cell).__name__}; known: "
                     f"{sorted(known)}. Pass ParameterTuple(cell.trainable_params()) or some of their names."
                 )
             names.append(name)

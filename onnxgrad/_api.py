@@ -138,7 +138,8 @@ class _GradFunction:
         value = values[0] if len(values) == 1 else tuple(values)
         grads = self._nest(input_grads, weight_grads)
         result = (value, grads)
-        if framework and self._target.frontend.wants_framework_tensors(args):
+        # No arguments: framework tensors out, as the framework itself gives.
+        if framework and (not args or self._target.frontend.wants_framework_tensors(args)):
             result = _map_tree(self._target.frontend.from_numpy, result)
         return result
 
@@ -148,6 +149,8 @@ class _GradFunction:
             positions: tuple[int, ...] = tuple(range(len(network.inputs)))
         elif self._grad_position is None:
             positions = ()
+        elif self._grad_position == 0 and not network.inputs and not self._return_ids:
+            positions = ()  # MindSpore's default flags on a Cell without inputs: the gradients are ()
         elif isinstance(self._grad_position, int):
             positions = (self._grad_position,)
         else:
@@ -188,7 +191,7 @@ class _GradFunction:
         # MindSpore returns one input's gradient bare for grad_position=k and =(k,) alike;
         # only get_all (_ALL) keeps a 1-tuple.
         bare = isinstance(position, int) or (isinstance(position, tuple) and len(position) == 1)
-        inputs = input_grads[0] if bare else tuple(input_grads)
+        inputs = input_grads[0] if bare and input_grads else tuple(input_grads)
         if self._weights is None:
             return inputs
         weights = weight_grads[0] if _is_single(self._weights) else tuple(weight_grads)

@@ -587,6 +587,6 @@ def test_frontend_weight_names(weights):
 
 def test_frontend_unknown_weight_lists_the_known_ones():
     frontend = converter.frontend(nn.Dense(2, 3))
-    message = r"Weight 'fc\.weight' is not a trainable parameter of Dense; known: \['bias', 'weight'\]"
+    message = r"Weight 'fc\.weight' is not a parameter of Dense; known: \['bias', 'weight'\]"
     with pytest.raises(InputError, match=message):
         frontend.weight_names(["fc.weight"])

@@ -160,3 +160,48 @@ def test_value_and_grad_matches_mindspore(case):
     actual = onnxgrad.value_and_grad(network, weights=weights if use_weights else None, **kwargs)(*inputs)
 
     assert_trees_close(actual, expected, **TOLERANCE)
+
+
+# --- Cells MindSpore differentiates specially ---------------------------------------------------
+
+
+def test_frozen_parameters_in_weights_get_zeros_as_in_mindspore():
+    import ms_special_nets as special
+
+    net = special.FrozenBias()
+    weights = ms.ParameterTuple(net.get_parameters())
+    assert [p.requires_grad for p in weights] == [True, False]
+    x = ms.Tensor(np.array([[1.0, -2.0]], np.float32))
+    expected = ms.nn.ForwardValueAndGrad(net, weights, get_all=True, get_by_list=True)(x)
+    actual = onnxgrad.ForwardValueAndGrad(net, weights, get_all=True, get_by_list=True)(x)
+    assert_trees_close(actual, expected)
+    assert not np.any(actual[1][1][1].asnumpy())  # the frozen bias: zeros
+
+
+@pytest.mark.parametrize("flags", [{}, {"get_all": True}, {"get_by_list": True}, {"get_all": True, "get_by_list": True}])
+def test_a_cell_without_inputs_nests_and_types_as_mindspore(flags):
+    import ms_special_nets as special
+
+    net = special.NoInput()
+    weights = ms.ParameterTuple(net.trainable_params()) if flags.get("get_by_list") else None
+    expected = ms.nn.ForwardValueAndGrad(net, weights, **flags)()
+    actual = onnxgrad.ForwardValueAndGrad(net, weights, **flags)()
+    assert isinstance(actual[0], ms.Tensor), "no arguments: MindSpore Tensors out"
+    assert_trees_close(actual, expected)
+
+
+def test_a_custom_bprop_is_refused_not_ignored():
+    import ms_special_nets as special
+
+    net = special.WithClipped()
+    x = ms.Tensor(np.array([[1.0, -2.0]], np.float32))
+    weights = ms.ParameterTuple(net.trainable_params())
+    with_bprop = ms.nn.ForwardValueAndGrad(net, weights, get_all=True, get_by_list=True)(x)
+    # MindSpore honours the bprop (dout passes unchanged, not 2 * y * dout): the input gradient is the
+    # Dense's alone, which construct()'s gradient would not give.
+    dense_only = ms.nn.ForwardValueAndGrad(net.dense, get_all=True)(x)
+    np.testing.assert_allclose(with_bprop[1][0][0].asnumpy(), dense_only[1][0].asnumpy(), rtol=1e-6)
+    y = dense_only[0].asnumpy()
+    assert not np.allclose(2 * y, np.ones_like(y)), "the example must tell the two gradients apart"
+    with pytest.raises(onnxgrad.ConversionError, match=r"ClippedGradient \(at 'inner'\) defines a custom bprop"):
+        onnxgrad.ForwardValueAndGrad(net, weights, get_all=True, get_by_list=True)(x)
