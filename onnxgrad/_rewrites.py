@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxgrad._custom_gradients import DOMAIN
 from onnxgrad._graph import FLOAT_TYPES, GraphWriter
 
 __all__ = ["apply_rewrites"]
@@ -148,7 +149,9 @@ def _sum(node, w, types) -> bool:
 
 def _batch_norm(node, w, types) -> bool:
     training = _attr(node, "training_mode", 0)
-    if training or len([o for o in node.output if o]) > 1:
+    if training:
+        return _batch_norm_training(node, w, types)
+    if len([o for o in node.output if o]) > 1:
         return False
     x, scale, bias, mean, var = node.input[:5]
     rank = len(types.get(x, (None, None))[1] or ())
@@ -505,6 +508,141 @@ def _cast_like(node, w, types) -> bool:
     return True
 
 
+def _batch_norm_training(node, w, types) -> bool:
+    """Training-mode BatchNormalization as its formula (batch statistics; the running statistics
+    outputs follow the spec): the builder has no gradient for it."""
+    x, scale, bias, mean, var = node.input[:5]
+    rank = _rank(types, x)
+    if rank is None or rank < 2 or not _is_float(types, x):
+        return False
+    dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
+    axes = [0, *range(2, rank)]
+    channel_shape = w.constant([-1] + [1] * (rank - 2), np.int64)
+    batch_mean = w.reduce("ReduceMean", x, axes, True)
+    centered = w.op("Sub", x, batch_mean)
+    batch_var = w.reduce("ReduceMean", w.op("Mul", centered, w.op("Identity", centered)), axes, True)
+    eps = w.constant(np.array(_attr(node, "epsilon", 1e-5), dtype))
+    normalized = w.op("Div", centered, w.op("Sqrt", w.op("Add", batch_var, eps)))
+    y = w.op("Add", w.op("Mul", normalized, w.op("Reshape", scale, channel_shape)),
+             w.op("Reshape", bias, channel_shape))
+    w.node("Identity", [y], [node.output[0]])
+    momentum = float(_attr(node, "momentum", 0.9))
+    keep, take = w.constant(np.array(momentum, dtype)), w.constant(np.array(1.0 - momentum, dtype))
+    for out, running, current in zip(node.output[1:3], (mean, var), (batch_mean, batch_var)):
+        if out:
+            flat = w.op("Reshape", current, w.constant(np.array([-1], np.int64)))
+            w.node("Add", [w.op("Mul", running, keep), w.op("Mul", flat, take)], [out])
+    return True
+
+
+def _group_norm(node, w, types) -> bool:
+    """GroupNormalization as its formula: no gradient in the builder."""
+    x, scale, bias = node.input[:3]
+    shape = _shape(types, x)
+    if shape is None or len(shape) < 2 or not _is_float(types, x):
+        return False
+    dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
+    groups = int(_attr(node, "num_groups"))
+    n, channels = shape[0], shape[1]
+    grouped = w.op("Reshape", x, w.constant(np.array([n, groups, -1], np.int64)))
+    mean = w.reduce("ReduceMean", grouped, [2], True)
+    centered = w.op("Sub", grouped, mean)
+    variance = w.reduce("ReduceMean", w.op("Mul", centered, w.op("Identity", centered)), [2], True)
+    eps = w.constant(np.array(_attr(node, "epsilon", 1e-5), dtype))
+    normalized = w.op("Reshape", w.op("Div", centered, w.op("Sqrt", w.op("Add", variance, eps))),
+                      w.constant(np.array(shape, np.int64)))
+    per = _shape(types, scale)
+    # Opset 18 scales per group, opset 21 per channel.
+    if per is not None and per[0] == groups and groups != channels:
+        repeat = w.constant(np.repeat(np.arange(groups), channels // groups).astype(np.int64))
+        scale, bias = w.op("Gather", scale, repeat), w.op("Gather", bias, repeat)
+    channel_shape = w.constant(np.array([-1] + [1] * (len(shape) - 2), np.int64))
+    w.node("Add", [w.op("Mul", normalized, w.op("Reshape", scale, channel_shape)),
+                   w.op("Reshape", bias, channel_shape)], node.output[:1])
+    return True
+
+
+def _lp_pool(node, w, types) -> bool:
+    """LpPool as (sum over the window of |x|^p)^(1/p), the sum an AveragePool counting the padding."""
+    x = node.input[0]
+    shape = _shape(types, x)
+    if shape is None or not _is_float(types, x):
+        return False
+    dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
+    p = float(_attr(node, "p", 2))
+    kernel = list(_attr(node, "kernel_shape"))
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name != "p"}
+    attrs["count_include_pad"] = 1
+    powered = w.op("Pow", w.op("Abs", x), w.constant(np.array(p, dtype)))
+    mean = w.op("AveragePool", powered, **attrs)
+    total = w.op("Mul", mean, w.constant(np.array(float(np.prod(kernel)), dtype)))
+    w.node("Pow", [total, w.constant(np.array(1.0 / p, dtype))], node.output)
+    return True
+
+
+def _mean_variance_norm(node, w, types) -> bool:
+    """MeanVarianceNormalization as its function body: (x - mean) / (sqrt(E[x^2] - mean^2) + 1e-9)."""
+    x = node.input[0]
+    if not _is_float(types, x):
+        return False
+    dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
+    axes = list(_attr(node, "axes", [0, 2, 3]))
+    mean = w.reduce("ReduceMean", x, axes, True)
+    mean_of_square = w.reduce("ReduceMean", w.op("Mul", x, w.op("Identity", x)), axes, True)
+    variance = w.op("Sub", mean_of_square, w.op("Mul", mean, w.op("Identity", mean)))
+    std = w.op("Add", w.op("Sqrt", variance), w.constant(np.array(1e-9, dtype)))
+    w.node("Div", [w.op("Sub", x, mean), std], node.output)
+    return True
+
+
+def _cum_sum(node, w, types) -> bool:
+    """CumSum as an onnxgrad function whose gradient is the opposite-direction CumSum."""
+    exclusive, reverse = int(_attr(node, "exclusive", 0)), int(_attr(node, "reverse", 0))
+    name = f"CumSum_e{exclusive}_r{reverse}"
+    body = [helper.make_node("CumSum", ["x", "axis"], ["y"], exclusive=exclusive, reverse=reverse)]
+    w.add_function(helper.make_function(DOMAIN, name, ["x", "axis"], ["y"], body, [helper.make_opsetid("", w.opset)]))
+    w.node(name, list(node.input[:2]), node.output, domain=DOMAIN)
+    return True
+
+
+def _mod(node, w, types) -> bool:
+    """Float Mod (fmod) as an onnxgrad function: d/da = 1, d/db = -trunc(a / b). Operands are
+    expanded to the output's shape first, so the function's gradients need no reduction."""
+    if not _attr(node, "fmod", 0) or not all(_is_float(types, name) for name in node.input[:2]):
+        return False
+    a, b = node.input[:2]
+    shape_a, shape_b = _shape(types, a), _shape(types, b)
+    if shape_a is None or shape_b is None:
+        return False
+    out = w.constant(np.array(np.broadcast_shapes(shape_a, shape_b), np.int64))
+    if shape_a != shape_b:
+        a, b = w.op("Expand", a, out), w.op("Expand", b, out)
+    body = [helper.make_node("Mod", ["a", "b"], ["y"], fmod=1)]
+    w.add_function(helper.make_function(DOMAIN, "FMod", ["a", "b"], ["y"], body, [helper.make_opsetid("", w.opset)]))
+    w.node("FMod", [a, b], node.output, domain=DOMAIN)
+    return True
+
+
+def _pow(node, w, types) -> bool:
+    """Pow with a tensor or an int exponent as an onnxgrad function: the builder differentiates
+    neither the exponent nor a base under an int exponent. Operands are expanded to the output's
+    shape first, so the function's gradients need no reduction."""
+    base, exponent = node.input[:2]
+    if not _is_float(types, base) or _constant(w, exponent) is not None:
+        return False
+    name = "PowerT" if _is_float(types, exponent) else "PowerI"
+    shape_a, shape_b = _shape(types, base), _shape(types, exponent)
+    if shape_a is None or shape_b is None:
+        return False
+    if shape_a != shape_b:
+        out = w.constant(np.array(np.broadcast_shapes(shape_a, shape_b), np.int64))
+        base, exponent = w.op("Expand", base, out), w.op("Expand", exponent, out)
+    body = [helper.make_node("Pow", ["a", "b"], ["y"])]
+    w.add_function(helper.make_function(DOMAIN, name, ["a", "b"], ["y"], body, [helper.make_opsetid("", w.opset)]))
+    w.node(name, [base, exponent], node.output, domain=DOMAIN)
+    return True
+
+
 def _depth_to_space(node, w, types) -> bool:
     shape = _shape(types, node.input[0])
     if shape is None or len(shape) != 4:
@@ -784,6 +922,12 @@ _REWRITES: dict[str, Rewrite] = {
     "ReduceSumSquare": _reduce_sum_square,
     "ReduceL2": _reduce_l2,
     "CastLike": _cast_like,
+    "GroupNormalization": _group_norm,
+    "LpPool": _lp_pool,
+    "MeanVarianceNormalization": _mean_variance_norm,
+    "CumSum": _cum_sum,
+    "Mod": _mod,
+    "Pow": _pow,
     "SoftmaxCrossEntropyLoss": _softmax_cross_entropy,
     "ReduceL1": _reduce_l1,
     "ReduceLogSum": _reduce_log_sum,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from onnxgrad._custom_gradients import CustomGradient, GradNode, register
 
-__all__ = ["GRADIENTS"]
+__all__ = ["GRADIENTS", "FUNCTION_GRADIENTS"]
 
 
 def _one(name: str = "one") -> tuple[GradNode, ...]:
@@ -63,3 +63,57 @@ _DEFINITIONS: dict[str, tuple[GradNode, ...]] = {
 
 #: The registered definitions, by op.
 GRADIENTS = {op: register(CustomGradient(op, nodes, domain="")) for op, nodes in _DEFINITIONS.items()}
+
+
+# onnxgrad functions the rewrites (``_rewrites``) put in place of ops whose gradient needs an
+# attribute: one function per attribute value, its gradient fixed with it.
+_FUNCTIONS: dict[str, tuple[tuple[GradNode, ...], frozenset[int]]] = {
+    # The cumulative sum's gradient is the cumulative sum of dY the other way.
+    **{
+        f"CumSum_e{e}_r{r}": (
+            (GradNode("CumSum", ("GO(0)", "I(1)"), ("GI(0)",), {"exclusive": e, "reverse": 1 - r}),),
+            frozenset({1}),
+        )
+        for e in (0, 1) for r in (0, 1)
+    },
+    # fmod(a, b) = a - b * trunc(a / b): d/da = 1, d/db = -trunc(a / b) (trunc through int64).
+    "FMod": (
+        (
+            GradNode("Identity", ("GO(0)",), ("GI(0)",)),
+            GradNode("Div", ("I(0)", "I(1)"), ("q",)),
+            GradNode("Cast", ("q",), ("q_int",), {"to": 7}),
+            GradNode("CastLike", ("q_int", "I(0)"), ("t",)),
+            GradNode("Mul", ("GO(0)", "t"), ("gt",)),
+            GradNode("Neg", ("gt",), ("GI(1)",)),
+        ),
+        frozenset(),
+    ),
+    # d/da a^b = b * a^(b - 1); d/db a^b = a^b * log(a). PowerI: an int exponent, no gradient.
+    **{
+        name: (
+            (
+                GradNode("CastLike", ("I(1)", "I(0)"), ("b",)),
+                GradNode("Shape", ("I(0)",), ("one_shape",)),
+                GradNode("ConstantOfShape", ("one_shape",), ("one_zeros",)),
+                GradNode("Cos", ("one_zeros",), ("one_f",)),
+                GradNode("CastLike", ("one_f", "I(0)"), ("one",)),
+                GradNode("Sub", ("b", "one"), ("b_minus_one",)),
+                GradNode("Pow", ("I(0)", "b_minus_one"), ("power",)),
+                GradNode("Mul", ("b", "power"), ("slope",)),
+                GradNode("Mul", ("GO(0)", "slope"), ("GI(0)",)),
+                *(
+                    (GradNode("Log", ("I(0)",), ("log_a",)), GradNode("Mul", ("O(0)", "log_a"), ("db",)),
+                     GradNode("Mul", ("GO(0)", "db"), ("GI(1)",)))
+                    if name == "PowerT" else ()
+                ),
+            ),
+            frozenset() if name == "PowerT" else frozenset({1}),
+        )
+        for name in ("PowerT", "PowerI")
+    },
+}
+
+#: The registered function gradients, by function name.
+FUNCTION_GRADIENTS = {
+    name: register(CustomGradient(name, nodes, stop_inputs=stops)) for name, (nodes, stops) in _FUNCTIONS.items()
+}
