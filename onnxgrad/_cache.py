@@ -4,9 +4,9 @@ across processes.
 An entry is keyed by a digest of the network's weight-free graph, the
 GradSpec (without providers), the input signature, a digest of onnxgrad's own
 source, and the builder's onnxruntime-training version (not the runtime's: a
-cache copied to a machine with another onnxruntime and no builder still hits). On disk an entry is two files, ``<key>.onnx`` (the
-forward+backward graph) and ``<key>.json`` (its :class:`~onnxgrad._prepare.Layout`),
-written atomically. The folder is ``$ONNXGRAD_CACHE_DIR`` or
+cache copied to a machine with another onnxruntime and no builder still hits).
+On disk an entry is two files, ``<key>.onnx`` (the forward+backward graph)
+and ``<key>.json`` (its :class:`~onnxgrad._prepare.Layout`), written atomically. The folder is ``$ONNXGRAD_CACHE_DIR`` or
 ``~/.cache/onnxgrad``; set ``ONNXGRAD_CACHE_DIR`` to an empty string to turn
 the disk cache off.
 """

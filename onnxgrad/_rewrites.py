@@ -643,6 +643,74 @@ def _pow(node, w, types) -> bool:
     return True
 
 
+def _lrn(node, w, types) -> bool:
+    """LRN as its formula: x / (bias + alpha / size * (sum of squares over the channel window))^beta."""
+    x = node.input[0]
+    shape = _shape(types, x)
+    if shape is None or len(shape) < 2 or not _is_float(types, x):
+        return False
+    dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
+    size = int(_attr(node, "size"))
+    alpha, beta, bias = (float(_attr(node, k, d)) for k, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
+    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    pads = [0] * (2 * len(shape))
+    pads[1], pads[len(shape) + 1] = before, after
+    padded = w.op("Pad", w.op("Mul", x, w.op("Identity", x)), w.constant(np.array(pads, np.int64)))
+    channels = shape[1]
+    window = [
+        w.op("Slice", padded, w.constant(np.array([k], np.int64)), w.constant(np.array([k + channels], np.int64)),
+             w.constant(np.array([1], np.int64)))
+        for k in range(size)
+    ]
+    total = window[0]
+    for part in window[1:]:
+        total = w.op("Add", total, part)
+    scaled = w.op("Mul", total, w.constant(np.array(alpha / size, dtype)))
+    scaled = w.op("Add", w.constant(np.array(bias, dtype)), scaled)
+    w.node("Div", [x, w.op("Pow", scaled, w.constant(np.array(beta, dtype)))], node.output)
+    return True
+
+
+def _einsum(node, w, types) -> bool:
+    """Einsum as an onnxgrad function per equation, its gradients Einsums too: the gradient of an
+    operand contracts dY with the other operands (and ones shaped like the operand, for its indices
+    that appear nowhere else). No ellipsis, no index repeated within an operand."""
+    from onnxgrad import _custom_gradients as cg
+
+    equation = _attr(node, "equation").replace(" ", "")
+    if "." in equation:
+        return False
+    lhs, _, out = equation.partition("->")
+    operands = lhs.split(",")
+    if "->" not in equation:
+        letters = "".join(operands)
+        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    if any(len(set(op)) != len(op) for op in operands) or not all(_is_float(types, x) for x in node.input):
+        return False
+    name = "Einsum_" + "".join(c if c.isalnum() else "_" for c in f"{','.join(operands)}_{out}")
+    grads = []
+    for k, op in enumerate(operands):
+        others = [(operands[j], f"I({j})") for j in range(len(operands)) if j != k]
+        labels, inputs = [out], ["GO(0)"]
+        for label, ref in others:
+            labels.append(label)
+            inputs.append(ref)
+        if set(op) - set(out) - {c for label, _ in others for c in label}:
+            grads += [cg.GradNode("Shape", (f"I({k})",), (f"s{k}",)),
+                      cg.GradNode("ConstantOfShape", (f"s{k}",), (f"z{k}",)),
+                      cg.GradNode("Cos", (f"z{k}",), (f"o{k}",)),
+                      cg.GradNode("CastLike", (f"o{k}", f"I({k})"), (f"ones{k}",))]
+            labels.append(op)
+            inputs.append(f"ones{k}")
+        grads.append(cg.GradNode("Einsum", tuple(inputs), (f"GI({k})",), {"equation": f"{','.join(labels)}->{op}"}))
+    cg.register(cg.CustomGradient(name, tuple(grads)))
+    args = [f"x{k}" for k in range(len(operands))]
+    body = [helper.make_node("Einsum", args, ["y"], equation=f"{','.join(operands)}->{out}")]
+    w.add_function(helper.make_function(DOMAIN, name, args, ["y"], body, [helper.make_opsetid("", w.opset)]))
+    w.node(name, list(node.input), node.output, domain=DOMAIN)
+    return True
+
+
 def _depth_to_space(node, w, types) -> bool:
     shape = _shape(types, node.input[0])
     if shape is None or len(shape) != 4:
@@ -928,6 +996,8 @@ _REWRITES: dict[str, Rewrite] = {
     "CumSum": _cum_sum,
     "Mod": _mod,
     "Pow": _pow,
+    "LRN": _lrn,
+    "Einsum": _einsum,
     "SoftmaxCrossEntropyLoss": _softmax_cross_entropy,
     "ReduceL1": _reduce_l1,
     "ReduceLogSum": _reduce_log_sum,

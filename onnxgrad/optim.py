@@ -149,7 +149,9 @@ class Optimizer:
             entry = self._update_sessions[key] = self._update_session(device)
         session, scalar_inputs = entry
         if self._device_state is None:
-            self._device_state = {slot: [_device.to_device(b, device) for b in bufs] for slot, bufs in self._state.items()}
+            self._device_state = {
+                slot: [_device.to_device(b, device) for b in buffers] for slot, buffers in self._state.items()
+            }
         binding = session.io_binding()
         for i, (p, g) in enumerate(zip(self.params, grads)):
             binding.bind_ortvalue_input(f"value{i}", p._on_device(device))
