@@ -29,6 +29,7 @@ GRAD_SUFFIX = "_grad"
 
 _registered: set[str] = set()
 _lock = threading.Lock()
+_build_lock = threading.Lock()
 
 
 def grad_name(x: str) -> str:
@@ -79,9 +80,10 @@ def _build_in_process(model: bytes, loss: str, xs: list[str]) -> bytes:
     try:
         options = C.SessionOptions()
         options.log_severity_level = 3  # the builder logs every graph transformer at INFO
-        builder = C.GradientGraphBuilder(model, {loss}, set(xs), loss, options)
-        builder.build()
-        return builder.get_model()
+        with _build_lock:  # one build at a time: the builder and its registry are process-wide
+            builder = C.GradientGraphBuilder(model, {loss}, set(xs), loss, options)
+            builder.build()
+            return builder.get_model()
     except Exception as err:  # pybind raises RuntimeError/Fail with ORT's text
         raise _builder_env.BuildFailure(str(err)) from err
 

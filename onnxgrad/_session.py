@@ -135,29 +135,46 @@ class Session:
         graph_inputs = {i.name for i in self._session.get_inputs()}
         self._parameters = {name: p for name, p in parameters.items() if name in graph_inputs}
         self._outputs = list(outputs)
-        self._binding = self._session.io_binding()
         self.device = _device.device_of(providers)
         self.resident = _device.resident(self.device)
         self.input_names = graph_inputs - set(self._parameters)
         self._preallocate = False
-        if self.resident:
-            self._bound: dict[str, Any] = {}
-            return
         self._host_writes_seen = _network._host_writes_pending
-        for name, param in self._parameters.items():
-            buffer = param.value
-            self._binding.bind_input(name, "cpu", 0, buffer.dtype, list(buffer.shape), buffer.ctypes.data)
-        on_cpu = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers)
-        known = output_types is not None and all(t is not None for t in output_types)
-        # Writing into caller-owned arrays is only safe on the CPU, and only pays off for big
-        # results: binding an output costs about 2 µs, copying 64 KiB about as much.
-        size = sum(np.dtype(d).itemsize * int(np.prod(s)) for s, d in output_types) if known else 0
-        self._preallocate = on_cpu and known and size >= _PREALLOCATE_BYTES
-        if self._preallocate:
-            self._output_types = [(tuple(shape), np.dtype(dtype).type) for shape, dtype in output_types]
-        else:
-            for name in self._outputs:
-                self._binding.bind_output(name, "cpu")
+        if not self.resident:
+            on_cpu = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers)
+            known = output_types is not None and all(t is not None for t in output_types)
+            # Writing into caller-owned arrays is only safe on the CPU, and only pays off for big
+            # results: binding an output costs about 2 µs, copying 64 KiB about as much.
+            size = sum(np.dtype(d).itemsize * int(np.prod(s)) for s, d in output_types) if known else 0
+            self._preallocate = on_cpu and known and size >= _PREALLOCATE_BYTES
+            if self._preallocate:
+                self._output_types = [(tuple(shape), np.dtype(dtype).type) for shape, dtype in output_types]
+        # An IOBinding holds one call's inputs and outputs: the creating thread keeps this one (no
+        # lookup on the hot path); every other thread gets its own.
+        self._owner = threading.get_ident()
+        self._binding, self._bound = self._new_binding()
+        self._local = threading.local()
+
+    def _new_binding(self) -> tuple[Any, dict]:
+        """An IOBinding with the parameters bound (on the CPU, by pointer) and, unless results
+        are preallocated per call, the outputs; and its record of bound device values."""
+        binding = self._session.io_binding()
+        if not self.resident:
+            for name, param in self._parameters.items():
+                buffer = param.value
+                binding.bind_input(name, "cpu", 0, buffer.dtype, list(buffer.shape), buffer.ctypes.data)
+            if not self._preallocate:
+                for name in self._outputs:
+                    binding.bind_output(name, "cpu")
+        return binding, {}
+
+    def _thread_binding(self) -> tuple[Any, dict]:
+        if threading.get_ident() == self._owner:
+            return self._binding, self._bound
+        entry = getattr(self._local, "entry", None)
+        if entry is None:
+            entry = self._local.entry = self._new_binding()
+        return entry
 
     def run(self, feeds: Mapping[str, Any], on_device: Sequence[bool] | None = None) -> list[Any]:
         """Runs the graph on ``feeds`` (the non-parameter inputs); returns the outputs in order.
@@ -167,15 +184,15 @@ class Session:
             on_device: per output, whether it stays an OrtValue on the session's
                 device (default: every output comes back as a numpy array).
         """
+        binding, bound = self._thread_binding()
         if self.resident:
-            return self._run_resident(feeds, on_device)
+            return self._run_resident(binding, bound, feeds, on_device)
         if _network._host_writes_pending != self._host_writes_seen:  # a device step wrote some parameter
             for param in self._parameters.values():
                 if param._host_stale:
                     param._sync_host()
             self._host_writes_seen = _network._host_writes_pending
-        binding = self._binding
-        self._bind_inputs(feeds)
+        self._bind_inputs(binding, feeds)
         results = None
         if self._preallocate:
             results = []
@@ -190,14 +207,16 @@ class Session:
             results = [_device.wrap(r) if keep else r for r, keep in zip(results, on_device)]
         return results
 
-    def _run_resident(self, feeds: Mapping[str, Any], on_device: Sequence[bool] | None) -> list[Any]:
-        binding, device = self._binding, self.device
+    def _run_resident(
+        self, binding: Any, bound: dict, feeds: Mapping[str, Any], on_device: Sequence[bool] | None
+    ) -> list[Any]:
+        device = self.device
         for name, param in self._parameters.items():
             value = param._on_device(device)
-            if self._bound.get(name) is not value:
+            if bound.get(name) is not value:
                 binding.bind_ortvalue_input(name, value)
-                self._bound[name] = value
-        self._bind_inputs(feeds)
+                bound[name] = value
+        self._bind_inputs(binding, feeds)
         keep = on_device if on_device is not None else [False] * len(self._outputs)
         # Rebound every call: ONNX Runtime would write the next results into a bound output.
         for name, stay in zip(self._outputs, keep):
@@ -205,14 +224,14 @@ class Session:
         self._run(binding)
         return [value if stay else value.numpy() for value, stay in zip(binding.get_outputs(), keep)]
 
-    def _bind_inputs(self, feeds: Mapping[str, Any]) -> None:
+    def _bind_inputs(self, binding: Any, feeds: Mapping[str, Any]) -> None:
         """Binds the call's inputs: numpy arrays from host memory, OrtValues where they live."""
         for name, array in feeds.items():
             if name in self.input_names:
                 if _device.is_ortvalue(array):
-                    self._binding.bind_ortvalue_input(name, array)
+                    binding.bind_ortvalue_input(name, array)
                 else:
-                    self._binding.bind_cpu_input(name, array)
+                    binding.bind_cpu_input(name, array)
 
     def _run(self, binding) -> None:
         try:
