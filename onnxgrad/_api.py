@@ -80,6 +80,12 @@ def _weight_names(network: Network, weights: Any) -> list[str]:
                 f"Weight {name!r} is not a trainable parameter of the network; known: {sorted(params)}. "
                 "Pass Parameters from network.trainable_params() or their names."
             )
+        if isinstance(weight, Parameter) and weight is not params[name]:
+            # Matched by name alone, another network's Parameter would get this network's gradient.
+            raise InputError(
+                f"Parameter {name!r} belongs to another network (one with a parameter of the same name): pass "
+                "this network's own Parameters (network.trainable_params()) or their names."
+            )
         names.append(name)
     return names
 

@@ -107,7 +107,24 @@ def check_arguments(network: Network, args: Sequence[Any]) -> tuple[Network, lis
                 "pass an array of that shape (named sizes may vary)."
             )
         arrays.append(array if _device.is_ortvalue(array) else _c_contiguous(array))
+    _check_shared_sizes(network, arrays)
     return network, arrays
+
+
+def _check_shared_sizes(network: Network, arrays: Sequence[Any]) -> None:
+    """Inputs that name the same symbolic size (a batch ``N``) must agree on it: a loss would
+    otherwise pair the first rows only."""
+    sizes: dict[str, tuple[int, str]] = {}
+    for info, array in zip(network.inputs, arrays):
+        shape = _device.shape_and_dtype(array)[0]
+        for want, got in zip(info.shape or (), shape):
+            if isinstance(want, str):
+                first = sizes.setdefault(want, (int(got), info.name))
+                if first[0] != got:
+                    raise InputError(
+                        f"Inputs {first[1]!r} and {info.name!r} share the size {want!r}, but got {first[0]} and "
+                        f"{got}: pass arrays whose {want!r} sizes agree (e.g. one label per row)."
+                    )
 
 
 @dataclasses.dataclass
@@ -264,6 +281,8 @@ def run(
             root._fast[key] = (network, compiled)
         if any(_device.is_ortvalue(a) for a in arrays):  # OrtValues in: OrtValues out, where they are
             on_device = [True] * (compiled.n_outputs + len(compiled.layout.xs))
+    if network._value_check is not None:
+        network._value_check(arrays)
     layout = compiled.layout
     feeds = {info.name: a for info, a in zip(network.inputs, arrays)}
     checked_sens = None

@@ -203,6 +203,9 @@ class Network:
         """The network to run for arguments of these dtypes (itself, except for loss cells)."""
         return self
 
+    #: Checks argument values before every call (loss cells: label ranges); None for none.
+    _value_check = None
+
     def __call__(self, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         """Runs the forward pass; returns one array, or a tuple for several outputs."""
         from onnxgrad import _engine

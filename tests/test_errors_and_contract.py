@@ -371,3 +371,44 @@ def test_if_body_of_constants_is_differentiated():
     x = np.array([1.0, 2.0, 3.0], np.float32)
     for cond in (True, False):
         onnxgrad.testing.check_grads(net, [x, np.array(cond)])
+
+
+def test_a_parameter_of_another_network_with_the_same_name_is_refused():
+    path = pathlib.Path(__file__).resolve().parent.parent / "models" / "digits_mlp.onnx"
+    mine, other = onnxgrad.load(str(path)), onnxgrad.load(str(path))
+    x = np.ones((2, 64), np.float32)
+    with pytest.raises(onnxgrad.InputError, match=r"Parameter 'fc1.weight' belongs to another network"):
+        onnxgrad.ForwardValueAndGrad(mine, other.trainable_params(), get_by_list=True)(x)
+    by_name = onnxgrad.ForwardValueAndGrad(mine, [p.name for p in other.trainable_params()], get_by_list=True)(x)
+    own = onnxgrad.ForwardValueAndGrad(mine, mine.trainable_params(), get_by_list=True)(x)
+    for a, b in zip(by_name[1], own[1]):
+        np.testing.assert_array_equal(a, b)  # names are this network's own
+
+
+@pytest.mark.parametrize(
+    ("loss", "labels", "message"),
+    [
+        (nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean"), [0, 1, 2], r"share the size 'N', but got 4 and 3"),
+        (nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean"), [0, 1, 2, -1], r"Label -1 is not a class"),
+        (nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean"), [0, 1, 2, 10], r"Label 10 is not a class"),
+        (nn.CrossEntropyLoss(), [0, -1, 2, 9], r"Label -1 is not a class.*or -100 \(ignore_index\)"),
+        (nn.NLLLoss(ignore_index=3), [0, 11, 3, 9], r"Label 11 is not a class"),
+    ],
+)
+def test_class_labels_are_checked_on_every_call(loss, labels, message):
+    path = pathlib.Path(__file__).resolve().parent.parent / "models" / "digits_mlp.onnx"
+    cell = nn.WithLossCell(onnxgrad.load(str(path)), loss)
+    fvg = onnxgrad.ForwardValueAndGrad(cell, cell.trainable_params(), get_by_list=True)
+    x = np.ones((4, 64), np.float32)
+    fvg(x, np.array([0, 1, 3, 9], np.int32))  # a good call first: the fast path must check too
+    with pytest.raises(onnxgrad.InputError, match=message):
+        fvg(x, np.array(labels, np.int32))
+
+
+def test_ignore_index_is_a_valid_label():
+    path = pathlib.Path(__file__).resolve().parent.parent / "models" / "digits_mlp.onnx"
+    cell = nn.WithLossCell(onnxgrad.load(str(path)), nn.CrossEntropyLoss(ignore_index=-100))
+    loss, _ = onnxgrad.ForwardValueAndGrad(cell, cell.trainable_params(), get_by_list=True)(
+        np.ones((4, 64), np.float32), np.array([0, -100, 2, 9], np.int32)
+    )
+    assert np.isfinite(loss)

@@ -90,6 +90,12 @@ class _ClassLoss(LossFn):
     def loss_shape(self, logits: TensorInfo) -> tuple | None:
         return _without_class_axis(logits)
 
+    def class_axis(self) -> int | None:
+        return 1
+
+    def allowed_label(self) -> int | None:
+        return self.ignore_index
+
     def terms(self, w: GraphWriter, batch: _Batch, label_dtype: np.dtype) -> _Terms:
         """Emits the per-position loss of a batch (and the divisor of its mean)."""
         raise NotImplementedError

@@ -60,6 +60,14 @@ class LossFn(abc.ABC):
         """The unreduced loss's shape for logits of this shape (default: the same)."""
         return logits.shape
 
+    def class_axis(self) -> int | None:
+        """The logits' class axis when the labels are class indices (checked per call), else None."""
+        return None
+
+    def allowed_label(self) -> int | None:
+        """A label value outside ``[0, classes)`` that is allowed (``ignore_index``), or None."""
+        return None
+
     def output_shape(self, logits: TensorInfo) -> tuple | None:
         """The shape of the loss after reduction."""
         return self.loss_shape(logits) if self.reduction == "none" else ()
@@ -205,6 +213,35 @@ class WithLossCell(Network):
         model = attach_loss(backbone.model, loss_fn, _label_dtype)
         super().__init__(model, backbone.trainable_params(), list(backbone.buffers_dict().values()))
         self._variants: dict[np.dtype, WithLossCell] = {self.inputs[-1].dtype: self}
+        axis = loss_fn.class_axis()
+        logits_shape = backbone.outputs[0].shape if backbone.outputs else None
+        self._classes = None
+        if axis is not None and logits_shape:
+            axis = min(axis, len(logits_shape) - 1)  # unbatched logits [C]: the only axis
+            if isinstance(logits_shape[axis], int):
+                self._classes = logits_shape[axis]
+        if self._classes is not None and self.inputs[-1].dtype.kind in "iu":
+            self._value_check = self._check_labels
+
+    def _check_labels(self, arrays: Sequence[np.ndarray]) -> None:
+        """Class-index labels must name a class (or be ignore_index): a wrong one would index
+        another row or class silently."""
+        labels = arrays[-1]
+        if not isinstance(labels, np.ndarray) or labels.size == 0:
+            return
+        low, high = int(labels.min()), int(labels.max())
+        if low >= 0 and high < self._classes:
+            return
+        allowed = self.loss_fn.allowed_label()
+        bad = labels[(labels < 0) | (labels >= self._classes)]
+        if allowed is not None:
+            bad = bad[bad != allowed]
+        if bad.size:
+            extra = f" or {allowed} (ignore_index)" if allowed is not None else ""
+            raise InputError(
+                f"Label {int(bad.flat[0])} is not a class: the labels of {type(self.loss_fn).__name__} must be in "
+                f"[0, {self._classes}){extra} for logits with {self._classes} classes."
+            )
 
     def variant(self, dtypes: Sequence[np.dtype]) -> Network:
         """The cell for this label dtype (built once per dtype the loss takes)."""

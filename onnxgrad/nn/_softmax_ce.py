@@ -83,6 +83,9 @@ class SoftmaxCrossEntropyWithLogits(LossFn):
     def loss_shape(self, logits: TensorInfo) -> tuple | None:
         return None if logits.shape is None else logits.shape[:-1]
 
+    def class_axis(self) -> int | None:
+        return -1 if self.sparse else None
+
     def build(self, w: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
         if self.sparse:
             index = w.unsqueeze(w.cast(label, np.int64), [-1])
