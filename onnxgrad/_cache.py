@@ -6,14 +6,22 @@ GradSpec (without providers), the input signature, a digest of onnxgrad's own
 source, and the builder's onnxruntime-training version (not the runtime's: a
 cache copied to a machine with another onnxruntime and no builder still hits).
 On disk an entry is two files, ``<key>.onnx`` (the forward+backward graph)
-and ``<key>.json`` (its :class:`~onnxgrad._prepare.Layout`), written atomically. The folder is ``$ONNXGRAD_CACHE_DIR`` or
-``~/.cache/onnxgrad``; set ``ONNXGRAD_CACHE_DIR`` to an empty string to turn
-the disk cache off.
+and ``<key>.json`` (its :class:`~onnxgrad._prepare.Layout`), written atomically.
+The JSON carries an HMAC-SHA256 of both, keyed by a random secret in the
+folder (``cache.key``, readable by its owner only): an entry that was corrupted,
+or written by anything without the secret, fails the check on load and is
+rebuilt, with one warning. Nothing is unpickled or evaluated. The folder is
+``$ONNXGRAD_CACHE_DIR`` or ``~/.cache/onnxgrad``; set ``ONNXGRAD_CACHE_DIR`` to an
+empty string to turn the disk cache off. It holds at most
+``$ONNXGRAD_CACHE_MAX_MB`` (default 1024) megabytes: the least recently used
+entries go first. The memory cache keeps the last :data:`MEMORY_ENTRIES`.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -31,7 +39,12 @@ __all__ = ["cache_key", "lookup", "store", "cache_dir", "clear_memory"]
 
 logger = logging.getLogger(__name__)
 
-_memory: dict[str, tuple[onnx.ModelProto, Layout, list[str]]] = {}
+#: Entries the memory cache keeps (least recently used first out).
+MEMORY_ENTRIES = 256
+_DEFAULT_MAX_MB = 1024
+_KEY_FILE = "cache.key"
+
+_memory: collections.OrderedDict[str, tuple[onnx.ModelProto, Layout, list[str]]] = collections.OrderedDict()
 _lock = threading.Lock()
 
 
@@ -66,43 +79,107 @@ def cache_key(model_digest: str, parts: Hashable) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def _remember(key: str, entry: tuple) -> None:
+    with _lock:
+        _memory[key] = entry
+        _memory.move_to_end(key)
+        while len(_memory) > MEMORY_ENTRIES:
+            _memory.popitem(last=False)
+
+
+def _secret(folder: pathlib.Path) -> bytes:
+    """The folder's HMAC key, created (owner-only) on first use."""
+    path = folder / _KEY_FILE
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(os.urandom(32))
+    return path.read_bytes()
+
+
+def _mac(secret: bytes, model_bytes: bytes, meta_bytes: bytes) -> str:
+    return hmac.new(secret, model_bytes + b"\0" + meta_bytes, hashlib.sha256).hexdigest()
+
+
 def lookup(key: str) -> tuple[onnx.ModelProto, Layout, list[str]] | None:
-    """The cached (model, layout, outputs), from memory or disk."""
+    """The cached (model, layout, outputs), from memory or disk (verified; a bad entry is a miss)."""
     with _lock:
         entry = _memory.get(key)
+        if entry is not None:
+            _memory.move_to_end(key)
     if entry is not None:
         return entry
     folder = cache_dir()
     if folder is None:
         return None
+    model_path, meta_path = folder / f"{key}.onnx", folder / f"{key}.json"
     try:
-        meta = json.loads((folder / f"{key}.json").read_text())
-        model = onnx.load(str(folder / f"{key}.onnx"))
-        entry = (model, Layout.from_json(meta["layout"]), list(meta["outputs"]))
-    except (OSError, ValueError, KeyError, onnx.onnx_cpp2py_export.checker.ValidationError):
+        stored = json.loads(meta_path.read_text())
+        model_bytes = model_path.read_bytes()
+    except (OSError, ValueError):
+        return None  # not there (or half there): a plain miss
+    try:
+        meta_bytes = json.dumps(stored["meta"], sort_keys=True).encode()
+        if not hmac.compare_digest(str(stored["mac"]), _mac(_secret(folder), model_bytes, meta_bytes)):
+            raise ValueError("the entry's HMAC does not match")
+        model = onnx.load_from_string(model_bytes)
+        entry = (model, Layout.from_json(stored["meta"]["layout"]), list(stored["meta"]["outputs"]))
+    except Exception as err:  # a corrupt or foreign entry is rebuilt, never trusted
+        logger.warning("cache entry %s in %s failed its check (%s): rebuilding it", key, folder, err)
+        for path in (model_path, meta_path):
+            path.unlink(missing_ok=True)
         return None
-    except Exception:  # a corrupt entry is a miss, never an error
-        logger.warning("ignoring unreadable cache entry %s in %s", key, folder)
-        return None
-    with _lock:
-        _memory[key] = entry
+    os.utime(meta_path)  # recently used: evicted last
+    _remember(key, entry)
     return entry
 
 
 def store(key: str, model: onnx.ModelProto, layout: Layout, outputs: list[str]) -> None:
-    """Keeps an entry in memory and, when enabled, writes it to disk atomically."""
-    with _lock:
-        _memory[key] = (model, layout, outputs)
+    """Keeps an entry in memory and, when enabled, writes it to disk atomically (with its HMAC)."""
+    _remember(key, (model, layout, outputs))
     folder = cache_dir()
     if folder is None:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / f"{key}.onnx", model.SerializeToString())
+        model_bytes = model.SerializeToString()
         meta = {"layout": layout.to_json(), "outputs": outputs}
-        _write_atomic(folder / f"{key}.json", json.dumps(meta).encode())
+        mac = _mac(_secret(folder), model_bytes, json.dumps(meta, sort_keys=True).encode())
+        _write_atomic(folder / f"{key}.onnx", model_bytes)
+        _write_atomic(folder / f"{key}.json", json.dumps({"meta": meta, "mac": mac}).encode())
+        _evict(folder)
     except OSError as err:  # a read-only home must not break gradients
         logger.warning("could not write the gradient cache in %s: %s", folder, err)
+
+
+def _evict(folder: pathlib.Path) -> None:
+    """Removes the least recently used entries beyond ``$ONNXGRAD_CACHE_MAX_MB``."""
+    try:
+        limit = float(os.environ.get("ONNXGRAD_CACHE_MAX_MB", _DEFAULT_MAX_MB)) * 1e6
+    except ValueError:
+        limit = _DEFAULT_MAX_MB * 1e6
+    entries = []
+    for meta_path in folder.glob("*.json"):
+        model_path = meta_path.with_suffix(".onnx")
+        try:
+            size = meta_path.stat().st_size + (model_path.stat().st_size if model_path.exists() else 0)
+            entries.append((meta_path.stat().st_mtime, size, meta_path, model_path))
+        except OSError:
+            continue
+    total = sum(size for _, size, _, _ in entries)
+    for _, size, meta_path, model_path in sorted(entries, key=lambda e: e[0]):
+        if total <= limit:
+            break
+        for path in (meta_path, model_path):
+            path.unlink(missing_ok=True)
+        total -= size
 
 
 def _write_atomic(path: pathlib.Path, data: bytes) -> None:

@@ -231,7 +231,7 @@ def test_second_network_and_new_process_reuse_the_built_graph(monkeypatch, fresh
     from onnxgrad import _cache
 
     _cache.clear_memory()
-    assert sorted(p.suffix for p in fresh_cache.iterdir()) == [".json", ".onnx"]
+    assert sorted(p.suffix for p in fresh_cache.iterdir() if p.name != "cache.key") == [".json", ".onnx"]
     from_disk = onnxgrad.ForwardValueAndGrad(onnxgrad.load(_model(MLP)), get_all=True)(X)
     assert builds == [1]
     assert_trees_close(from_disk, expected)
@@ -412,3 +412,45 @@ def test_ignore_index_is_a_valid_label():
         np.ones((4, 64), np.float32), np.array([0, -100, 2, 9], np.int32)
     )
     assert np.isfinite(loss)
+
+
+def _entry_paths(folder):
+    [meta] = folder.glob("*.json")
+    return meta.with_suffix(".onnx"), meta
+
+
+def test_a_tampered_cache_entry_is_rebuilt_with_a_warning(fresh_cache, caplog):
+    from onnxgrad import _cache
+
+    model = _model(MLP)
+    expected = onnxgrad.ForwardValueAndGrad(onnxgrad.load(model), get_all=True)(X)
+    model_path, _ = _entry_paths(fresh_cache)
+    # A valid graph whose gradient outputs are doubled, planted without the folder's secret.
+    planted = onnx.load(str(model_path))
+    graph = planted.graph
+    for output in graph.output:
+        if output.name.endswith("_grad"):
+            doubled = output.name + "_x2"
+            graph.node.append(onnx.helper.make_node("Add", [output.name, output.name], [doubled]))
+            output.name = doubled
+    model_path.write_bytes(planted.SerializeToString())
+    _cache.clear_memory()
+    with caplog.at_level("WARNING", logger="onnxgrad._cache"):
+        again = onnxgrad.ForwardValueAndGrad(onnxgrad.load(model), get_all=True)(X)
+    assert_trees_close(again, expected)
+    assert any("failed its check" in r.message for r in caplog.records)
+    _cache.clear_memory()  # the rebuilt entry verifies
+    with caplog.at_level("WARNING", logger="onnxgrad._cache"):
+        caplog.clear()
+        assert_trees_close(onnxgrad.ForwardValueAndGrad(onnxgrad.load(model), get_all=True)(X), expected)
+    assert not caplog.records
+
+
+def test_the_disk_cache_is_bounded_least_recently_used_first(fresh_cache, monkeypatch):
+    from onnxgrad import _cache
+
+    monkeypatch.setenv("ONNXGRAD_CACHE_MAX_MB", "0.000001")  # room for nothing but the newest entry
+    for n in (1, 2, 3):
+        onnxgrad.ForwardValueAndGrad(onnxgrad.load(_model(MLP)), get_all=True)(np.ones((n, 3), np.float32))
+    assert len(list(fresh_cache.glob("*.json"))) <= 1
+    assert len(_cache._memory) <= _cache.MEMORY_ENTRIES
