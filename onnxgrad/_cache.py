@@ -152,19 +152,42 @@ def store(key: str, model: onnx.ModelProto, layout: Layout, outputs: list[str]) 
         model_bytes = model.SerializeToString()
         meta = {"layout": layout.to_json(), "outputs": outputs}
         mac = _mac(_secret(folder), model_bytes, json.dumps(meta, sort_keys=True).encode())
+        meta_bytes = json.dumps({"meta": meta, "mac": mac}).encode()
         _write_atomic(folder / f"{key}.onnx", model_bytes)
-        _write_atomic(folder / f"{key}.json", json.dumps({"meta": meta, "mac": mac}).encode())
-        _evict(folder)
+        _write_atomic(folder / f"{key}.json", meta_bytes)
+        _account(folder, len(model_bytes) + len(meta_bytes))
     except OSError as err:  # a read-only home must not break gradients
         logger.warning("could not write the gradient cache in %s: %s", folder, err)
 
 
-def _evict(folder: pathlib.Path) -> None:
-    """Removes the least recently used entries beyond ``$ONNXGRAD_CACHE_MAX_MB``."""
+# Bytes in each cache folder, as this process estimates them: scanned once, then added to per
+# write, so that only a folder over its bound is scanned again.
+_disk_bytes: dict[pathlib.Path, float] = {}
+
+
+def _limit() -> float:
     try:
-        limit = float(os.environ.get("ONNXGRAD_CACHE_MAX_MB", _DEFAULT_MAX_MB)) * 1e6
+        return float(os.environ.get("ONNXGRAD_CACHE_MAX_MB", _DEFAULT_MAX_MB)) * 1e6
     except ValueError:
-        limit = _DEFAULT_MAX_MB * 1e6
+        return _DEFAULT_MAX_MB * 1e6
+
+
+def _account(folder: pathlib.Path, written: int) -> None:
+    with _lock:
+        known = _disk_bytes.get(folder)
+    if known is None:
+        known = _evict(folder)  # the first write of this process: scan (and trim) once
+    else:
+        known += written
+        if known > _limit():
+            known = _evict(folder)
+    with _lock:
+        _disk_bytes[folder] = known
+
+
+def _evict(folder: pathlib.Path) -> float:
+    """Removes the least recently used entries beyond ``$ONNXGRAD_CACHE_MAX_MB``; returns the bytes left."""
+    limit = _limit()
     entries = []
     for meta_path in folder.glob("*.json"):
         model_path = meta_path.with_suffix(".onnx")
@@ -180,6 +203,7 @@ def _evict(folder: pathlib.Path) -> None:
         for path in (meta_path, model_path):
             path.unlink(missing_ok=True)
         total -= size
+    return total
 
 
 def _write_atomic(path: pathlib.Path, data: bytes) -> None:

@@ -94,7 +94,13 @@ def check_arguments(network: Network, args: Sequence[Any]) -> tuple[Network, lis
     arrays = []
     for arg, array, info in zip(args, given, network.inputs):
         if array is None:
-            array = np.asarray(arg, dtype=info.dtype)
+            try:
+                array = np.asarray(arg, dtype=info.dtype)
+            except (TypeError, ValueError, OverflowError) as err:
+                raise InputError(
+                    f"Input {info.name!r} expects an array of {info.dtype}, got a {type(arg).__name__} that numpy "
+                    f"cannot convert ({err}): pass a numpy array (or a nested list of numbers of one shape)."
+                ) from err
         shape, dtype = _device.shape_and_dtype(array)
         if dtype != info.dtype:
             raise InputError(
@@ -204,6 +210,19 @@ def _compile(network: Network, spec: GradSpec, arrays: list[np.ndarray]) -> _Com
     return compiled
 
 
+#: Compiled signatures (spec and argument shapes) a network keeps; the oldest go first.
+MAX_SIGNATURES = 64
+
+
+def _trim_signatures(root: Network, network: Network) -> None:
+    """Bounds a network's compiled sessions: a new batch size each call would otherwise add one each."""
+    while len(network._compiled) > MAX_SIGNATURES:
+        old = network._compiled.pop(next(iter(network._compiled)))
+        for fast_key, (_, compiled) in list(root._fast.items()):
+            if compiled is old:
+                root._fast.pop(fast_key, None)
+
+
 def _unhash(providers: tuple) -> list:
     return [(p[0], dict(p[1])) if isinstance(p, tuple) else p for p in providers]
 
@@ -277,6 +296,7 @@ def run(
         root = network
         network, arrays = check_arguments(network, args)
         compiled = _compile(network, spec, arrays)
+        _trim_signatures(root, network)
         if key is not None and all(a is b for a, b in zip(arrays, args)):  # args were fine as given
             root._fast[key] = (network, compiled)
         if any(_device.is_ortvalue(a) for a in arrays):  # OrtValues in: OrtValues out, where they are

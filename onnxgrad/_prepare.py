@@ -293,12 +293,21 @@ def _refuse_empty_tensors(graph: onnx.GraphProto, sources: set[str], types: dict
         v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
         for v in [*original.output, *original.value_info] if v.type.tensor_type.HasField("shape")
     }
+    inputs = {v.name for v in graph.input}
     for node in graph.node:
         for name in [*node.input, *node.output]:
             shape = types.get(name, (0, None))[1]
             if shape is None or 0 not in shape:
                 shape = declared.get(name)
             if name in sources and shape is not None and 0 in shape:
+                if name in inputs:
+                    raise UnsupportedGradientError(
+                        f"Input {name!r} has shape {list(shape)}, with no elements, and feeds the {node.op_type} "
+                        f"node {node.name or node.output[0]!r}: a gradient of an empty batch is empty, and "
+                        "onnxruntime's gradient kernels cannot take one. Pass at least one sample.",
+                        op_type=node.op_type,
+                        node=node.name,
+                    )
                 raise UnsupportedGradientError(
                     f"The {node.op_type} node {node.name or node.output[0]!r} has the zero-size tensor {name!r} "
                     f"(shape {list(shape)}) on the gradient's path, which onnxruntime's gradient kernels cannot "

@@ -454,3 +454,25 @@ def test_the_disk_cache_is_bounded_least_recently_used_first(fresh_cache, monkey
         onnxgrad.ForwardValueAndGrad(onnxgrad.load(_model(MLP)), get_all=True)(np.ones((n, 3), np.float32))
     assert len(list(fresh_cache.glob("*.json"))) <= 1
     assert len(_cache._memory) <= _cache.MEMORY_ENTRIES
+
+
+@pytest.mark.parametrize("bad", ["text", {"a": 1}, [[1.0, 2.0, 3.0], [1.0]]])
+def test_arguments_numpy_cannot_convert_are_input_errors(mlp, bad):
+    with pytest.raises(onnxgrad.InputError, match=r"Input 'x' expects an array of float32, got a"):
+        onnxgrad.ForwardValueAndGrad(mlp, get_all=True)(bad)
+
+
+def test_an_empty_batch_is_a_clear_error(mlp):
+    with pytest.raises(onnxgrad.UnsupportedGradientError, match=r"Input 'x' has shape \[0, 3\], with no elements"):
+        onnxgrad.ForwardValueAndGrad(mlp, get_all=True)(np.zeros((0, 3), np.float32))
+
+
+def test_compiled_signatures_are_bounded(mlp, monkeypatch):
+    from onnxgrad import _engine
+
+    monkeypatch.setattr(_engine, "MAX_SIGNATURES", 3)
+    fvg = onnxgrad.ForwardValueAndGrad(mlp, get_all=True)
+    results = {n: fvg(np.full((n, 3), 0.5, np.float32)) for n in range(1, 7)}
+    assert len(mlp._compiled) == 3 and len(mlp._fast) <= 3
+    for n, result in results.items():  # evicted signatures compile again, with the same results
+        assert_trees_close(fvg(np.full((n, 3), 0.5, np.float32)), result)
