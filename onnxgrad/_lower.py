@@ -647,6 +647,15 @@ def _max_pool_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     _flat_scatter(lw, indices, dy, shape, node.output[0], accumulate=True)
 
 
+def _pool_geometry(attrs: dict, x_shape: Sequence[int]) -> tuple[int, list, list, list, list]:
+    """A pool's spatial rank, kernel, strides, dilations and explicit pads (auto_pad resolved)."""
+    n = len(x_shape) - 2
+    kernel = list(attrs["kernel_shape"])
+    strides = list(attrs.get("strides", [1] * n))
+    dilations = list(attrs.get("dilations", [1] * n))
+    return n, kernel, strides, dilations, _explicit_pads(attrs, x_shape[2:], kernel, strides, dilations)
+
+
 def _refuse_ceil_mode_overhang(lw: _Lowerer, node: onnx.NodeProto, pool: onnx.NodeProto) -> None:
     """onnxruntime's MaxPool with an Indices output keeps a ceil_mode window that would start
     past the padded input, which the spec (and its MaxPool without Indices) drops: Y comes out
@@ -655,11 +664,7 @@ def _refuse_ceil_mode_overhang(lw: _Lowerer, node: onnx.NodeProto, pool: onnx.No
     if not attrs.get("ceil_mode", 0):
         return
     x_shape = lw.shape(pool.input[0], node)
-    n = len(x_shape) - 2
-    kernel = list(attrs["kernel_shape"])
-    strides = list(attrs.get("strides", [1] * n))
-    dilations = list(attrs.get("dilations", [1] * n))
-    pads = _explicit_pads(attrs, x_shape[2:], kernel, strides, dilations)
+    n, kernel, strides, dilations, pads = _pool_geometry(attrs, x_shape)
     for i in range(n):
         extent = (kernel[i] - 1) * dilations[i] + 1
         kept = math.ceil((x_shape[2 + i] + pads[i] + pads[i + n] - extent) / strides[i]) + 1
@@ -689,11 +694,7 @@ def _average_pool_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     x = pool.input[0]
     x_shape, y_shape = lw.shape(x, node), lw.shape(pool.output[0], node)
     attrs = _attrs(pool)  # the forward node's: the builder drops dilations from the gradient node
-    n = len(x_shape) - 2
-    kernel = list(attrs["kernel_shape"])
-    strides = list(attrs.get("strides", [1] * n))
-    dilations = list(attrs.get("dilations", [1] * n))
-    pads = _explicit_pads(attrs, x_shape[2:], kernel, strides, dilations)
+    n, kernel, strides, dilations, pads = _pool_geometry(attrs, x_shape)
     # Each output's divisor, as the runtime's own AveragePool computes it (count_include_pad with
     # ceil_mode differs between conventions): the pool of ones is (input taps) / divisor.
     taps = np.ones(())

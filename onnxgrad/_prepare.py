@@ -196,7 +196,7 @@ def gradient_sources(graph: onnx.GraphProto, targets: set[str], types: dict) -> 
             continue
         stopped = stopped_inputs(node)
         # What a body reads from the outer scope feeds the outputs too (if only to be refused).
-        outer = sorted(_outer_reads(helper.make_graph([node], "holder", [], []))) if _has_subgraph(node) else []
+        outer = sorted(_node_outer_reads(node))
         for i, name in enumerate([*node.input, *outer]):
             elem = types.get(name, (onnx.TensorProto.FLOAT, None))[0]
             if name and i not in stopped and name not in found and (elem in FLOAT_TYPES or elem == 0):
@@ -205,8 +205,11 @@ def gradient_sources(graph: onnx.GraphProto, targets: set[str], types: dict) -> 
     return found
 
 
-def _has_subgraph(node: onnx.NodeProto) -> bool:
-    return any(attr.HasField("g") or len(attr.graphs) for attr in node.attribute)
+def _node_outer_reads(node: onnx.NodeProto) -> set[str]:
+    """What one node's bodies (If/Loop/Scan) read from the scope around the node."""
+    if not any(attr.HasField("g") or len(attr.graphs) for attr in node.attribute):
+        return set()
+    return _outer_reads(helper.make_graph([node], "holder", [], []))
 
 
 def _outer_reads(graph: onnx.GraphProto) -> set[str]:
@@ -229,8 +232,7 @@ def _refuse_outer_scope_gradients(graph: onnx.GraphProto, sources: set[str], wan
     for node in graph.node:
         if not any(out in sources for out in node.output):
             continue
-        holder = helper.make_graph([node], "holder", [], [])
-        reads = _outer_reads(holder)
+        reads = _node_outer_reads(node)
         if not reads:
             continue
         reached = gradient_sources(graph, reads, types) & wanted

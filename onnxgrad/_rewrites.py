@@ -32,7 +32,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxgrad import _custom_gradients as cg
 from onnxgrad._custom_gradients import DOMAIN
+from onnxgrad._standard_gradients import ones_like
 from onnxgrad._graph import FLOAT_TYPES, GraphWriter
 
 __all__ = ["apply_rewrites"]
@@ -66,6 +68,40 @@ def _constant(w: GraphWriter, name: str) -> np.ndarray | None:
                 return np.asarray(value)
             return None
     return None
+
+
+def _read_names(w: GraphWriter) -> set[str]:
+    """Every tensor some node or the graph's outputs read."""
+    return {name for n in w.graph.node for name in n.input} | {o.name for o in w.graph.output}
+
+
+def _moments(w: GraphWriter, x: str, axes: list[int]) -> tuple[str, str, str]:
+    """``(mean, x - mean, mean of its square)`` over ``axes``, kept as size-1 axes."""
+    mean = w.reduce("ReduceMean", x, axes, True)
+    centered = w.op("Sub", x, mean)
+    # Identity: the builder refuses a tensor feeding one node twice.
+    variance = w.reduce("ReduceMean", w.op("Mul", centered, w.op("Identity", centered)), axes, True)
+    return mean, centered, variance
+
+
+def _call_function(w: GraphWriter, name: str, op: str, inputs: list[str], outputs, **attrs) -> None:
+    """Emits a call of the onnxgrad function ``name`` whose body is one ``op`` node (added once)."""
+    args = [f"x{k}" for k in range(len(inputs))]
+    body = [helper.make_node(op, args, ["y"], **attrs)]
+    w.add_function(helper.make_function(DOMAIN, name, args, ["y"], body, [helper.make_opsetid("", w.opset)]))
+    w.node(name, inputs, outputs, domain=DOMAIN)
+
+
+def _broadcast_operands(w: GraphWriter, types: dict, a: str, b: str) -> tuple[str, str] | None:
+    """Both operands expanded to their broadcast (static) shape, so that a function's gradients
+    need no reduction; None when a shape is unknown."""
+    shape_a, shape_b = _shape(types, a), _shape(types, b)
+    if shape_a is None or shape_b is None:
+        return None
+    if shape_a == shape_b:
+        return a, b
+    out = w.constant(np.array(np.broadcast_shapes(shape_a, shape_b), np.int64))
+    return w.op("Expand", a, out), w.op("Expand", b, out)
 
 
 def _is_float(types: dict, name: str) -> bool:
@@ -403,7 +439,7 @@ def _lp_norm(node, w, types) -> bool:
 
 
 def _layer_norm(node, w, types) -> bool:
-    read = {name for n in w.graph.node for name in n.input} | {o.name for o in w.graph.output}
+    read = _read_names(w)
     if any(out and out in read for out in node.output[1:]):
         return _layer_norm_with_statistics(node, w, types)
     if len(node.input) > 2 and node.input[2]:
@@ -441,9 +477,7 @@ def _layer_norm_with_statistics(node, w, types) -> bool:
     compute = stash if elem in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16) else elem
     xc = w.op("Cast", x, to=compute) if compute != elem else x
     epsilon = w.constant(_attr(node, "epsilon", 1e-5), helper.tensor_dtype_to_np_dtype(compute))
-    mean = w.reduce("ReduceMean", xc, axes, True)
-    centered = w.op("Sub", xc, mean)
-    variance = w.reduce("ReduceMean", w.op("Mul", centered, w.op("Identity", centered)), axes, True)
+    mean, centered, variance = _moments(w, xc, axes)
     inv_std = w.op("Reciprocal", w.op("Sqrt", w.op("Add", variance, epsilon)))
     normalized = w.op("Mul", centered, inv_std)
     if compute != elem:
@@ -462,7 +496,7 @@ def _layer_norm_with_statistics(node, w, types) -> bool:
 def _softmax_cross_entropy(node, w, types) -> bool:
     """SoftmaxCrossEntropyLoss as its formula when its log_prob output is read or its class weights
     are a tensor: ORT's gradient ignores log_prob's incoming gradient and gives weights none."""
-    read = {name for n in w.graph.node for name in n.input} | {o.name for o in w.graph.output}
+    read = _read_names(w)
     log_prob_read = len(node.output) > 1 and node.output[1] in read
     weights = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if not log_prob_read and (weights is None or _constant(w, weights) is not None):
@@ -518,9 +552,7 @@ def _batch_norm_training(node, w, types) -> bool:
     dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
     axes = [0, *range(2, rank)]
     channel_shape = w.constant([-1] + [1] * (rank - 2), np.int64)
-    batch_mean = w.reduce("ReduceMean", x, axes, True)
-    centered = w.op("Sub", x, batch_mean)
-    batch_var = w.reduce("ReduceMean", w.op("Mul", centered, w.op("Identity", centered)), axes, True)
+    batch_mean, centered, batch_var = _moments(w, x, axes)
     eps = w.constant(np.array(_attr(node, "epsilon", 1e-5), dtype))
     normalized = w.op("Div", centered, w.op("Sqrt", w.op("Add", batch_var, eps)))
     y = w.op("Add", w.op("Mul", normalized, w.op("Reshape", scale, channel_shape)),
@@ -545,9 +577,7 @@ def _group_norm(node, w, types) -> bool:
     groups = int(_attr(node, "num_groups"))
     n, channels = shape[0], shape[1]
     grouped = w.op("Reshape", x, w.constant(np.array([n, groups, -1], np.int64)))
-    mean = w.reduce("ReduceMean", grouped, [2], True)
-    centered = w.op("Sub", grouped, mean)
-    variance = w.reduce("ReduceMean", w.op("Mul", centered, w.op("Identity", centered)), [2], True)
+    _, centered, variance = _moments(w, grouped, [2])
     eps = w.constant(np.array(_attr(node, "epsilon", 1e-5), dtype))
     normalized = w.op("Reshape", w.op("Div", centered, w.op("Sqrt", w.op("Add", variance, eps))),
                       w.constant(np.array(shape, np.int64)))
@@ -598,10 +628,8 @@ def _mean_variance_norm(node, w, types) -> bool:
 def _cum_sum(node, w, types) -> bool:
     """CumSum as an onnxgrad function whose gradient is the opposite-direction CumSum."""
     exclusive, reverse = int(_attr(node, "exclusive", 0)), int(_attr(node, "reverse", 0))
-    name = f"CumSum_e{exclusive}_r{reverse}"
-    body = [helper.make_node("CumSum", ["x", "axis"], ["y"], exclusive=exclusive, reverse=reverse)]
-    w.add_function(helper.make_function(DOMAIN, name, ["x", "axis"], ["y"], body, [helper.make_opsetid("", w.opset)]))
-    w.node(name, list(node.input[:2]), node.output, domain=DOMAIN)
+    _call_function(w, f"CumSum_e{exclusive}_r{reverse}", "CumSum", list(node.input[:2]), node.output,
+                   exclusive=exclusive, reverse=reverse)
     return True
 
 
@@ -610,16 +638,10 @@ def _mod(node, w, types) -> bool:
     expanded to the output's shape first, so the function's gradients need no reduction."""
     if not _attr(node, "fmod", 0) or not all(_is_float(types, name) for name in node.input[:2]):
         return False
-    a, b = node.input[:2]
-    shape_a, shape_b = _shape(types, a), _shape(types, b)
-    if shape_a is None or shape_b is None:
+    operands = _broadcast_operands(w, types, *node.input[:2])
+    if operands is None:
         return False
-    out = w.constant(np.array(np.broadcast_shapes(shape_a, shape_b), np.int64))
-    if shape_a != shape_b:
-        a, b = w.op("Expand", a, out), w.op("Expand", b, out)
-    body = [helper.make_node("Mod", ["a", "b"], ["y"], fmod=1)]
-    w.add_function(helper.make_function(DOMAIN, "FMod", ["a", "b"], ["y"], body, [helper.make_opsetid("", w.opset)]))
-    w.node("FMod", [a, b], node.output, domain=DOMAIN)
+    _call_function(w, "FMod", "Mod", list(operands), node.output, fmod=1)
     return True
 
 
@@ -630,16 +652,10 @@ def _pow(node, w, types) -> bool:
     base, exponent = node.input[:2]
     if not _is_float(types, base) or _constant(w, exponent) is not None:
         return False
-    name = "PowerT" if _is_float(types, exponent) else "PowerI"
-    shape_a, shape_b = _shape(types, base), _shape(types, exponent)
-    if shape_a is None or shape_b is None:
+    operands = _broadcast_operands(w, types, base, exponent)
+    if operands is None:
         return False
-    if shape_a != shape_b:
-        out = w.constant(np.array(np.broadcast_shapes(shape_a, shape_b), np.int64))
-        base, exponent = w.op("Expand", base, out), w.op("Expand", exponent, out)
-    body = [helper.make_node("Pow", ["a", "b"], ["y"])]
-    w.add_function(helper.make_function(DOMAIN, name, ["a", "b"], ["y"], body, [helper.make_opsetid("", w.opset)]))
-    w.node(name, [base, exponent], node.output, domain=DOMAIN)
+    _call_function(w, "PowerT" if _is_float(types, exponent) else "PowerI", "Pow", list(operands), node.output)
     return True
 
 
@@ -675,8 +691,6 @@ def _einsum(node, w, types) -> bool:
     """Einsum as an onnxgrad function per equation, its gradients Einsums too: the gradient of an
     operand contracts dY with the other operands (and ones shaped like the operand, for its indices
     that appear nowhere else). No ellipsis, no index repeated within an operand."""
-    from onnxgrad import _custom_gradients as cg
-
     equation = _attr(node, "equation").replace(" ", "")
     if "." in equation:
         return False
@@ -696,18 +710,12 @@ def _einsum(node, w, types) -> bool:
             labels.append(label)
             inputs.append(ref)
         if set(op) - set(out) - {c for label, _ in others for c in label}:
-            grads += [cg.GradNode("Shape", (f"I({k})",), (f"s{k}",)),
-                      cg.GradNode("ConstantOfShape", (f"s{k}",), (f"z{k}",)),
-                      cg.GradNode("Cos", (f"z{k}",), (f"o{k}",)),
-                      cg.GradNode("CastLike", (f"o{k}", f"I({k})"), (f"ones{k}",))]
+            grads += ones_like(f"ones{k}", f"I({k})")
             labels.append(op)
             inputs.append(f"ones{k}")
         grads.append(cg.GradNode("Einsum", tuple(inputs), (f"GI({k})",), {"equation": f"{','.join(labels)}->{op}"}))
     cg.register(cg.CustomGradient(name, tuple(grads)))
-    args = [f"x{k}" for k in range(len(operands))]
-    body = [helper.make_node("Einsum", args, ["y"], equation=f"{','.join(operands)}->{out}")]
-    w.add_function(helper.make_function(DOMAIN, name, args, ["y"], body, [helper.make_opsetid("", w.opset)]))
-    w.node(name, list(node.input), node.output, domain=DOMAIN)
+    _call_function(w, name, "Einsum", list(node.input), node.output, equation=f"{','.join(operands)}->{out}")
     return True
 
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from onnxgrad._custom_gradients import CustomGradient, GradNode, register
 
-__all__ = ["GRADIENTS", "FUNCTION_GRADIENTS"]
+__all__ = ["GRADIENTS", "FUNCTION_GRADIENTS", "ones_like"]
 
 
-def _one(name: str = "one") -> tuple[GradNode, ...]:
-    """Ones shaped and typed like the input, as ``name``: cos(0) is exactly 1. (The builder's
-    definitions cannot hold a Constant: it fails on the attribute.)"""
+def ones_like(name: str = "one", like: str = "I(0)") -> tuple[GradNode, ...]:
+    """Definition nodes making ``name``: ones shaped and typed like ``like``; cos(0) is exactly 1.
+    (The builder's definitions cannot hold a Constant: it fails on the attribute.)"""
     return (
-        GradNode("Shape", ("I(0)",), (f"{name}_shape",)),
+        GradNode("Shape", (like,), (f"{name}_shape",)),
         GradNode("ConstantOfShape", (f"{name}_shape",), (f"{name}_zeros",)),
         GradNode("Cos", (f"{name}_zeros",), (f"{name}_f",)),
-        GradNode("CastLike", (f"{name}_f", "I(0)"), (name,)),
+        GradNode("CastLike", (f"{name}_f", like), (name,)),
     )
 
 
@@ -46,15 +46,15 @@ _DEFINITIONS: dict[str, tuple[GradNode, ...]] = {
     "Sinh": (GradNode("Cosh", ("I(0)",), ("c",)), GradNode("Mul", ("GO(0)", "c"), ("GI(0)",))),
     "Cosh": (GradNode("Sinh", ("I(0)",), ("s",)), GradNode("Mul", ("GO(0)", "s"), ("GI(0)",))),
     # d tan = 1 + tan^2
-    "Tan": (*_one(), GradNode("Mul", ("O(0)", "O(0)"), ("t2",)), GradNode("Add", ("one", "t2"), ("d",)),
+    "Tan": (*ones_like(), GradNode("Mul", ("O(0)", "O(0)"), ("t2",)), GradNode("Add", ("one", "t2"), ("d",)),
             GradNode("Mul", ("GO(0)", "d"), ("GI(0)",))),
-    "Asin": _over((*_one(), _SQUARE, GradNode("Sub", ("one", "square"), ("r",)), GradNode("Sqrt", ("r",), ("d",)))),
-    "Acos": _over((*_one(), _SQUARE, GradNode("Sub", ("one", "square"), ("r",)), GradNode("Sqrt", ("r",), ("d",))),
+    "Asin": _over((*ones_like(), _SQUARE, GradNode("Sub", ("one", "square"), ("r",)), GradNode("Sqrt", ("r",), ("d",)))),
+    "Acos": _over((*ones_like(), _SQUARE, GradNode("Sub", ("one", "square"), ("r",)), GradNode("Sqrt", ("r",), ("d",))),
                   negate=True),
-    "Atan": _over((*_one(), _SQUARE, GradNode("Add", ("one", "square"), ("d",)))),
-    "Asinh": _over((*_one(), _SQUARE, GradNode("Add", ("square", "one"), ("r",)), GradNode("Sqrt", ("r",), ("d",)))),
-    "Acosh": _over((*_one(), _SQUARE, GradNode("Sub", ("square", "one"), ("r",)), GradNode("Sqrt", ("r",), ("d",)))),
-    "Atanh": _over((*_one(), _SQUARE, GradNode("Sub", ("one", "square"), ("d",)))),
+    "Atan": _over((*ones_like(), _SQUARE, GradNode("Add", ("one", "square"), ("d",)))),
+    "Asinh": _over((*ones_like(), _SQUARE, GradNode("Add", ("square", "one"), ("r",)), GradNode("Sqrt", ("r",), ("d",)))),
+    "Acosh": _over((*ones_like(), _SQUARE, GradNode("Sub", ("square", "one"), ("r",)), GradNode("Sqrt", ("r",), ("d",)))),
+    "Atanh": _over((*ones_like(), _SQUARE, GradNode("Sub", ("one", "square"), ("d",)))),
     "Floor": _ZERO,
     "Ceil": _ZERO,
     "Round": _ZERO,
@@ -93,10 +93,7 @@ _FUNCTIONS: dict[str, tuple[tuple[GradNode, ...], frozenset[int]]] = {
         name: (
             (
                 GradNode("CastLike", ("I(1)", "I(0)"), ("b",)),
-                GradNode("Shape", ("I(0)",), ("one_shape",)),
-                GradNode("ConstantOfShape", ("one_shape",), ("one_zeros",)),
-                GradNode("Cos", ("one_zeros",), ("one_f",)),
-                GradNode("CastLike", ("one_f", "I(0)"), ("one",)),
+                *ones_like(),
                 GradNode("Sub", ("b", "one"), ("b_minus_one",)),
                 GradNode("Pow", ("I(0)", "b_minus_one"), ("power",)),
                 GradNode("Mul", ("b", "power"), ("slope",)),

@@ -178,16 +178,13 @@ class Optimizer:
         from onnxgrad._session import _open
 
         tracer = _trace.Tracer()
-        scalar_inputs: dict[tuple[str, str], str] = {}
+        scalars: dict[tuple[str, str], _trace.Symbol] = {}  # one graph input per scalar and dtype
 
         def scalars_for(dtype: np.dtype) -> dict:
-            out = {}
             for key_name in self._scalars():
-                name = scalar_inputs.setdefault((key_name, dtype.str), f"{key_name}_{dtype.name}")
-                if not any(i.name == name for i in tracer._graph.input):
-                    tracer.input(name, dtype, [])
-                out[key_name] = _trace.Symbol(tracer, name)
-            return out
+                if (key_name, dtype.str) not in scalars:
+                    scalars[key_name, dtype.str] = tracer.input(f"{key_name}_{dtype.name}", dtype, [])
+            return {key_name: scalars[key_name, dtype.str] for key_name in self._scalars()}
 
         for i, p in enumerate(self.params):
             value = tracer.input(f"value{i}", p.dtype, p.shape)
@@ -198,7 +195,7 @@ class Optimizer:
             for slot in self._state:
                 tracer.output(new_state[slot], f"new_{slot}{i}", p.dtype, p.shape)
         session = _open(tracer.model(), _device.provider_for(device), {}, None)
-        return session, {(k, np.dtype(d)): name for (k, d), name in scalar_inputs.items()}
+        return session, {(k, np.dtype(d)): symbol.name for (k, d), symbol in scalars.items()}
 
     def _sync_state(self) -> None:
         """Reads the state back from the device after steps there (host steps and state_dict need it)."""
