@@ -364,6 +364,50 @@ def _reduce_log_sum(node, w, types) -> bool:
     return True
 
 
+def _reduce_prod(node, w, types) -> bool:
+    """ReduceProd as a tree of Muls over the reduced elements (a static count), exact where x
+    holds zeros: each element's gradient is the product of the others, never prod / x."""
+    x = node.input[0]
+    rank = _rank(types, x)
+    if not _is_float(types, x) or rank is None:
+        return False
+    has_axes = (len(node.input) > 1 and node.input[1]) or _attr(node, "axes")
+    if not has_axes and _attr(node, "noop_with_empty_axes", 0):
+        w.node("Identity", [x], node.output)
+        return True
+    reduction = _reduction(node, w)
+    if reduction is None:
+        return False
+    axes, keepdims = reduction
+    axes = sorted({a % rank for a in axes}) if axes is not None else list(range(rank))
+    shape = types[x][1]
+    if any(shape[a] is None for a in axes):
+        return False
+    count = int(np.prod([shape[a] for a in axes], dtype=np.int64))
+    if count == 0:
+        return False
+    kept = [a for a in range(rank) if a not in axes]
+    # The reduced axes last, flattened into one; 0 in Reshape keeps a (possibly symbolic) size.
+    flat = w.op("Transpose", x, perm=kept + axes) if kept + axes != list(range(rank)) else x
+    flat = w.op("Reshape", flat, w.constant([0] * len(kept) + [count], np.int64))
+    last = w.constant([len(kept)], np.int64)
+
+    def part(t: str, start: int, stop: int) -> str:
+        return w.op("Slice", t, w.constant([start], np.int64), w.constant([stop], np.int64), last)
+
+    while count > 1:  # halve: pairwise products, an odd element carried over
+        half = count // 2
+        product = w.op("Mul", part(flat, 0, half), part(flat, half, 2 * half))
+        if count % 2:
+            product = w.op("Concat", product, part(flat, count - 1, count), axis=len(kept))
+        flat, count = product, half + count % 2
+    out = w.squeeze(flat, [len(kept)])
+    if keepdims:
+        out = w.unsqueeze(out, axes)
+    w.node("Identity", [out], node.output)
+    return True
+
+
 def _max_over(w: GraphWriter, x: str, axes: list[int], largest: bool) -> str:
     # The max (min) over each axis in turn, keeping the axes: TopK has a gradient, ReduceMax none.
     k = w.constant([1], np.int64)
@@ -1009,6 +1053,7 @@ _REWRITES: dict[str, Rewrite] = {
     "SoftmaxCrossEntropyLoss": _softmax_cross_entropy,
     "ReduceL1": _reduce_l1,
     "ReduceLogSum": _reduce_log_sum,
+    "ReduceProd": _reduce_prod,
     "ReduceMax": _reduce_extreme,
     "ReduceMin": _reduce_extreme,
     "GlobalMaxPool": _global_max_pool,

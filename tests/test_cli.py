@@ -28,20 +28,20 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DIGITS = str(ROOT / "models" / "digits_mlp.onnx")
 WEIGHTS = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
 
-# x -> ReduceProd (no gradient) blocks x and w; a second ReduceProd blocks z; int ids enter float math through a Cast;
+# x -> Compress (no gradient) blocks x and w; a second Compress blocks z; int ids enter float math through a Cast;
 # `flags` never does; `unused` reaches no output; Shape/Reshape carry no gradient.
 BLOCKED = """
 <ir_version: 8, opset_import: ["" : 17]>
 blocked (float[N,3] x, int64[N,3] ids, float[N,3] z, int64[N] flags) => (float[N,3] y, float[N,3] y2, int64[N] f)
 <float[3] w = {1.0, 2.0, 3.0}, float[3] v = {1.0, 2.0, 3.0}, float[3] u = {1.0, 1.0, 1.0},
- float[3] unused = {0.0, 0.0, 0.0}>
+ float[3] unused = {0.0, 0.0, 0.0}, bool[3] keep = {1, 0, 0}>
 {
   a = Mul(x, w)
-  r = ReduceProd<axes = [1]>(a)
+  r = Compress<axis = 1>(a, keep)
   b = Add(r, v)
   c = Cast<to = 1>(ids)
   d = Mul(c, b)
-  e = ReduceProd<axes = [1]>(z)
+  e = Compress<axis = 1>(z, keep)
   s = Shape(e)
   e2 = Reshape(e, s)
   y = Add(d, e2)
@@ -119,7 +119,7 @@ def test_inspect_finds_every_blocking_node_and_what_it_blocks(capsys, blocked_pa
     report = json.loads(out)
     assert report["differentiable"] is False and report["error"] is None
     assert {s["name"]: (s["kind"], s["status"]) for s in report["sources"]} == {
-        "x": ("input", "partly blocked"),  # through ReduceProd, and directly into y2
+        "x": ("input", "partly blocked"),  # through Compress, and directly into y2
         "ids": ("input", "ok"),  # through its Cast
         "z": ("input", "blocked"),
         "flags": ("input", "not float"),
@@ -128,18 +128,18 @@ def test_inspect_finds_every_blocking_node_and_what_it_blocks(capsys, blocked_pa
         "u": ("weight", "ok"),
         "unused": ("weight", "no path"),
     }
-    assert [(b["op_type"], b["blocks"]) for b in report["blocking"]] == [("ReduceProd", ["x", "w"]), ("ReduceProd", ["z"])]
+    assert [(b["op_type"], b["blocks"]) for b in report["blocking"]] == [("Compress", ["x", "w"]), ("Compress", ["z"])]
     gradient = {o["op_type"]: o["gradient"] for o in report["ops"]}
     assert gradient == {
-        "Mul": "yes", "Add": "yes", "ReduceProd": "no", "Cast": "-", "Shape": "-", "Reshape": "yes",
+        "Mul": "yes", "Add": "yes", "Compress": "no", "Cast": "-", "Shape": "-", "Reshape": "yes",
         "Identity": "-",
     }
     assert report["totals"]["trainable_count"] == 4
 
     code, out, _ = run(capsys, "inspect", blocked_path)
     assert code == 0
-    assert "NOT differentiable: no gradient for ReduceProd" in out
-    assert "#1 (unnamed)  ReduceProd  x, w" in out
+    assert "NOT differentiable: no gradient for Compress" in out
+    assert "#1 (unnamed)  Compress  x, w" in out
 
 
 def test_inspect_reads_external_data(capsys, tmp_path):
@@ -356,7 +356,7 @@ def test_grad_blocked_model_names_the_op(capsys, blocked_path, tmp_path):
     code, _, err = run(capsys, "grad", blocked_path, "-o", str(tmp_path / "g.onnx"), "--shape", "x=2,3")
     assert code == 1
     line = _error_line(err)
-    assert "no gradient for op ReduceProd" in line and "`onnxgrad inspect` lists the blocking nodes" in line
+    assert "no gradient for op Compress" in line and "`onnxgrad inspect` lists the blocking nodes" in line
 
 
 @pytest.mark.parametrize(

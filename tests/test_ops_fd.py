@@ -57,6 +57,14 @@ def distinct(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndar
     return ((rng.permutation(size) - size / 2) * 0.1).reshape(shape).astype(dtype)
 
 
+def with_zeros(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Values in [0.5, 1.5) with signs, every third element exactly 0: products whose gradients
+    are products of the other factors, where prod / x would divide by zero."""
+    values = rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 1.5, shape)
+    values.reshape(-1)[::3] = 0.0
+    return values.astype(dtype)
+
+
 def const(values) -> Sampler:
     """A fixed value (int indices and the like)."""
     return lambda rng, shape, dtype: np.asarray(values, dtype=dtype).reshape(shape)
@@ -406,6 +414,16 @@ CASES: tuple[Case, ...] = (
          notes=f32("no double ReduceL2 kernel")),
     Case("reducelogsum", "(T[2,3,4] x) => (T[2,4] y)", "y = ReduceLogSum <axes = [1], keepdims = 0> (x)",
          sample=positive, notes=F64 + "; no built-in gradient: onnxgrad rewrites"),
+    Case("reduceprod_zeros", "(T[2,3,4] x) => (T[2,1,4] y)", "y = ReduceProd <axes = [1]> (x)", sample=with_zeros,
+         notes=F64 + "; no built-in gradient: onnxgrad rewrites into a tree of Muls; zeros, once and twice in "
+         "a product"),
+    Case("reduceprod_all", "(T[2,3] x) => (T[1,1] y)", "s = Mul(x, w)\ny = ReduceProd(s)", {"w": (3,)},
+         sample=with_zeros, opset=18, notes=F64 + "; every axis (an odd count, 6 then 3), a weight"),
+    Case("reduceprod_axes_input", "(T[3,2,5] x) => (T[2] y)",
+         "a = Constant <value = int64[2] {-1, 0}> ()\ny = ReduceProd <keepdims = 0> (x, a)", opset=18,
+         sample=with_zeros, notes=F64 + "; opset 18: axes as an input, negative, unsorted; 15 factors"),
+    Case("reduceprod_noop", "(T[2,3] x) => (T[2,3] y)", "y = ReduceProd <noop_with_empty_axes = 1> (x)", opset=18,
+         notes=F64 + "; no axes and noop_with_empty_axes: the identity"),
     Case("reducelogsumexp", "(T[2,3,4] x) => (T[2,1,4] y)", "y = ReduceLogSumExp <axes = [1]> (x)", notes=F64),
     # --- normalization and dropout
     Case("batchnorm_inference", "(T[2,3,2,2] x) => (T[2,3,2,2] y)",
@@ -544,6 +562,8 @@ def test_check_grads_names_tensor_and_element_of_a_wrong_gradient(monkeypatch):
         ("split_one_unused", "Split", r"gradient of 'x' has shape \[2, 4\], the tensor \[2, 6\]"),
         ("clip_weight_bounds", "Clip", r"grad\[(lo|hi)\]\[\]: analytic 0, numeric"),
         ("gelu_tanh", "Gelu", r"grad\[(x|w)\]\[.*analytic"),
+        ("reduceprod_zeros", "ReduceProd", r"no (gradient for op|kernel for) ReduceProd"),
+        ("reduceprod_axes_input", "ReduceProd", r"no (gradient for op|kernel for) ReduceProd"),
     ],
 )
 def test_check_grads_catches_the_builder_gradients_that_rewrites_fix(name, op, message, monkeypatch, fresh_cache):
