@@ -633,6 +633,23 @@ def _conv_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
         lw.emit("Identity", [lw.w.reduce("ReduceSum", dy, [0, *range(2, 2 + n)], keepdims=False)], outputs[2])
 
 
+@_lowers("com.microsoft::ResizeGrad")
+def _resize_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
+    # Only Resize nodes onnxgrad could not rewrite (_rewrites._resize) get here: say what of the node.
+    from onnxgrad._rewrites import RESIZE_COORDINATES, RESIZE_MODES, resize_refusal
+
+    resize = lw.forward_producer(node.input[0], ["Resize"], node)
+    reason = resize_refusal(resize) or "roi, scales or sizes that are not constants, or an input shape that is not static"
+    raise UnsupportedGradientError(
+        f"The Resize node {resize.name or resize.output[0]!r} has {reason}, and onnxgrad differentiates Resize only "
+        f"with mode in {list(RESIZE_MODES)} (antialias=0 for linear and cubic), coordinate_transformation_mode in "
+        f"{list(RESIZE_COORDINATES)}, constant roi, scales and sizes, and a static input shape "
+        "(ONNX Runtime's ResizeGrad has no CPU kernel). Change the node to that, or ask for gradients that do not "
+        "pass through it.",
+        op_type="Resize", node=resize.name,
+    )
+
+
 @_lowers("::MaxPoolGrad")
 def _max_pool_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     dy, indices = node.input[:2]

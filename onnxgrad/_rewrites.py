@@ -9,8 +9,10 @@ and correct built-in gradients:
   Hardmax, inference-mode BatchNormalization, InstanceNormalization,
   LpNormalization, DepthToSpace, SpaceToDepth, and LayerNormalization without
   a bias (the builder assumes three inputs) or with its Mean or InvStdDev
-  read (the builder differentiates Y only), Pad other than constant mode;
-  ConvTranspose has a gradient but no ConvTransposeGrad kernel on CPU;
+  read (the builder differentiates Y only), Pad other than constant mode,
+  ReduceProd (a tree of Muls, exact at zeros);
+  ConvTranspose and Resize have gradients but no ConvTransposeGrad/ResizeGrad
+  kernel on CPU;
 - wrong gradients: inference-mode Dropout back-propagates twice the gradient;
   ReduceL2 ignores axes given as an input; SoftmaxCrossEntropyLoss ignores
   the gradient of its log_prob output and gives tensor weights none;
@@ -763,6 +765,166 @@ def _einsum(node, w, types) -> bool:
     return True
 
 
+#: Resize's modes and coordinate transformations the rewrite covers (opset 13 to 21).
+RESIZE_MODES = ("nearest", "linear", "cubic")
+RESIZE_COORDINATES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
+                      "tf_crop_and_resize")
+
+
+def resize_refusal(node: onnx.NodeProto) -> str | None:
+    """What in a Resize node's attributes onnxgrad cannot differentiate, or None."""
+    mode = _attr(node, "mode", "nearest")
+    coordinates = _attr(node, "coordinate_transformation_mode", "half_pixel")
+    if mode not in RESIZE_MODES:
+        return f"mode={mode!r}"
+    if coordinates not in RESIZE_COORDINATES:
+        return f"coordinate_transformation_mode={coordinates!r}"
+    if _attr(node, "antialias", 0) and mode != "nearest":
+        return "antialias=1"
+    return None
+
+
+def _resize_source(position: int, size_in: int, size_out: int, scale: float, coordinates: str,
+                   roi: tuple[float, float], f: type) -> float:
+    """Where output index ``position`` samples the input, computed in the float type ``f``: ONNX
+    Runtime's float32 for float32 and narrower inputs (so nearest picks the same samples)."""
+    position, scale, half = f(position), f(scale), f(0.5)
+    if coordinates == "half_pixel":
+        return (position + half) / scale - half
+    if coordinates == "half_pixel_symmetric":
+        adjustment = f(size_out) / (scale * f(size_in))
+        offset = f(size_in) / f(2) * (f(1) - adjustment)
+        return offset + (position + half) / scale - half
+    if coordinates == "pytorch_half_pixel":
+        return (position + half) / scale - half if size_out > 1 else f(0)
+    if coordinates == "align_corners":
+        return position * f(size_in - 1) / f(size_out - 1) if size_out > 1 else f(0)
+    if coordinates == "asymmetric":
+        return position / scale
+    start, end = f(roi[0]), f(roi[1])  # tf_crop_and_resize
+    if size_out > 1:
+        return start * f(size_in - 1) + position * (end - start) * f(size_in - 1) / f(size_out - 1)
+    return half * (start + end) * f(size_in - 1)
+
+
+def _resize_matrix(node: onnx.NodeProto, size_in: int, size_out: int, scale: float,
+                   roi: tuple[float, float], f: type) -> tuple[np.ndarray, np.ndarray]:
+    """``(M, outside)``: Resize along one axis is ``M @ x`` (M is ``[size_out, size_in]``), except at
+    the ``outside`` positions of tf_crop_and_resize, which hold extrapolation_value."""
+    mode = _attr(node, "mode", "nearest")
+    coordinates = _attr(node, "coordinate_transformation_mode", "half_pixel")
+    rounding = _attr(node, "nearest_mode", "round_prefer_floor")
+    a = float(_attr(node, "cubic_coeff_a", -0.75))
+    matrix = np.zeros((size_out, size_in))
+    outside = np.zeros(size_out, bool)
+    last = size_in - 1
+    for o in range(size_out):
+        x = float(_resize_source(o, size_in, size_out, scale, coordinates, roi, f))
+        if coordinates == "tf_crop_and_resize" and not 0 <= x <= last:
+            outside[o] = True
+            continue
+        if mode == "nearest":
+            if rounding == "round_prefer_floor":
+                index = math.floor(x) if x == math.floor(x) + 0.5 else round(x)
+            elif rounding == "round_prefer_ceil":
+                index = math.ceil(x) if x == math.floor(x) + 0.5 else round(x)
+            else:
+                index = math.floor(x) if rounding == "floor" else math.ceil(x)
+            matrix[o, min(max(index, 0), last)] = 1.0
+        elif mode == "linear":
+            x = min(max(x, 0.0), float(last))
+            low = min(int(x), last)
+            matrix[o, low] += 1.0 - (x - low)
+            matrix[o, min(low + 1, last)] += x - low
+        else:  # cubic, on the 4 nearest samples, indices clamped
+            low = math.floor(x)
+            t = x - low
+            weights = np.array([
+                ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+                ((a + 2) * t - (a + 3)) * t * t + 1,
+                ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+                ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a,
+            ])
+            indices = np.arange(low - 1, low + 3)
+            if _attr(node, "exclude_outside", 0):
+                weights = np.where((indices < 0) | (indices > last), 0.0, weights)
+                weights /= weights.sum()
+            for index, weight in zip(np.clip(indices, 0, last), weights):
+                matrix[o, index] += weight
+    return matrix, outside
+
+
+def _resize_geometry(node, w, shape, f: type) -> tuple[list[int], list[float], list[tuple[float, float]]] | None:
+    """``(output shape, scale per axis, roi per axis)`` of a Resize with constant roi, scales and sizes,
+    as ONNX Runtime computes them (in the float type ``f``); None when one is not constant."""
+    rank = len(shape)
+    inputs = list(node.input) + [""] * 4
+    values = [_constant(w, name) if name else np.zeros(0) for name in inputs[1:4]]
+    if any(v is None for v in values):
+        return None
+    roi, scales, sizes = (v.reshape(-1) for v in values)
+    axes = [int(a) % rank for a in _attr(node, "axes", None) or range(rank)]
+    out, factor = list(shape), [1.0] * rank
+    if sizes.size:
+        wanted = {axis: int(size) for axis, size in zip(axes, sizes)}
+        ratios = {axis: f(wanted[axis]) / f(shape[axis]) for axis in axes}
+        policy = _attr(node, "keep_aspect_ratio_policy", "stretch")
+        if policy != "stretch":
+            common = (min if policy == "not_larger" else max)(ratios.values())
+            ratios = dict.fromkeys(axes, common)
+            wanted = {axis: int(math.floor(float(common) * shape[axis] + 0.5)) for axis in axes}
+        for axis in axes:
+            out[axis], factor[axis] = wanted[axis], float(ratios[axis])
+    elif scales.size:
+        for axis, scale in zip(axes, scales.astype(np.float32)):
+            out[axis], factor[axis] = int(np.float32(shape[axis]) * scale), float(scale)
+    else:
+        return None
+    spans = [(0.0, 1.0)] * rank
+    if roi.size:
+        for k, axis in enumerate(axes):
+            spans[axis] = (float(roi[k]), float(roi[len(axes) + k]))
+    return out, factor, spans
+
+
+def _resize(node, w, types) -> bool:
+    """Resize (nearest, linear, cubic) with a static input shape and constant roi, scales and sizes,
+    axis by axis as taps: Gathers of the sampled indices times constant weights, whose gradients
+    the builder has (ResizeGrad has no CPU kernel)."""
+    x = node.input[0]
+    shape = _shape(types, x)
+    if shape is None or not _is_float(types, x) or resize_refusal(node) is not None:
+        return False
+    dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
+    real = np.float64 if dtype == np.float64 else np.float32
+    geometry = _resize_geometry(node, w, shape, real)
+    if geometry is None:
+        return False
+    out = x
+    for axis, (size_out, scale, roi) in enumerate(zip(*geometry)):
+        size_in = shape[axis]
+        matrix, outside = _resize_matrix(node, size_in, size_out, scale, roi, real)
+        if size_out == size_in and not outside.any() and np.array_equal(matrix, np.eye(size_in)):
+            continue
+        broadcast = [size_out] + [1] * (len(shape) - 1 - axis)
+        taps = int((matrix != 0).sum(axis=1).max(initial=0))
+        total = None
+        for k in range(taps):
+            # The k-th nonzero weight of every output position (index 0, weight 0 where a row has fewer).
+            order = np.argsort(matrix == 0, axis=1, kind="stable")[:, k]
+            weight = matrix[np.arange(size_out), order]
+            picked = w.op("Gather", out, w.constant(order.astype(np.int64)), axis=axis)
+            if not np.all(weight == 1.0):
+                picked = w.op("Mul", picked, w.constant(weight.reshape(broadcast), dtype))
+            total = picked if total is None else w.op("Add", total, picked)
+        if outside.any():
+            fill = w.constant((outside * float(_attr(node, "extrapolation_value", 0.0))).reshape(broadcast), dtype)
+            total = fill if total is None else w.op("Add", total, fill)
+        out = total
+    w.node("Identity", [out], node.output[:1])
+    return True
+
+
 def _depth_to_space(node, w, types) -> bool:
     shape = _shape(types, node.input[0])
     if shape is None or len(shape) != 4:
@@ -1078,6 +1240,7 @@ _REWRITES: dict[str, Rewrite] = {
     "DepthToSpace": _depth_to_space,
     "SpaceToDepth": _space_to_depth,
     "ConvTranspose": _conv_transpose,  # no ConvTransposeGrad kernel on CPU
+    "Resize": _resize,  # no ResizeGrad kernel on CPU
     "Pad": _pad,  # the builder's gradient takes constant mode only
     # wrong gradients
     "Dropout": _dropout,

@@ -355,6 +355,36 @@ CASES: tuple[Case, ...] = (
     Case("spacetodepth", "(T[1,2,4,2] x) => (T[1,8,2,1] y)", "y = SpaceToDepth <blocksize = 2> (x)",
          notes=F64 + "; no built-in gradient"),
     Case("trilu", "(T[3,3] x) => (T[3,3] y)", "y = Trilu(x)", notes=F64),
+    # --- resizing: no ResizeGrad kernel on CPU; onnxgrad rewrites into Gathers and weights per axis
+    Case("resize_nearest_1d", "(T[2,3,4] x) => (T[2,3,7] y)",
+         's = Constant <value = int64[1] {7}> ()\ny = Resize <axes = [2]> (x, , , s)', opset=18,
+         notes=F64 + "; half_pixel, round_prefer_floor; sizes on one axis: repeated and skipped elements"),
+    Case("resize_nearest_2d_floor_asymmetric", "(T[1,2,5,4] x) => (T[1,2,2,6] y)",
+         's = Constant <value = float[4] {1.0, 1.0, 0.5, 1.5}> ()\n'
+         'y = Resize <mode = "nearest", nearest_mode = "floor", coordinate_transformation_mode = "asymmetric"> (x, , s)',
+         notes=F64 + "; down on one axis, up on the other"),
+    Case("resize_linear_2d", "(T[1,2,3,4] x) => (T[1,2,6,6] y)",
+         's = Constant <value = float[4] {1.0, 1.0, 2.0, 1.5}> ()\nm = Mul(x, w)\ny = Resize <mode = "linear"> (m, , s)',
+         {"w": (4,)}, notes=F64 + "; half_pixel: edge samples clamp; a weight before"),
+    Case("resize_linear_3d_align_corners", "(T[1,1,2,3,4] x) => (T[1,1,3,5,3] y)",
+         's = Constant <value = int64[5] {1, 1, 3, 5, 3}> ()\n'
+         'y = Resize <mode = "linear", coordinate_transformation_mode = "align_corners"> (x, , , s)',
+         notes=F64 + "; trilinear, sizes up and down"),
+    Case("resize_linear_pytorch_half_pixel_symmetric", "(T[2,5] x) => (T[2,3] y, T[2,1] z)",
+         's = Constant <value = int64[1] {3}> ()\no = Constant <value = int64[1] {1}> ()\n'
+         'y = Resize <mode = "linear", coordinate_transformation_mode = "half_pixel_symmetric", axes = [1]> (x, , , s)\n'
+         'z = Resize <mode = "linear", coordinate_transformation_mode = "pytorch_half_pixel", axes = [1]> (x, , , o)',
+         opset=19, notes=F64 + "; opset 19's half_pixel_symmetric; pytorch_half_pixel to one sample"),
+    Case("resize_cubic_exclude_outside", "(T[1,1,4,4] x) => (T[1,1,6,3] y)",
+         's = Constant <value = int64[2] {6, 3}> ()\n'
+         'y = Resize <mode = "cubic", cubic_coeff_a = -0.5, exclude_outside = 1, axes = [2, 3]> (x, , , s)', opset=18,
+         notes=F64 + "; four taps, renormalized at the edges"),
+    Case("resize_tf_crop_and_resize", "(T[1,1,4,4] x) => (T[1,1,3,3] y)",
+         'r = Constant <value = float[4] {0.4, 0.6, 1.2, 0.8}> ()\ns = Constant <value = int64[2] {3, 3}> ()\n'
+         'y = Resize <mode = "linear", coordinate_transformation_mode = "tf_crop_and_resize", '
+         'extrapolation_value = 2.5, axes = [2, 3]> (x, r, , s)', opset=18, dtype="float",
+         notes=f32("ORT's kernel is the forward reference: onnx's evaluator computes crop coordinates partly in "
+                   "float32") + "; a crop that reaches past the input: extrapolated positions get no gradient"),
     # --- indexing
     Case("gather", "(int64[2,2] i) => (T[2,2,3] y)", "y = Gather <axis = 0> (w, i)", {"w": (4, 3)},
          special={"i": const([[0, 3], [3, 1]])}, notes=F64 + "; int indices as an input; a repeated index"),
@@ -562,6 +592,8 @@ def test_check_grads_names_tensor_and_element_of_a_wrong_gradient(monkeypatch):
         ("split_one_unused", "Split", r"gradient of 'x' has shape \[2, 4\], the tensor \[2, 6\]"),
         ("clip_weight_bounds", "Clip", r"grad\[(lo|hi)\]\[\]: analytic 0, numeric"),
         ("gelu_tanh", "Gelu", r"grad\[(x|w)\]\[.*analytic"),
+        ("resize_linear_2d", "Resize", r"no kernel for Resize|The Resize node"),
+        ("resize_nearest_1d", "Resize", r"no kernel for Resize|The Resize node"),
         ("reduceprod_zeros", "ReduceProd", r"no (gradient for op|kernel for) ReduceProd"),
         ("reduceprod_axes_input", "ReduceProd", r"no (gradient for op|kernel for) ReduceProd"),
     ],
@@ -575,6 +607,23 @@ def test_check_grads_catches_the_builder_gradients_that_rewrites_fix(name, op, m
     _, network, args = _network_and_args(case)
     with pytest.raises((AssertionError, onnxgrad.GradientBuildError), match=message):
         check_grads(network, args, **case.tolerance)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "named"),
+    [('mode = "linear", antialias = 1', "antialias=1"),
+     ('mode = "cubic", coordinate_transformation_mode = "tf_half_pixel_for_nn"',
+      "coordinate_transformation_mode='tf_half_pixel_for_nn'")],
+)
+def test_resize_gradients_onnxgrad_does_not_define_are_refused_naming_node_and_attribute(attributes, named):
+    model = onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : 18]>
+    g (float[1,1,4,4] x) => (float[1,1,2,2] y) {{
+      s = Constant <value = float[4] {{1.0, 1.0, 0.5, 0.5}}> ()
+      y = Resize <{attributes}> (x, , s)
+    }}""")
+    model.graph.node[1].name = "shrink"
+    with pytest.raises(onnxgrad.UnsupportedGradientError, match=rf"The Resize node 'shrink' has {re.escape(named)}"):
+        onnxgrad.ForwardValueAndGrad(onnxgrad.load(model))(np.ones((1, 1, 4, 4), np.float32))
 
 
 def test_check_grads_takes_a_framework_module():
