@@ -633,14 +633,13 @@ def _conv_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
         lw.emit("Identity", [lw.w.reduce("ReduceSum", dy, [0, *range(2, 2 + n)], keepdims=False)], outputs[2])
 
 
-@_lowers("com.microsoft::ResizeGrad")
-def _resize_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
+def _resize_grad_refusal(lw: _Lowerer, node: onnx.NodeProto) -> UnsupportedGradientError:
     # Only Resize nodes onnxgrad could not rewrite (_rewrites._resize) get here: say what of the node.
     from onnxgrad._rewrites import RESIZE_COORDINATES, RESIZE_MODES, resize_refusal
 
     resize = lw.forward_producer(node.input[0], ["Resize"], node)
     reason = resize_refusal(resize) or "roi, scales or sizes that are not constants, or an input shape that is not static"
-    raise UnsupportedGradientError(
+    return UnsupportedGradientError(
         f"The Resize node {resize.name or resize.output[0]!r} has {reason}, and onnxgrad differentiates Resize only "
         f"with mode in {list(RESIZE_MODES)} (antialias=0 for linear and cubic), coordinate_transformation_mode in "
         f"{list(RESIZE_COORDINATES)}, constant roi, scales and sizes, and a static input shape "
@@ -648,6 +647,12 @@ def _resize_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
         "pass through it.",
         op_type="Resize", node=resize.name,
     )
+
+
+#: Kernels with no lowering whose refusal can say more than their name: the error for a node.
+_REFUSALS: dict[tuple[str, str], Callable[[_Lowerer, onnx.NodeProto], UnsupportedGradientError]] = {
+    ("com.microsoft", "ResizeGrad"): _resize_grad_refusal,
+}
 
 
 @_lowers("::MaxPoolGrad")
@@ -821,6 +826,8 @@ def lower(model: onnx.ModelProto, types: dict) -> onnx.ModelProto:
                 lowered.append(node)
                 continue
             lowering = _LOWERINGS.get((node.domain, node.op_type))
+            if lowering is None and (node.domain, node.op_type) in _REFUSALS:
+                raise _REFUSALS[node.domain, node.op_type](lw, node)
             if lowering is None:
                 raise UnsupportedGradientError(
                     f"The graph or its gradient uses {node.domain or 'ai.onnx'}::{node.op_type} (node {node.name!r}), "
