@@ -385,6 +385,31 @@ CASES: tuple[Case, ...] = (
          'extrapolation_value = 2.5, axes = [2, 3]> (x, r, , s)', opset=18, dtype="float",
          notes=f32("ORT's kernel is the forward reference: onnx's evaluator computes crop coordinates partly in "
                    "float32") + "; a crop that reaches past the input: extrapolated positions get no gradient"),
+    # --- recurrent: no gradient in the builder; onnxgrad unrolls the (static) sequence
+    Case("rnn_bidirectional_clip", "(T[3,2,2] x) => (T[3,2,2,4] y, T[2,2,4] h)",
+         'y, h = RNN <hidden_size = 4, direction = "bidirectional", clip = 0.9> (x, W, R, B)',
+         {"W": (2, 4, 2), "R": (2, 4, 4), "B": (2, 8)}, dtype="float",
+         notes=f32("ORT's RNN kernel, the forward reference, is float-only") + "; clip bounds the pre-activations"),
+    Case("gru_reverse_linear_before_reset", "(T[3,2,2] x, T[1,2,3] h0) => (T[3,1,2,3] y, T[1,2,3] h)",
+         'y, h = GRU <hidden_size = 3, direction = "reverse", linear_before_reset = 1> (x, W, R, B, , h0)',
+         {"W": (1, 9, 2), "R": (1, 9, 3), "B": (1, 18)}, dtype="float",
+         notes=f32("ORT's GRU kernel, the forward reference, is float-only") + "; the h gate's recurrent bias "
+         "inside r * (...)"),
+    Case("gru_bidirectional_sequence_lens", "(T[3,2,2] x) => (T[3,2,2,3] y, T[2,2,3] h)",
+         'n = Constant <value = int32[2] {3, 1}> ()\n'
+         'y, h = GRU <hidden_size = 3, direction = "bidirectional"> (x, W, R, B, n, h0)',
+         {"W": (2, 9, 2), "R": (2, 9, 3), "B": (2, 18), "h0": (2, 2, 3)}, dtype="float",
+         notes=f32("ORT's GRU kernel, the forward reference, is float-only") + "; a shorter sequence: zeros in Y "
+         "past its end, its last step in Y_h, the reverse pass starting at its end"),
+    Case("lstm_peepholes_sequence_lens", "(T[3,2,2] x) => (T[3,1,2,3] y, T[1,2,3] h, T[1,2,3] c)",
+         'n = Constant <value = int32[2] {2, 3}> ()\ny, h, c = LSTM <hidden_size = 3> (x, W, R, B, n, h0, c0, P)',
+         {"W": (1, 12, 2), "R": (1, 12, 3), "B": (1, 24), "h0": (1, 2, 3), "c0": (1, 2, 3), "P": (1, 9)},
+         dtype="float", notes=f32("ORT's LSTM kernel, the forward reference, is float-only") + "; every input and "
+         "output"),
+    Case("lstm_reverse_cell_only", "(T[2,3,2] x) => (T[1,3,2] c)",
+         'y, h, c = LSTM <hidden_size = 2, direction = "reverse"> (x, W, R)', {"W": (1, 8, 2), "R": (1, 8, 2)},
+         dtype="float", notes=f32("ORT's LSTM kernel, the forward reference, is float-only") + "; only Y_c read, "
+         "no bias, zero initial states"),
     # --- indexing
     Case("gather", "(int64[2,2] i) => (T[2,2,3] y)", "y = Gather <axis = 0> (w, i)", {"w": (4, 3)},
          special={"i": const([[0, 3], [3, 1]])}, notes=F64 + "; int indices as an input; a repeated index"),
@@ -594,6 +619,9 @@ def test_check_grads_names_tensor_and_element_of_a_wrong_gradient(monkeypatch):
         ("gelu_tanh", "Gelu", r"grad\[(x|w)\]\[.*analytic"),
         ("resize_linear_2d", "Resize", r"no kernel for Resize|The Resize node"),
         ("resize_nearest_1d", "Resize", r"no kernel for Resize|The Resize node"),
+        ("rnn_bidirectional_clip", "RNN", r"no gradient for op RNN"),
+        ("gru_reverse_linear_before_reset", "GRU", r"no gradient for op GRU"),
+        ("lstm_peepholes_sequence_lens", "LSTM", r"no gradient for op LSTM"),
         ("reduceprod_zeros", "ReduceProd", r"no (gradient for op|kernel for) ReduceProd"),
         ("reduceprod_axes_input", "ReduceProd", r"no (gradient for op|kernel for) ReduceProd"),
     ],
