@@ -62,13 +62,16 @@ PyTorch is imported on first use, so importing this module does not need it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import io
 import logging
 import os
 import re
+import sys
+import traceback
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,20 +79,29 @@ import onnx
 from onnx import helper
 
 from onnxgrad._frontend import BUFFER_MAP_KEY, Frontend, set_parameter_map
-from onnxgrad.converters._common import initializer_mismatch, rearranged_copy
+from onnxgrad.converters._common import fold_static_shapes, initializer_mismatch, rearranged_copy
 from onnxgrad._graph import TensorInfo, default_opset
 from onnxgrad._versions import MAX_IR_VERSION, MAX_OPSET
 from onnxgrad.errors import ConversionError, InputError
 
-__all__ = ["OPSET", "TorchFrontend", "frontend", "to_onnx"]
+__all__ = ["DEFAULT_EXPORTER", "DYNAMO_OPSET", "EXPORTERS", "OPSET", "TorchFrontend", "frontend", "to_onnx"]
 
 logger = logging.getLogger(__name__)
 
-#: The default-domain opset :func:`to_onnx` exports (IR version 8).
+#: The default-domain opset the TorchScript exporter writes (IR version 8).
 OPSET = 17
+#: The default-domain opset the dynamo exporter writes (IR version 10).
+DYNAMO_OPSET = 18
+
+#: The exporters :func:`to_onnx` can use: ``torch.onnx.export(dynamo=False)`` and ``(dynamo=True)``.
+EXPORTERS = ("torchscript", "dynamo")
+#: The exporter used unless one is asked for; see "Exporter" in the module docstring for why.
+DEFAULT_EXPORTER = "torchscript"
 
 #: Graph output names: ``output_0``, ``output_1``, ... in forward's return order.
 OUTPUT_NAME = "output_{}"
+#: ``metadata_props`` key holding forward's output structure (``torch.utils._pytree.treespec_dumps``).
+OUTPUT_STRUCTURE_KEY = "onnxgrad.torch.output_structure"
 
 _EXPORT_YOURSELF = "or export the model to ONNX yourself and pass the .onnx file to onnxgrad.load."
 
@@ -98,10 +110,13 @@ _EXPORT_YOURSELF = "or export the model to ONNX yourself and pass the .onnx file
 _EXPORTER_NOISE = (
     "You are using the legacy TorchScript-based ONNX export",
     "The feature will be removed",
+    # onnxgrad gives the padding row no gradient itself (_mask_padding_rows).
+    "Warning: ONNX export of embedding with padding_idx >= 0",
 )
 
-# The tracer's warning for `if tensor:`, `bool(tensor)`, `assert tensor`...
-_BRANCH_ON_TENSOR = "Converting a tensor to a Python boolean"
+# The tracer's warnings for `if tensor:`, `bool(tensor)`, `int(tensor)`, `range(tensor)`...: a
+# tensor (a value, or a size: under the tracer sizes are tensors too) became a Python value.
+_BRANCH_ON_TENSOR = "Converting a tensor to a Python "
 
 # torch.onnx.errors.UnsupportedOperatorError's message names the aten op.
 _UNSUPPORTED_OP = re.compile(r"operator '([^']+)'")
@@ -121,29 +136,43 @@ def _torch() -> Any:
 # --- Export -----------------------------------------------------------------
 
 
-def to_onnx(module: Any, *example_inputs: Any) -> onnx.ModelProto:
+def to_onnx(
+    module: Any,
+    *example_inputs: Any,
+    keywords: Mapping[str, Any] | None = None,
+    exporter: str = DEFAULT_EXPORTER,
+) -> onnx.ModelProto:
     """Exports a PyTorch module to ONNX, with a verified parameter map.
 
     The module is exported in eval mode; every submodule's training flag is
-    restored afterwards, whether the export succeeds or not.
+    restored afterwards, whether the export succeeds or not. Python control
+    flow on shapes and sizes is exact for the example's shapes and accepted;
+    a branch on a tensor's value is refused (see the module docstring).
 
     Args:
         module: a ``torch.nn.Module``.
         *example_inputs: forward's positional arguments: torch tensors, numpy
             arrays or Python scalars (a float becomes float32, an int int64).
             The model is exported for their shapes and dtypes.
+        keywords: forward's keyword arguments: tensors or arrays (graph
+            inputs, after the positional ones, in forward's signature order),
+            or Python ``bool``/``None``/``str`` values, which are passed to
+            forward as they are and are not graph inputs.
+        exporter: ``"torchscript"`` (``torch.onnx.export(dynamo=False)``) or
+            ``"dynamo"`` (``torch.onnx.export(dynamo=True)``, needs
+            ``onnxscript``); see :data:`EXPORTERS`.
 
     Returns:
-        A model (IR version 8, opset :data:`OPSET`) taking one graph input per
-        example input, in order and named after forward's arguments, including
-        ones forward does not read, and giving one graph output per tensor
-        forward returns (``output_0``, ``output_1``, ... in the order of a
-        returned tuple, nested tuples flattened). Its metadata maps each
-        parameter with ``requires_grad`` that the outputs depend on to an
-        initializer holding the parameter's value unchanged
-        (:func:`onnxgrad._frontend.parameter_map`), in ``named_parameters()``
-        order; parameters the outputs do not depend on (per autograd) are
-        absent from the graph and from the map.
+        A model (IR version <= 10, opset :data:`OPSET` for TorchScript,
+        :data:`DYNAMO_OPSET` for dynamo) taking one graph input per tensor
+        argument, named after forward's arguments, including ones forward does
+        not read, and giving one graph output per tensor forward returns
+        (``output_0``, ``output_1``, ... in :func:`output_structure` order).
+        Its metadata maps each parameter with ``requires_grad`` that the
+        outputs depend on to an initializer holding the parameter's value
+        unchanged (:func:`onnxgrad._frontend.parameter_map`), in
+        ``named_parameters()`` order; parameters the outputs do not depend on
+        (per autograd) are absent from the graph and from the map.
 
     Raises:
         ConversionError: ``module`` is not a module, an example input or
@@ -161,29 +190,62 @@ def to_onnx(module: Any, *example_inputs: Any) -> onnx.ModelProto:
         {'weight': 'weight', 'bias': 'bias'}
     """
     torch = _torch()
+    keywords = dict(keywords or {})
     if not isinstance(module, torch.nn.Module):
         raise ConversionError(
             f"to_onnx converts a torch.nn.Module, got {type(module).__name__}: wrap the computation in a Module."
         )
-    inputs = _example_tensors(module, example_inputs)
-    input_names = _input_names(module, len(inputs))
-    with _eval_mode(module), _without_fastpath(), _replayed_warnings(module):
-        outputs = _example_outputs(module, inputs)
-        output_names = [OUTPUT_NAME.format(i) for i in range(len(outputs))]
-        model = _export(module, inputs, input_names, output_names)
+    if exporter not in EXPORTERS:
+        raise ConversionError(f"Unknown exporter {exporter!r}: pass one of {sorted(EXPORTERS)}.")
+    static = {k: v for k, v in keywords.items() if _is_static(v)}
+    tensor_keywords = _in_signature_order(module, [k for k in keywords if k not in static])
+    inputs = _example_tensors(module, [*example_inputs, *(keywords[k] for k in tensor_keywords)])
+    input_names = _input_names(module, len(example_inputs), tensor_keywords)
+    flat = _flat_call(module, len(example_inputs), tensor_keywords, static)
+    with _eval_mode(module), _without_fastpath():
+        with _replayed_warnings(module) as branches:
+            outputs, structure = _example_outputs(module, flat, inputs)
+            output_names = [OUTPUT_NAME.format(i) for i in range(len(outputs))]
+            if exporter == "dynamo":
+                model = _export_dynamo(module, flat, inputs, input_names, output_names)
+            else:
+                model = _export(module, flat, inputs, input_names, output_names)
+        if branches:
+            _check_branches(module, flat, inputs, branches)
     _restore_inputs(module, model, input_names, inputs)
-    set_parameter_map(model, _parameter_map(module, model, _reached_leaves(outputs)))
-    set_parameter_map(model, _buffer_map(module, model), BUFFER_MAP_KEY)
+    state = {name for name, _ in module.named_parameters()} | {name for name, _ in module.named_buffers()}
+    folded = fold_static_shapes(model, state)
+    logger.debug("folded %d static shape computations of %s", folded, type(module).__name__)
+    _exact_average_pools(model)
+    _verify_forward(module, model, inputs, outputs, structure)
+    parameters = _parameter_map(module, model, _reached_leaves(outputs))
+    set_parameter_map(model, parameters)
+    buffers = _buffer_map(module, model)
+    buffers.update(_mask_padding_rows(module, model, parameters))
+    set_parameter_map(model, buffers, BUFFER_MAP_KEY)
+    _record_structure(model, structure)
     return model
 
 
-def _export(module: Any, inputs: list[Any], input_names: list[str], output_names: list[str]) -> onnx.ModelProto:
+def _record_structure(model: onnx.ModelProto, structure: Any) -> None:
+    """Stores the output structure (a serialized pytree TreeSpec) under :data:`OUTPUT_STRUCTURE_KEY`."""
+    try:
+        text = _torch().utils._pytree.treespec_dumps(structure)
+    except Exception as err:  # a container type registered without a serialized name
+        logger.debug("output structure not serializable (%s); values come back as a flat tuple", err)
+        return
+    model.metadata_props.add(key=OUTPUT_STRUCTURE_KEY, value=text)
+
+
+def _export(
+    module: Any, flat: Any, inputs: list[Any], input_names: list[str], output_names: list[str]
+) -> onnx.ModelProto:
     """``torch.onnx.export`` (TorchScript) into memory; see the module docstring for the settings."""
     torch = _torch()
     buffer = io.BytesIO()
     try:
         torch.onnx.export(
-            module,
+            flat,
             tuple(inputs),
             buffer,
             dynamo=False,
@@ -197,7 +259,65 @@ def _export(module: Any, inputs: list[Any], input_names: list[str], output_names
         )
     except Exception as err:  # UnsupportedOperatorError, SymbolicValueError, RuntimeError from the tracer...
         raise _export_error(module, err) from err
-    model = onnx.load_from_string(buffer.getvalue())
+    return _checked_versions(module, onnx.load_from_string(buffer.getvalue()))
+
+
+def _export_dynamo(
+    module: Any, flat: Any, inputs: list[Any], input_names: list[str], output_names: list[str]
+) -> onnx.ModelProto:
+    """``torch.onnx.export(dynamo=True)``: torch.export, then onnxscript's translation, unoptimised.
+
+    ``optimize=True`` folds parameters that meet constants (BERT's position
+    embeddings become ``embedding_1``), so their gradients could not be mapped.
+    """
+    torch = _torch()
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter's dependency)
+    except ImportError as err:
+        raise ConversionError(
+            "exporter='dynamo' needs onnxscript: pip install 'onnxgrad[torch]', or use exporter='torchscript'."
+        ) from err
+    try:
+        with _quiet_torch_logs(), contextlib.redirect_stdout(io.StringIO()):
+            program = torch.onnx.export(
+                flat, tuple(inputs), dynamo=True, opset_version=DYNAMO_OPSET, optimize=False, verbose=False,
+                external_data=False, report=False, dynamic_shapes=None,
+            )
+    except Exception as err:
+        raise _export_error(module, err) from err
+    model = program.model_proto
+    graph_inputs = [v.name for v in model.graph.input if v.name not in {i.name for i in model.graph.initializer}]
+    renames = dict(zip(graph_inputs, input_names))
+    renames.update(zip([v.name for v in model.graph.output], output_names))
+    _rename_values(model.graph, renames)
+    return _checked_versions(module, model)
+
+
+def _rename_values(graph: onnx.GraphProto, renames: dict[str, str]) -> None:
+    """Renames graph inputs and outputs (and their uses, in subgraphs too)."""
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        value.name = renames.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+        node.output[:] = [renames.get(name, name) for name in node.output]
+        for attribute in node.attribute:
+            for subgraph in [attribute.g, *attribute.graphs]:
+                _rename_values(subgraph, renames)
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """torch.export logs graph dumps and "torchvision is not installed" at WARNING; the user did not ask."""
+    torch_logger = logging.getLogger("torch")
+    level = torch_logger.level
+    torch_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        torch_logger.setLevel(level)
+
+
+def _checked_versions(module: Any, model: onnx.ModelProto) -> onnx.ModelProto:
     opset = default_opset(model)
     logger.debug("PyTorch exported %s: IR %d, opset %d", type(module).__name__, model.ir_version, opset)
     if model.ir_version > MAX_IR_VERSION or opset > MAX_OPSET:
@@ -268,20 +388,37 @@ def _tensors_of(module: Any) -> Iterator[Any]:
     yield from module.buffers()
 
 
-def _input_names(module: Any, count: int) -> list[str]:
-    """Graph input names: forward's argument names (``x``; ``args_0`` for ``*args``), made unique."""
+def _is_static(value: Any) -> bool:
+    """Keyword values passed to forward as they are: flags and options, not data."""
+    return value is None or isinstance(value, (bool, str))
+
+
+def _forward_parameters(module: Any) -> list[inspect.Parameter]:
     try:
-        parameters = list(inspect.signature(module.forward).parameters.values())
+        return list(inspect.signature(module.forward).parameters.values())
     except (TypeError, ValueError):  # builtins, some C extensions
-        parameters = []
+        return []
+
+
+def _in_signature_order(module: Any, names: Sequence[str]) -> list[str]:
+    """Keyword argument names in forward's order (names only ``**kwargs`` takes last, as given)."""
+    order = {p.name: index for index, p in enumerate(_forward_parameters(module))}
+    return sorted(names, key=lambda name: order.get(name, len(order)))
+
+
+def _input_names(module: Any, count: int, keywords: Sequence[str] = ()) -> list[str]:
+    """Graph input names: forward's argument names (``x``; ``args_0`` for ``*args``), then the keywords; unique."""
+    parameters = _forward_parameters(module)
     positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     var_positional = next((p.name for p in parameters if p.kind == p.VAR_POSITIONAL), None)
     # An input named like a parameter or buffer would clash with its initializer.
     taken = {name for name, _ in module.named_parameters()} | {name for name, _ in module.named_buffers()}
-    taken.update(OUTPUT_NAME.format(i) for i in range(count + 1))
+    taken.update(OUTPUT_NAME.format(i) for i in range(count + len(keywords) + 1))
     names = []
-    for index in range(count):
-        if index < len(positional):
+    for index in range(count + len(keywords)):
+        if index >= count:
+            name = keywords[index - count]
+        elif index < len(positional):
             name = positional[index]
         elif var_positional is not None:
             name = f"{var_positional}_{index - len(positional)}"
@@ -294,34 +431,63 @@ def _input_names(module: Any, count: int) -> list[str]:
     return names
 
 
-def _example_outputs(module: Any, inputs: list[Any]) -> list[Any]:
-    """Runs forward once: how many tensors it returns, that it runs at all, and (by autograd) what they depend on."""
+def _flat_call(module: Any, positional: int, keywords: Sequence[str], static: dict[str, Any]) -> Any:
+    """A Module taking the tensor arguments positionally and returning a flat tuple of output tensors.
+
+    It shares the module's parameter, buffer and submodule dicts, so its
+    ``named_parameters()`` (the initializer names) are the module's own.
+    """
+    torch = _torch()
+    name = type(module).__name__
+
+    class FlatCall(torch.nn.Module):
+        def call(self, *tensors: Any) -> Any:
+            """forward's own result for the tensor arguments."""
+            kwargs = dict(zip(keywords, tensors[positional:]))
+            kwargs.update(static)
+            return module(*tensors[:positional], **kwargs)
+
+        def forward(self, *tensors: Any) -> tuple[Any, ...]:
+            leaves, _ = _flatten_outputs(name, self.call(*tensors))
+            return tuple(leaves)
+
+    flat = FlatCall().eval()  # the module's own flags are set by _eval_mode
+    flat._parameters = module._parameters
+    flat._buffers = module._buffers
+    flat._non_persistent_buffers_set = module._non_persistent_buffers_set
+    flat._modules = module._modules
+    return flat
+
+
+def _example_outputs(module: Any, flat: Any, inputs: list[Any]) -> tuple[list[Any], Any]:
+    """Runs forward once: its output tensors and structure, that it runs at all, and (by autograd) what they depend on."""
     torch = _torch()
     name = type(module).__name__
     try:
         with torch.enable_grad():
-            result = module(*inputs)
+            result = flat.call(*inputs)
     except Exception as err:
         raise ConversionError(
             f"{name}.forward failed on the example inputs ({type(err).__name__}: {_first_line(err)}). Pass "
-            "example inputs with the shapes and dtypes forward() expects, one per positional argument."
+            "example inputs with the shapes and dtypes forward() expects, one per argument."
         ) from err
-    return _flatten_outputs(name, result, "output")
+    return _flatten_outputs(name, result)
 
 
-def _flatten_outputs(name: str, value: Any, path: str) -> list[Any]:
+def _flatten_outputs(name: str, value: Any) -> tuple[list[Any], Any]:
+    """The output tensors in :func:`output_structure` order, and the structure (a pytree TreeSpec)."""
     torch = _torch()
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        flat = []
-        for index, item in enumerate(value):
-            flat.extend(_flatten_outputs(name, item, f"{path}[{index}]"))
-        return flat
-    raise ConversionError(
-        f"{name}.forward returns a {type(value).__name__} at {path}; ONNX graphs output tensors only. Return a "
-        "tensor or a tuple of tensors (compute a loss inside forward, or drop the non-tensor values)."
-    )
+    pytree = torch.utils._pytree
+    leaves_with_paths, spec = pytree.tree_flatten_with_path(value)
+    for path, leaf in leaves_with_paths:
+        if not isinstance(leaf, torch.Tensor):
+            where = f"output{pytree.keystr(path)}"
+            raise ConversionError(
+                f"{name}.forward returns a {type(leaf).__name__} at {where}; ONNX graphs output tensors only. "
+                "Return tensors in tuples, lists, dicts or ModelOutputs (compute a loss inside forward, drop the "
+                "non-tensor values, or turn off what returns them, e.g. use_cache=False)."
+            )
+    return [leaf for _, leaf in leaves_with_paths], spec
 
 
 def _reached_leaves(outputs: list[Any]) -> set[int]:
@@ -346,23 +512,26 @@ def _reached_leaves(outputs: list[Any]) -> set[int]:
 
 
 @contextlib.contextmanager
-def _replayed_warnings(module: Any) -> Iterator[None]:
+def _replayed_warnings(module: Any) -> Iterator[list[tuple[str, int]]]:
     """Holds back the warnings of the example forward and the export, then sorts them.
 
-    The exporter's deprecation notices are dropped, a branch on a tensor's
-    value in the user's code becomes a ConversionError, and every other
-    warning is passed on once (forward runs twice: eagerly, then traced).
+    Yields a list that, on exit, holds the places (file, line) where the
+    user's code turned a tensor into a Python bool under the tracer. The
+    exporter's deprecation notices are dropped, and every other warning is
+    passed on once (forward runs twice: eagerly, then traced).
     """
+    branches: list[tuple[str, int]] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        yield
-    _replay_warnings(module, caught)
+        yield branches
+    branches.extend(_replay_warnings(caught))
 
 
-def _replay_warnings(module: Any, caught: list[warnings.WarningMessage]) -> None:
+def _replay_warnings(caught: list[warnings.WarningMessage]) -> list[tuple[str, int]]:
     torch = _torch()
     torch_dir = os.path.dirname(torch.__file__) + os.sep
     seen = set()
+    branches = []
     for warning in caught:
         message = str(warning.message)
         key = (warning.category, message, warning.filename, warning.lineno)
@@ -377,22 +546,85 @@ def _replay_warnings(module: Any, caught: list[warnings.WarningMessage]) -> None
                 logger.debug("tracer warning inside PyTorch: %s:%d: %s", warning.filename, warning.lineno, message)
                 continue
             if message.startswith(_BRANCH_ON_TENSOR):
-                raise ConversionError(
-                    f"{type(module).__name__}.forward branches on a tensor's value "
-                    f"({warning.filename}:{warning.lineno}); the ONNX graph would hold only the branch the example "
-                    "inputs took, giving wrong values and gradients for other inputs. Compute both branches and "
-                    "select with torch.where. If the condition only checks shapes, skip it while exporting: "
-                    "`if not torch.onnx.is_in_onnx_export(): ...`."
-                )
+                branches.append((warning.filename, warning.lineno))
+                continue
         warnings.warn_explicit(
-            warning.message, warning.category, warning.filename, warning.lineno, source=warning.source
+            warning.message, warning.category, warning.filename, warning.lineno,
+            module=_module_name(warning.filename), source=warning.source,
         )
+    return branches
+
+
+def _module_name(filename: str) -> str | None:
+    """The module a file was imported as, so ``-W ignore::UserWarning:torch.onnx`` style filters still match."""
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == filename:
+            return name
+    return None  # warn_explicit derives one from the file name
+
+
+def _check_branches(module: Any, flat: Any, inputs: list[Any], branches: list[tuple[str, int]]) -> None:
+    """Accepts the traced Python branches if they test shapes only; refuses a branch on a tensor's value.
+
+    Under the tracer a size is a tensor too, so its warning cannot tell
+    ``if x.shape[0] > 2`` from ``if x.sum() > 0``. ``torch.export`` can: with
+    static shapes it evaluates shape conditions to constants, and raises
+    ``GuardOnDataDependentSymNode`` on a condition that needs a tensor's value.
+    """
+    torch = _torch()
+    places = ", ".join(f"{file}:{line}" for file, line in branches)
+    try:
+        with _quiet_torch_logs(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.export.export(flat, tuple(inputs), strict=False)
+    except Exception as err:
+        dependent = _data_dependent(err)
+        place = _user_frame(dependent) if dependent is not None else None
+        if dependent is None:
+            logger.debug("torch.export could not check the branches at %s: %s", places, _first_line(err))
+        raise ConversionError(
+            f"{type(module).__name__}.forward branches on a tensor's value ({place or places}); the ONNX graph "
+            "would hold only the branch the example inputs took, giving wrong values and gradients for other "
+            "inputs. Compute both branches and select with torch.where."
+            + ("" if dependent is not None else
+               " (torch.export could not confirm the branches test shapes only: "
+               f"{type(err).__name__}: {_first_line(err)})")
+        ) from err
+    logger.debug("branches at %s test shapes only (torch.export specialised them)", places)
+
+
+def _data_dependent(err: BaseException) -> BaseException | None:
+    """The GuardOnDataDependentSymNode (a branch on a tensor's value) in an exception's chain, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if type(err).__name__ in ("GuardOnDataDependentSymNode", "DataDependentOutputException"):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _user_frame(err: BaseException) -> str | None:
+    """``file:line`` of the innermost frame outside PyTorch and onnxgrad in the exception's traceback."""
+    torch_dir = os.path.dirname(_torch().__file__) + os.sep
+    ours = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frames = [
+        frame for frame in traceback.extract_tb(err.__traceback__)
+        if not frame.filename.startswith((torch_dir, ours))
+    ]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
 
 
 def _export_error(module: Any, err: Exception) -> ConversionError:
     """A ConversionError that names the refused op and says what to do."""
     torch = _torch()
     name = type(module).__name__
+    dependent = _data_dependent(err)
+    if dependent is not None:  # the dynamo exporter met a branch on a tensor's value
+        return ConversionError(
+            f"{name}.forward branches on a tensor's value ({_user_frame(dependent) or 'see the cause'}); the ONNX "
+            "graph would hold only one branch. Compute both branches and select with torch.where."
+        )
     if isinstance(err, torch.onnx.errors.UnsupportedOperatorError):
         op = _UNSUPPORTED_OP.search(str(err))
         what = f"the operator {op.group(1)}" if op else "an operator"
@@ -457,7 +689,72 @@ def _numpy_dtype(tensor: Any) -> np.dtype:
         ) from err
 
 
+def _exact_average_pools(model: onnx.ModelProto) -> None:
+    """``count_include_pad=0`` on unpadded ``AveragePool``s, which is what PyTorch computes.
+
+    With ``ceil_mode`` a window can reach past the input (``nn.AvgPool2d(k,
+    ceil_mode=True)`` used as a global pool, as EfficientNet does). PyTorch
+    then divides by the elements inside the input; onnxruntime, given the
+    exporter's ``count_include_pad=1``, by the whole kernel. Without padding,
+    ``count_include_pad=0`` means PyTorch's divisor for every window.
+    """
+    for node in model.graph.node:
+        if node.op_type != "AveragePool" or node.domain not in ("", "ai.onnx"):
+            continue
+        attributes = {a.name: a for a in node.attribute}
+        pads = list(attributes["pads"].ints) if "pads" in attributes else []
+        if any(pads) or attributes.get("auto_pad", helper.make_attribute("auto_pad", b"NOTSET")).s != b"NOTSET":
+            continue
+        if "count_include_pad" in attributes:
+            attributes["count_include_pad"].i = 0
+
+
+def _verify_forward(
+    module: Any, model: onnx.ModelProto, inputs: list[Any], outputs: list[Any], structure: Any
+) -> None:
+    """Runs the exported graph on the example inputs and compares it with forward's own outputs.
+
+    Exporters and onnxruntime disagree on some ops' semantics (pooling
+    windows, integer rounding); a graph that does not compute what forward
+    computed is refused rather than differentiated.
+    """
+    from onnxgrad._network import load
+
+    arrays = [tensor.detach().cpu().numpy() for tensor in inputs]
+    try:
+        results = load(model)(*arrays)
+    except Exception as err:
+        raise ConversionError(
+            f"The ONNX export of {type(module).__name__} does not run on the example inputs "
+            f"({type(err).__name__}: {_first_line(err)}), {_EXPORT_YOURSELF}"
+        ) from err
+    results = results if isinstance(results, tuple) else (results,)
+    paths = [_torch().utils._pytree.keystr(path) for path, _ in _torch().utils._pytree.tree_flatten_with_path(
+        _torch().utils._pytree.tree_unflatten(list(range(len(outputs))), structure))[0]]
+    for path, actual, expected in zip(paths, results, outputs):
+        expected = expected.detach().cpu().numpy()
+        if expected.dtype.kind != "f":
+            close = np.array_equal(actual, expected)
+        else:
+            scale = float(np.max(np.abs(expected), initial=1.0))
+            close = np.allclose(actual, expected, rtol=_VERIFY_RTOL, atol=_VERIFY_RTOL * scale, equal_nan=True)
+        if not close:
+            raise ConversionError(
+                f"The ONNX export of {type(module).__name__} computes output{path} differently from PyTorch on the "
+                f"example inputs (largest difference {float(np.max(np.abs(actual - expected))):.3g}): the exporter "
+                "and onnxruntime disagree on an op's semantics, so the gradients could not be trusted. Rewrite the "
+                f"op forward() uses there (e.g. a pooling window larger than its input), {_EXPORT_YOURSELF}"
+            )
+
+
+# Forward parity of an export: float32 kernels of PyTorch and onnxruntime sum in other orders.
+_VERIFY_RTOL = 1e-3
+
+
 # --- Parameter map ----------------------------------------------------------
+
+# Suffix of the non-trainable copy of a padded embedding's weight (see _mask_padding_rows).
+_PADDING_COPY = ".padding_idx_copy"
 
 
 def _state(module: Any) -> dict[str, Any]:
@@ -517,6 +814,66 @@ def _parameter_map(module: Any, model: onnx.ModelProto, reached: set[int]) -> di
     return mapping
 
 
+def _padded_embeddings(module: Any) -> dict[str, int]:
+    """``{weight name: padding_idx}`` of the ``nn.Embedding``s with a padding_idx and a trainable weight."""
+    torch = _torch()
+    names = {id(p): name for name, p in module.named_parameters()}
+    return {
+        names[id(sub.weight)]: sub.padding_idx
+        for sub in module.modules()
+        if isinstance(sub, torch.nn.Embedding) and sub.padding_idx is not None and id(sub.weight) in names
+        and sub.weight.requires_grad
+    }
+
+
+def _mask_padding_rows(module: Any, model: onnx.ModelProto, parameters: dict[str, str]) -> dict[str, str]:
+    """Gives a padded embedding's lookups of ``padding_idx`` no gradient, as ``nn.Embedding`` does.
+
+    ONNX has no ``padding_idx``: both exporters write a plain ``Gather``,
+    whose gradient would update the padding row. Each such ``Gather(W, ids)``
+    becomes ``Where(ids == padding_idx, Gather(W_copy, ids), Gather(W, ids))``,
+    where ``W_copy`` is a non-trainable initializer bound to W's current value
+    at every call (the returned buffer-map entries). Values are unchanged;
+    the padding row's gradient is what other uses of W (a tied LM head) give.
+    """
+    graph = model.graph
+    added = {}
+    for name, padding_idx in _padded_embeddings(module).items():
+        weight = parameters.get(name)
+        if weight is None:
+            continue
+        copy = f"{weight}{_PADDING_COPY}"
+        for index in reversed(range(len(graph.node))):
+            node = graph.node[index]
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or node.input[0] != weight or axis:
+                continue
+            ids, looked_up = node.input[1], node.output[0]
+            prefix = f"{looked_up}{_PADDING_COPY}"
+            node.output[0] = f"{prefix}/trained"
+            graph.node.insert(index + 1, helper.make_node(
+                "Where", [f"{prefix}/is_padding", f"{prefix}/copy", node.output[0]], [looked_up]
+            ))
+            for offset, new in enumerate([
+                helper.make_node("Cast", [ids], [f"{prefix}/ids"], to=onnx.TensorProto.INT64),
+                helper.make_node("Equal", [f"{prefix}/ids", f"{prefix}/padding_idx"], [f"{prefix}/equal"]),
+                helper.make_node("Unsqueeze", [f"{prefix}/equal", f"{prefix}/last_axis"], [f"{prefix}/is_padding"]),
+                helper.make_node("Gather", [copy, ids], [f"{prefix}/copy"]),
+            ]):
+                graph.node.insert(index + 1 + offset, new)
+            graph.initializer.extend([
+                helper.make_tensor(f"{prefix}/padding_idx", onnx.TensorProto.INT64, [], [padding_idx]),
+                helper.make_tensor(f"{prefix}/last_axis", onnx.TensorProto.INT64, [1], [-1]),
+            ])
+            if name + _PADDING_COPY not in added:
+                initializer = next(i for i in graph.initializer if i.name == weight)
+                graph.initializer.add().CopyFrom(initializer)
+                graph.initializer[-1].name = copy
+                added[name + _PADDING_COPY] = copy
+            logger.debug("Gather %s of %s: padding row %d gets no gradient", node.name, name, padding_idx)
+    return added
+
+
 def _transformed(name: str, detail: str) -> ConversionError:
     return ConversionError(
         f"PyTorch's ONNX exporter transformed parameter {name!r} ({detail}), so its gradient cannot be mapped "
@@ -527,16 +884,78 @@ def _transformed(name: str, detail: str) -> ConversionError:
 # --- Frontend ---------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    """How forward was called: tensor keywords (the last graph inputs) and flags passed as they are."""
+
+    keywords: tuple[str, ...]
+    static: tuple[tuple[str, Any], ...]
+
+
 class TorchFrontend(Frontend):
     """A PyTorch module seen by the facade (``ForwardValueAndGrad``, ``value_and_grad``).
+
+    Pass one to the facade instead of the module to choose the exporter:
+    ``ForwardValueAndGrad(TorchFrontend(model, exporter="dynamo"), ...)``.
 
     Args:
         module: the ``torch.nn.Module``; its parameters are read at every call,
             so updates by a PyTorch optimizer are seen.
+        exporter: one of :data:`EXPORTERS`; default :data:`DEFAULT_EXPORTER`.
     """
 
-    def __init__(self, module: Any) -> None:
+    def __init__(self, module: Any, exporter: str = DEFAULT_EXPORTER) -> None:
+        if exporter not in EXPORTERS:
+            raise InputError(f"Unknown exporter {exporter!r}: pass one of {sorted(EXPORTERS)}.")
         self.module = module
+        self.exporter = exporter
+        # Deserialized output structures, by their OUTPUT_STRUCTURE_KEY text.
+        self._structures: dict[str, Any] = {}
+
+    def arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[list[Any], Any]:
+        """Graph arguments in order (positional, then tensor keywords in forward's order) and how to call forward.
+
+        ``bool``, ``None`` and ``str`` keyword values (``use_cache=False``,
+        ``return_dict=True``) are passed to forward as they are; they are part
+        of the signature a graph is exported for, not graph inputs.
+
+        Raises:
+            InputError: a keyword forward does not take, or one also given positionally.
+        """
+        if not kwargs:
+            return list(args), None
+        parameters = _forward_parameters(self.module)
+        names = [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters) or not parameters
+        positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        for name in kwargs:
+            if name not in names and not takes_any:
+                raise InputError(
+                    f"{type(self.module).__name__}.forward takes no argument {name!r}; it takes {names}."
+                )
+            if name in positional[: len(args)]:
+                raise InputError(
+                    f"Argument {name!r} of {type(self.module).__name__}.forward is given both positionally and by "
+                    "keyword: pass it once."
+                )
+        static = tuple((k, v) for k, v in kwargs.items() if _is_static(v))
+        keywords = tuple(_in_signature_order(self.module, [k for k in kwargs if not _is_static(kwargs[k])]))
+        return [*args, *(kwargs[k] for k in keywords)], _Call(keywords, static)
+
+    def nest_outputs(self, model: onnx.ModelProto, values: Sequence[Any]) -> Any:
+        """The output values in forward's own structure (tuple, dict, ModelOutput...).
+
+        The structure is the one :func:`to_onnx` recorded; without one (a
+        container PyTorch cannot serialize) the values come as the base class gives them.
+        """
+        text = next((p.value for p in model.metadata_props if p.key == OUTPUT_STRUCTURE_KEY), None)
+        if text is None:
+            return super().nest_outputs(model, values)
+        pytree = _torch().utils._pytree
+        structure = self._structures.get(text)
+        if structure is None:
+            structure = self._structures[text] = pytree.treespec_loads(text)
+        return pytree.tree_unflatten(list(values), structure)
 
     def to_numpy(self, args: Sequence[Any]) -> list[np.ndarray]:
         """Turns tensors, arrays and Python numbers or lists into numpy arrays.
@@ -565,9 +984,12 @@ class TorchFrontend(Frontend):
                     ) from err
         return arrays
 
-    def export(self, args: Sequence[np.ndarray]) -> onnx.ModelProto:
-        """The module exported for these arguments (see :func:`to_onnx`)."""
-        return to_onnx(self.module, *args)
+    def export(self, args: Sequence[np.ndarray], call: Any = None) -> onnx.ModelProto:
+        """The module exported for these arguments (see :func:`to_onnx`); ``call`` from :meth:`arguments`."""
+        keywords, static = (call.keywords, dict(call.static)) if call is not None else ((), {})
+        positional = len(args) - len(keywords)
+        keywords = dict(zip(keywords, args[positional:])) | static
+        return to_onnx(self.module, *args[:positional], keywords=keywords, exporter=self.exporter)
 
     def parameter_values(self) -> dict[str, np.ndarray]:
         """Current values of the parameters with ``requires_grad``, as read-only arrays.
@@ -584,7 +1006,11 @@ class TorchFrontend(Frontend):
 
     def buffer_values(self) -> dict[str, np.ndarray]:
         """Current values of the floating-point buffers and frozen parameters."""
-        return {name: t.detach().cpu().numpy() for name, t in _state(self.module).items()}
+        values = {name: t.detach().cpu().numpy() for name, t in _state(self.module).items()}
+        parameters = dict(self.module.named_parameters())
+        for name in _padded_embeddings(self.module):  # see _mask_padding_rows
+            values[name + _PADDING_COPY] = parameters[name].detach().cpu().numpy()
+        return values
 
     def weight_names(self, weights: Any) -> list[str]:
         """Names of Parameters (matched by identity) or parameter names; one, or an iterable of them.

@@ -30,13 +30,16 @@ class _FrameworkTarget:
         self.frontend = frontend
         self._networks: dict[tuple, tuple[Network, dict[str, str], dict[str, str]]] = {}
 
-    def bind(self, args: Sequence[Any]) -> tuple[Network, list[np.ndarray], dict[str, str]]:
+    def bind(
+        self, args: Sequence[Any], kwargs: dict[str, Any] | None = None
+    ) -> tuple[Network, list[np.ndarray], dict[str, str]]:
         """The network for these arguments, with current parameter values copied in."""
+        args, call = self.frontend.arguments(args, kwargs or {})
         arrays = self.frontend.to_numpy(args)
-        signature = tuple((a.shape, a.dtype.str) for a in arrays)
+        signature = (call, *((a.shape, a.dtype.str) for a in arrays))
         entry = self._networks.get(signature)
         if entry is None:
-            network = load(self.frontend.export(arrays))
+            network = load(self.frontend.export(arrays) if call is None else self.frontend.export(arrays, call))
             mapping = _frontend.parameter_map(network.model) or {}
             buffer_map = _frontend.parameter_map(network.model, _frontend.BUFFER_MAP_KEY) or {}
             entry = self._networks[signature] = (network, mapping, buffer_map)
@@ -59,7 +62,7 @@ def _resolve(network: Any) -> Network | _FrameworkTarget:
         return network
     if isinstance(network, (str, os.PathLike, onnx.ModelProto)):
         return load(network)
-    frontend = _frontend.frontend_for(network)
+    frontend = network if isinstance(network, _frontend.Frontend) else _frontend.frontend_for(network)
     if frontend is not None:
         return _FrameworkTarget(frontend)
     raise InputError(
@@ -116,7 +119,7 @@ class _GradFunction:
         # Per network (a loss cell's label-dtype variants, a framework's signatures): spec and ids.
         self._plans: dict[Network, tuple] = {}
 
-    def __call__(self, *args: Any) -> tuple[Any, Any]:
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
         sens = None
         if self._sens_param:
             if not args:
@@ -124,9 +127,14 @@ class _GradFunction:
             args, sens = args[:-1], args[-1]
         framework = isinstance(self._target, _FrameworkTarget)
         if framework:
-            network, arrays, mapping = self._target.bind(args)
+            network, arrays, mapping = self._target.bind(args, kwargs)
             if sens is not None:
                 sens = _to_numpy_tree(self._target.frontend, sens)
+        elif kwargs:
+            raise InputError(
+                f"Keyword arguments {sorted(kwargs)} are for PyTorch modules: pass an ONNX network's inputs "
+                f"positionally, in order ({[i.name for i in self._target.inputs]})."
+            )
         else:
             network, arrays, mapping = self._target, list(args), {}
 
@@ -145,8 +153,12 @@ class _GradFunction:
         grads = self._nest(input_grads, weight_grads)
         result = (value, grads)
         # No arguments: framework tensors out, as the framework itself gives.
-        if framework and (not args or self._target.frontend.wants_framework_tensors(args)):
+        given = [*args, *kwargs.values()]
+        if framework and (not given or self._target.frontend.wants_framework_tensors(given)):
             result = _map_tree(self._target.frontend.from_numpy, result)
+        if framework:  # forward's own output structure (a dict, a ModelOutput...)
+            outputs = result[0] if len(values) > 1 else (result[0],)
+            result = (self._target.frontend.nest_outputs(network.model, outputs), result[1])
         return result
 
     def _plan(self, network: Network, mapping: dict[str, str]) -> tuple:
@@ -311,9 +323,12 @@ class ForwardValueAndGrad:
             session_config,
         )
 
-    def __call__(self, *inputs: Any) -> tuple[Any, Any]:
-        """Runs forward and backward; see the class docstring for the nesting."""
-        return self._fn(*inputs)
+    def __call__(self, *inputs: Any, **kwargs: Any) -> tuple[Any, Any]:
+        """Runs forward and backward; see the class docstring for the nesting.
+
+        Keyword arguments are for PyTorch modules (``input_ids=..., attention_mask=...``).
+        """
+        return self._fn(*inputs, **kwargs)
 
 
 def value_and_grad(
@@ -358,7 +373,7 @@ def value_and_grad(
         weights = tuple(weights)
     grad_fn = _GradFunction(fn, grad_position, weights, has_aux, return_ids, False, providers, session_config)
 
-    def value_and_grad_fn(*inputs: Any) -> tuple[Any, Any]:
-        return grad_fn(*inputs)
+    def value_and_grad_fn(*inputs: Any, **kwargs: Any) -> tuple[Any, Any]:
+        return grad_fn(*inputs, **kwargs)
 
     return value_and_grad_fn

@@ -18,10 +18,12 @@ from __future__ import annotations
 import abc
 import importlib
 import json
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnx
+
+from onnxgrad.errors import InputError
 
 __all__ = ["Frontend", "PARAMETER_MAP_KEY", "BUFFER_MAP_KEY", "frontend_for", "parameter_map", "set_parameter_map"]
 
@@ -53,6 +55,27 @@ class Frontend(abc.ABC):
         takes the arguments as graph inputs, in order. For a loss cell the last
         input is the label and the single output is the loss.
         """
+
+    def arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[list[Any], Any]:
+        """The call's graph arguments in graph-input order, and a hashable description of the call.
+
+        The description is None for a plain positional call; otherwise the
+        facade passes it to :meth:`export` and keys exported graphs by it.
+        Front-ends that take keyword arguments override this.
+
+        Raises:
+            InputError: keyword arguments, which this front-end does not take.
+        """
+        if kwargs:
+            raise InputError(
+                f"Keyword arguments {sorted(kwargs)} are not supported for this network: pass its inputs "
+                "positionally, in order."
+            )
+        return list(args), None
+
+    def nest_outputs(self, model: onnx.ModelProto, values: Sequence[Any]) -> Any:
+        """The forward value as the framework returns it: the one output, or a tuple of them."""
+        return values[0] if len(values) == 1 else tuple(values)
 
     @abc.abstractmethod
     def parameter_values(self) -> dict[str, np.ndarray]:

@@ -285,7 +285,7 @@ class Branching(nn.Module):
 
 class ReturnsDict(nn.Module):
     def forward(self, x):
-        return {"y": x * 2}
+        return {"y": x * 2, "note": "doubled"}
 
 
 def test_unsupported_op_names_it():
@@ -335,7 +335,7 @@ def test_non_tensor_example_input_is_refused():
 
 
 def test_non_tensor_output_is_refused():
-    with pytest.raises(ConversionError, match=r"ReturnsDict\.forward returns a dict at output; .*tuple of tensors"):
+    with pytest.raises(ConversionError, match=r"ReturnsDict\.forward returns a str at output\['note'\]; .*use_cache"):
         converter.to_onnx(ReturnsDict(), np.ones((2,), np.float32))
 
 
@@ -371,7 +371,8 @@ def _doctored(rename: str | None, transpose: bool) -> onnx.ModelProto:
 def test_parameter_the_outputs_need_must_be_an_initializer(rename, transpose, match):
     case = MODELS["mlp"]
     module, inputs = case.module(), case.inputs()
-    outputs = converter._example_outputs(module, list(inputs))
+    flat = converter._flat_call(module, len(inputs), (), {})
+    outputs, _ = converter._example_outputs(module, flat, list(inputs))
     with pytest.raises(ConversionError, match=match):
         converter._parameter_map(module, _doctored(rename, transpose), converter._reached_leaves(outputs))
 
