@@ -638,7 +638,7 @@ def _resize_grad_refusal(lw: _Lowerer, node: onnx.NodeProto) -> UnsupportedGradi
     from onnxgrad._rewrites import RESIZE_COORDINATES, RESIZE_MODES, resize_refusal
 
     resize = lw.forward_producer(node.input[0], ["Resize"], node)
-    reason = resize_refusal(resize) or "roi, scales or sizes that are not constants, or an input shape that is not static"
+    reason = resize_refusal(resize) or "roi, scales or sizes that are not constants, or an input shape not static"
     return UnsupportedGradientError(
         f"The Resize node {resize.name or resize.output[0]!r} has {reason}, and onnxgrad differentiates Resize only "
         f"with mode in {list(RESIZE_MODES)} (antialias=0 for linear and cubic), coordinate_transformation_mode in "

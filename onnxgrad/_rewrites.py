@@ -10,7 +10,8 @@ and correct built-in gradients:
   LpNormalization, DepthToSpace, SpaceToDepth, and LayerNormalization without
   a bias (the builder assumes three inputs) or with its Mean or InvStdDev
   read (the builder differentiates Y only), Pad other than constant mode,
-  ReduceProd (a tree of Muls, exact at zeros), RNN/GRU/LSTM (unrolled);
+  ReduceProd (a tree of Muls, exact at zeros), RNN/GRU/LSTM (unrolled),
+  GridSample (linear or nearest; zeros or border padding);
   ConvTranspose and Resize have gradients but no ConvTransposeGrad/ResizeGrad
   kernel on CPU;
 - wrong gradients: inference-mode Dropout back-propagates twice the gradient;
@@ -925,6 +926,68 @@ def _resize(node, w, types) -> bool:
     return True
 
 
+def _grid_sample(node, w, types) -> bool:
+    """GridSample, linear (bilinear, trilinear, ...) or nearest, padding zeros or border, as
+    GatherElements of the 2^r corner samples (nearest: the one rounded sample) times weights computed
+    from the grid, so that both X and the grid get gradients. Cubic and reflection keep the node."""
+    x, grid = node.input[:2]
+    shape, grid_shape = _shape(types, x), _shape(types, grid)
+    mode = {"bilinear": "linear", "bicubic": "cubic"}.get(_attr(node, "mode", "linear"), _attr(node, "mode", "linear"))
+    padding = _attr(node, "padding_mode", "zeros")
+    if (shape is None or grid_shape is None or not _is_float(types, x) or types[grid][0] != types[x][0]
+            or mode not in ("linear", "nearest") or padding not in ("zeros", "border")):
+        return False
+    dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
+    n, channels, sizes = shape[0], shape[1], list(shape[2:])
+    rank = len(sizes)
+    samples = int(np.prod(grid_shape[1:-1], dtype=np.int64))
+    align = bool(_attr(node, "align_corners", 0))
+    flat_x = w.op("Reshape", x, w.constant([n, channels, -1], np.int64))
+    index_shape = w.constant([n, channels, samples], np.int64)
+    strides = [int(np.prod(sizes[k + 1:], dtype=np.int64)) for k in range(rank)]
+    points = []  # per spatial axis of X: the sampled position, [n, samples]
+    for k, size in enumerate(sizes):
+        # The grid's last axis lists coordinates innermost axis first: (x, y, z).
+        normalized = w.op("Reshape", w.op("Gather", grid, w.constant(np.array(rank - 1 - k, np.int64)), axis=-1),
+                          w.constant([n, samples], np.int64))
+        if align:  # -1 and 1 are the centers of the corner samples
+            point = w.op("Mul", w.op("Add", normalized, w.constant(np.array(1.0, dtype))),
+                         w.constant(np.array((size - 1) / 2, dtype)))
+        else:  # -1 and 1 are the outer edges of the corner samples
+            point = w.op("Sub", w.op("Mul", w.op("Add", normalized, w.constant(np.array(1.0, dtype))),
+                                     w.constant(np.array(size / 2, dtype))), w.constant(np.array(0.5, dtype)))
+        if padding == "border":
+            point = w.op("Clip", point, w.constant(np.array(0.0, dtype)), w.constant(np.array(size - 1, dtype)))
+        points.append(point)
+    if mode == "nearest":
+        corners = [[(w.op("Round", p), None) for p in points]]
+    else:
+        lows = [w.op("Floor", p) for p in points]
+        fractions = [w.op("Sub", p, low) for p, low in zip(points, lows)]
+        one = w.constant(np.array(1.0, dtype))
+        options = [[(low, w.op("Sub", one, frac)), (w.op("Add", low, one), frac)] for low, frac in zip(lows, fractions)]
+        corners = [[options[k][(bits >> (rank - 1 - k)) & 1] for k in range(rank)] for bits in range(2 ** rank)]
+    total = None
+    for corner in corners:
+        flat, weight, valid = None, None, None
+        for k, (index, factor) in enumerate(corner):
+            inside = w.op("And", w.op("GreaterOrEqual", index, w.constant(np.array(0.0, dtype))),
+                          w.op("LessOrEqual", index, w.constant(np.array(sizes[k] - 1, dtype))))
+            valid = inside if valid is None else w.op("And", valid, inside)
+            clamped = w.op("Clip", index, w.constant(np.array(0.0, dtype)), w.constant(np.array(sizes[k] - 1, dtype)))
+            term = w.op("Mul", clamped, w.constant(np.array(strides[k], dtype)))
+            flat = term if flat is None else w.op("Add", flat, term)
+            if factor is not None:
+                weight = factor if weight is None else w.op("Mul", weight, factor)
+        mask = w.cast(valid, dtype)
+        weight = mask if weight is None else w.op("Mul", weight, mask)
+        indices = w.op("Expand", w.unsqueeze(w.cast(flat, np.int64), [1]), index_shape)
+        sampled = w.op("Mul", w.op("GatherElements", flat_x, indices, axis=2), w.unsqueeze(weight, [1]))
+        total = sampled if total is None else w.op("Add", total, sampled)
+    w.node("Reshape", [total, w.constant([n, channels, *grid_shape[1:-1]], np.int64)], node.output)
+    return True
+
+
 #: Gates per step and default activations of the recurrent ops (ONNX's gate order).
 _RECURRENT = {"RNN": (1, ("Tanh",)), "GRU": (3, ("Sigmoid", "Tanh")), "LSTM": (4, ("Sigmoid", "Tanh", "Tanh"))}
 _ACTIVATIONS = {"tanh": "Tanh", "sigmoid": "Sigmoid", "relu": "Relu"}
@@ -1363,6 +1426,7 @@ _REWRITES: dict[str, Rewrite] = {
     "SpaceToDepth": _space_to_depth,
     "ConvTranspose": _conv_transpose,  # no ConvTransposeGrad kernel on CPU
     "Resize": _resize,  # no ResizeGrad kernel on CPU
+    "GridSample": _grid_sample,
     "RNN": _recurrent,
     "GRU": _recurrent,
     "LSTM": _recurrent,

@@ -65,6 +65,21 @@ def with_zeros(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.nd
     return values.astype(dtype)
 
 
+def grid_points(sizes: tuple[int, ...], align_corners: bool = False) -> Sampler:
+    """A GridSample grid for an input of spatial ``sizes``: each point 0.2 to 0.8 of the way between
+    two samples (clear of linear interpolation's kinks and of nearest's jumps by more than float32
+    differences step), some past the border."""
+
+    def sample(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        sizes_xyz = np.array(sizes[::-1], np.float64)  # the grid lists x (innermost) first
+        position = rng.integers(-1, sizes_xyz.astype(int) + 1, shape) + rng.uniform(0.2, 0.8, shape)
+        if align_corners:
+            return (position / (sizes_xyz - 1) * 2 - 1).astype(dtype)
+        return ((2 * position + 1) / sizes_xyz - 1).astype(dtype)
+
+    return sample
+
+
 def const(values) -> Sampler:
     """A fixed value (int indices and the like)."""
     return lambda rng, shape, dtype: np.asarray(values, dtype=dtype).reshape(shape)
@@ -148,6 +163,9 @@ def f32(reason: str) -> str:
     """Notes of a float32 case: why not float64."""
     return f"float32: {reason}"
 
+
+GRID_F32 = f32("ORT's GridSample kernel, the forward reference, is float-only (onnx's evaluator rounds "
+                "through float32)")
 
 CASES: tuple[Case, ...] = (
     # --- linear algebra
@@ -361,10 +379,12 @@ CASES: tuple[Case, ...] = (
          notes=F64 + "; half_pixel, round_prefer_floor; sizes on one axis: repeated and skipped elements"),
     Case("resize_nearest_2d_floor_asymmetric", "(T[1,2,5,4] x) => (T[1,2,2,6] y)",
          's = Constant <value = float[4] {1.0, 1.0, 0.5, 1.5}> ()\n'
-         'y = Resize <mode = "nearest", nearest_mode = "floor", coordinate_transformation_mode = "asymmetric"> (x, , s)',
+         'y = Resize <mode = "nearest", nearest_mode = "floor", coordinate_transformation_mode = "asymmetric"> '
+         '(x, , s)',
          notes=F64 + "; down on one axis, up on the other"),
     Case("resize_linear_2d", "(T[1,2,3,4] x) => (T[1,2,6,6] y)",
-         's = Constant <value = float[4] {1.0, 1.0, 2.0, 1.5}> ()\nm = Mul(x, w)\ny = Resize <mode = "linear"> (m, , s)',
+         's = Constant <value = float[4] {1.0, 1.0, 2.0, 1.5}> ()\nm = Mul(x, w)\n'
+         'y = Resize <mode = "linear"> (m, , s)',
          {"w": (4,)}, notes=F64 + "; half_pixel: edge samples clamp; a weight before"),
     Case("resize_linear_3d_align_corners", "(T[1,1,2,3,4] x) => (T[1,1,3,5,3] y)",
          's = Constant <value = int64[5] {1, 1, 3, 5, 3}> ()\n'
@@ -372,7 +392,8 @@ CASES: tuple[Case, ...] = (
          notes=F64 + "; trilinear, sizes up and down"),
     Case("resize_linear_pytorch_half_pixel_symmetric", "(T[2,5] x) => (T[2,3] y, T[2,1] z)",
          's = Constant <value = int64[1] {3}> ()\no = Constant <value = int64[1] {1}> ()\n'
-         'y = Resize <mode = "linear", coordinate_transformation_mode = "half_pixel_symmetric", axes = [1]> (x, , , s)\n'
+         'y = Resize <mode = "linear", coordinate_transformation_mode = "half_pixel_symmetric", axes = [1]> '
+         '(x, , , s)\n'
          'z = Resize <mode = "linear", coordinate_transformation_mode = "pytorch_half_pixel", axes = [1]> (x, , , o)',
          opset=19, notes=F64 + "; opset 19's half_pixel_symmetric; pytorch_half_pixel to one sample"),
     Case("resize_cubic_exclude_outside", "(T[1,1,4,4] x) => (T[1,1,6,3] y)",
@@ -385,6 +406,18 @@ CASES: tuple[Case, ...] = (
          'extrapolation_value = 2.5, axes = [2, 3]> (x, r, , s)', opset=18, dtype="float",
          notes=f32("ORT's kernel is the forward reference: onnx's evaluator computes crop coordinates partly in "
                    "float32") + "; a crop that reaches past the input: extrapolated positions get no gradient"),
+    # --- grid sampling: no gradient in the builder; onnxgrad gathers corner samples with weights from the grid
+    Case("gridsample_bilinear_zeros", "(T[1,2,3,4] x, T[1,2,3,2] g) => (T[1,2,2,3] y)", "y = GridSample(x, g)",
+         opset=16, special={"g": grid_points((3, 4))}, dtype="float",
+         notes=GRID_F32 + "; the grid gets a gradient too; outside the input: zeros"),
+    Case("gridsample_nearest_border_align_corners", "(T[2,1,3,3] x, T[2,4,1,2] g) => (T[2,1,4,1] y)",
+         'y = GridSample <mode = "nearest", padding_mode = "border", align_corners = 1> (x, g)', opset=16,
+         special={"g": grid_points((3, 3), align_corners=True)}, dtype="float",
+         notes=GRID_F32 + "; nearest: the grid's gradient is zero"),
+    Case("gridsample_trilinear_border", "(T[1,2,2,3,4] x, T[1,2,2,2,3] g) => (T[1,2,2,2,2] y)",
+         'y = GridSample <mode = "linear", padding_mode = "border"> (x, g)', opset=20,
+         special={"g": grid_points((2, 3, 4))}, dtype="float",
+         notes=GRID_F32 + "; opset 20's volumetric form: eight corners"),
     # --- recurrent: no gradient in the builder; onnxgrad unrolls the (static) sequence
     Case("rnn_bidirectional_clip", "(T[3,2,2] x) => (T[3,2,2,4] y, T[2,2,4] h)",
          'y, h = RNN <hidden_size = 4, direction = "bidirectional", clip = 0.9> (x, W, R, B)',
@@ -619,6 +652,8 @@ def test_check_grads_names_tensor_and_element_of_a_wrong_gradient(monkeypatch):
         ("gelu_tanh", "Gelu", r"grad\[(x|w)\]\[.*analytic"),
         ("resize_linear_2d", "Resize", r"no kernel for Resize|The Resize node"),
         ("resize_nearest_1d", "Resize", r"no kernel for Resize|The Resize node"),
+        ("gridsample_bilinear_zeros", "GridSample", r"no (gradient for op|kernel for) GridSample"),
+        ("gridsample_trilinear_border", "GridSample", r"no (gradient for op|kernel for) GridSample"),
         ("rnn_bidirectional_clip", "RNN", r"no gradient for op RNN"),
         ("gru_reverse_linear_before_reset", "GRU", r"no gradient for op GRU"),
         ("lstm_peepholes_sequence_lens", "LSTM", r"no gradient for op LSTM"),
