@@ -734,20 +734,64 @@ def _lrn(node, w, types) -> bool:
     return True
 
 
+def _einsum_explicit(equation: str, shapes: list[tuple[int, ...]]) -> tuple[list[str], str] | None:
+    """``(operand labels, output labels)`` of an equation with its ellipses spelled out as letters
+    (the same letter for the same broadcast axis) and its implicit output made explicit; None when
+    an ellipsis axis broadcasts (size 1 against more), which the Einsum gradients cannot reduce."""
+    lhs, arrow, out = equation.partition("->")
+    operands = lhs.split(",")
+    free = [c for c in "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba" if c not in equation]
+    widths = [len(shape) - len(op.replace("...", "")) for op, shape in zip(operands, shapes)]
+    ellipsis = "".join(free[: max([wd for op, wd in zip(operands, widths) if "..." in op], default=0)][::-1])
+    sizes: dict[str, int] = {}
+    for k, (op, width) in enumerate(zip(operands, widths)):
+        operands[k] = op.replace("...", ellipsis[len(ellipsis) - width:] if width else "")
+        for letter, size in zip(operands[k], shapes[k]):
+            if letter in ellipsis and sizes.setdefault(letter, size) != size:
+                return None
+    if not arrow:
+        letters = "".join(operands)
+        out = ellipsis + "".join(sorted(c for c in set(letters) - set(ellipsis) if letters.count(c) == 1))
+    return operands, out.replace("...", ellipsis)
+
+
+def _einsum_diagonal(w: GraphWriter, x: str, labels: str, shape: tuple[int, ...]) -> tuple[str, str]:
+    """An operand with an index repeated (``ii``) as its diagonal, a Gather on the pair's flattened
+    axes: ``(tensor, labels)`` with each index once."""
+    while len(set(labels)) != len(labels):
+        letter = next(c for c in labels if labels.count(c) > 1)
+        first = labels.index(letter)
+        second = labels.index(letter, first + 1)
+        others = [k for k in range(len(labels)) if k not in (first, second)]
+        size = shape[first]
+        moved = w.op("Transpose", x, perm=others + [first, second])
+        flat = w.op("Reshape", moved, w.constant([0] * len(others) + [size * size], np.int64))
+        x = w.op("Gather", flat, w.constant(np.arange(size, dtype=np.int64) * (size + 1)), axis=len(others))
+        labels = "".join(labels[k] for k in others) + letter
+        shape = tuple(shape[k] for k in others) + (size,)
+    return x, labels
+
+
 def _einsum(node, w, types) -> bool:
     """Einsum as an onnxgrad function per equation, its gradients Einsums too: the gradient of an
     operand contracts dY with the other operands (and ones shaped like the operand, for its indices
-    that appear nowhere else). No ellipsis, no index repeated within an operand."""
+    that appear nowhere else). Ellipses become letters (static ranks; no broadcast of size-1 ellipsis
+    axes); an operand with a repeated index becomes its diagonal first (static sizes)."""
     equation = _attr(node, "equation").replace(" ", "")
-    if "." in equation:
+    if not all(_is_float(types, x) for x in node.input):
         return False
-    lhs, _, out = equation.partition("->")
-    operands = lhs.split(",")
-    if "->" not in equation:
-        letters = "".join(operands)
-        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
-    if any(len(set(op)) != len(op) for op in operands) or not all(_is_float(types, x) for x in node.input):
+    shapes = [types.get(x, (0, None))[1] for x in node.input]
+    if "." in equation or any(len(set(op)) != len(op) for op in equation.partition("->")[0].split(",")):
+        if any(shape is None or None in shape for shape in shapes):
+            return False
+    explicit = _einsum_explicit(equation, shapes) if "." in equation else None
+    if "." in equation and explicit is None:
         return False
+    operands, out = explicit or _einsum_explicit(equation, [()] * len(node.input))
+    tensors = list(node.input)
+    for k, op in enumerate(operands):
+        if len(set(op)) != len(op):
+            tensors[k], operands[k] = _einsum_diagonal(w, tensors[k], op, tuple(shapes[k]))
     name = "Einsum_" + "".join(c if c.isalnum() else "_" for c in f"{','.join(operands)}_{out}")
     grads = []
     for k, op in enumerate(operands):
@@ -762,7 +806,7 @@ def _einsum(node, w, types) -> bool:
             inputs.append(f"ones{k}")
         grads.append(cg.GradNode("Einsum", tuple(inputs), (f"GI({k})",), {"equation": f"{','.join(labels)}->{op}"}))
     cg.register(cg.CustomGradient(name, tuple(grads)))
-    _call_function(w, name, "Einsum", list(node.input), node.output, equation=f"{','.join(operands)}->{out}")
+    _call_function(w, name, "Einsum", tensors, node.output, equation=f"{','.join(operands)}->{out}")
     return True
 
 

@@ -373,6 +373,12 @@ CASES: tuple[Case, ...] = (
     Case("spacetodepth", "(T[1,2,4,2] x) => (T[1,8,2,1] y)", "y = SpaceToDepth <blocksize = 2> (x)",
          notes=F64 + "; no built-in gradient"),
     Case("trilu", "(T[3,3] x) => (T[3,3] y)", "y = Trilu(x)", notes=F64),
+    # --- einsum: onnxgrad functions whose gradients are Einsums
+    Case("einsum_ellipsis", "(T[2,3,4] a, T[4,5] b) => (T[2,3,5] y)", 'y = Einsum <equation = "...ij,jk->...ik"> (a, b)',
+         notes=F64 + "; ellipses of different widths"),
+    Case("einsum_diagonal", "(T[2,3,3] x) => (T[2,3] y, T[2] z)",
+         'y = Einsum <equation = "bii->bi"> (x)\ns = Mul(x, w)\nz = Einsum <equation = "...ii"> (s)', {"w": (3,)},
+         notes=F64 + "; a repeated index: the diagonal, and (implicit output) the trace of each matrix"),
     # --- resizing: no ResizeGrad kernel on CPU; onnxgrad rewrites into Gathers and weights per axis
     Case("resize_nearest_1d", "(T[2,3,4] x) => (T[2,3,7] y)",
          's = Constant <value = int64[1] {7}> ()\ny = Resize <axes = [2]> (x, , , s)', opset=18,
@@ -650,6 +656,8 @@ def test_check_grads_names_tensor_and_element_of_a_wrong_gradient(monkeypatch):
         ("split_one_unused", "Split", r"gradient of 'x' has shape \[2, 4\], the tensor \[2, 6\]"),
         ("clip_weight_bounds", "Clip", r"grad\[(lo|hi)\]\[\]: analytic 0, numeric"),
         ("gelu_tanh", "Gelu", r"grad\[(x|w)\]\[.*analytic"),
+        ("einsum_ellipsis", "Einsum", r"no (gradient for op|kernel for) Einsum"),
+        ("einsum_diagonal", "Einsum", r"no (gradient for op|kernel for) Einsum"),
         ("resize_linear_2d", "Resize", r"no kernel for Resize|The Resize node"),
         ("resize_nearest_1d", "Resize", r"no kernel for Resize|The Resize node"),
         ("gridsample_bilinear_zeros", "GridSample", r"no (gradient for op|kernel for) GridSample"),
