@@ -112,11 +112,14 @@ _EXPORTER_NOISE = (
     "The feature will be removed",
     # onnxgrad gives the padding row no gradient itself (_mask_padding_rows).
     "Warning: ONNX export of embedding with padding_idx >= 0",
+    # torch.export's own use of a deprecated pytree API (PyTorch 2.13).
+    "`isinstance(treespec, LeafSpec)` is deprecated",
 )
 
 # The tracer's warnings for `if tensor:`, `bool(tensor)`, `int(tensor)`, `range(tensor)`...: a
 # tensor (a value, or a size: under the tracer sizes are tensors too) became a Python value.
-_BRANCH_ON_TENSOR = "Converting a tensor to a Python "
+# `torch.tensor(x.shape[0])` is recorded as a constant, with a warning of its own.
+_BRANCH_ON_TENSOR = ("Converting a tensor to a Python ", "torch.tensor results are registered as constants")
 
 # torch.onnx.errors.UnsupportedOperatorError's message names the aten op.
 _UNSUPPORTED_OP = re.compile(r"operator '([^']+)'")

@@ -16,6 +16,7 @@ from onnx import numpy_helper
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 
 from onnxgrad import _frontend  # noqa: E402
 from onnxgrad._graph import TensorInfo, default_opset  # noqa: E402
@@ -297,8 +298,80 @@ def test_unsupported_op_names_it():
 
 
 def test_branch_on_tensor_value_is_refused():
-    with pytest.raises(ConversionError, match=r"branches on a tensor's value .*torch\.where"):
+    line = Branching.forward.__code__.co_firstlineno + 1
+    with pytest.raises(ConversionError, match=rf"branches on a tensor's value \(.*test_torch_converter\.py:{line}\).*torch\.where"):
         converter.to_onnx(Branching(), np.ones((2, 4), np.float32))
+
+
+class BranchesOnShape(nn.Module):
+    """Python control flow on sizes: exact for the exported shapes (transformers' masking_utils does this)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        if x.shape[0] > 2:
+            return self.fc(x) * 2
+        return self.fc(x)
+
+
+class BranchesOnShapeValue(nn.Module):
+    """A branch on a tensor whose value comes from shapes only: still exact per signature."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        rows = torch.tensor(int(x.shape[0])) * 2
+        if rows > 5:
+            return self.fc(x) * 2
+        return self.fc(x)
+
+
+class BranchesOnShapeArithmetic(BranchesOnShapeValue):
+    """The same value reached through a tensor op: torch.export does not see through it, so it is refused."""
+
+    def forward(self, x):
+        rows = torch.ones((), dtype=torch.int64) * x.shape[0] * 2
+        if rows > 5:
+            return self.fc(x) * 2
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("module_class", [BranchesOnShape, BranchesOnShapeValue])
+@pytest.mark.parametrize("rows", [2, 3])
+def test_branch_on_shapes_is_accepted_and_exact(module_class, rows):
+    torch.manual_seed(0)
+    module = module_class().eval()
+    x = torch.randn(rows, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no tracer warning reaches the user either
+        model = converter.to_onnx(module, x)
+    other = torch.randn(rows, 4)  # same signature, other values
+    (actual,) = _run(model, [other.numpy()])
+    np.testing.assert_allclose(actual, _torch_outputs(module, (other,))[0], **TOLERANCE)
+    assert ("Mul" in _op_histogram(model)) == (rows > 2)  # the branch the shape selects, nothing else
+
+
+def test_branch_on_tensor_arithmetic_of_shapes_is_refused_conservatively():
+    line = BranchesOnShapeArithmetic.forward.__code__.co_firstlineno + 2
+    with pytest.raises(ConversionError, match=rf"branches on a tensor's value \(.*test_torch_converter\.py:{line}\)"):
+        converter.to_onnx(BranchesOnShapeArithmetic(), np.ones((3, 4), np.float32))
+
+
+def test_branch_check_is_what_accepts_shape_branches(monkeypatch):
+    """Without torch.export's verdict, a shape branch is indistinguishable from a value branch."""
+    monkeypatch.setattr(torch.export, "export", _raise_data_dependent)
+    with pytest.raises(ConversionError, match=r"branches on a tensor's value"):
+        converter.to_onnx(BranchesOnShape(), np.ones((3, 4), np.float32))
+
+
+def _raise_data_dependent(*args, **kwargs):
+    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
+    raise GuardOnDataDependentSymNode("Could not guard on data-dependent expression")
 
 
 class ChecksShape(nn.Module):
@@ -437,3 +510,192 @@ def test_frontend_export_is_to_onnx():
     model = front.export(arrays)
     assert [v.name for v in model.graph.input] == ["x", "y"]
     assert list(_frontend.parameter_map(model)) == list(front.parameter_values())
+
+
+# --- Keyword inputs, structured outputs, exact semantics ---------------------
+
+
+class Keywords(nn.Module):
+    """Keyword inputs, a flag, and a dict output (HF-style)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 4, padding_idx=0)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, ids=None, mask=None, embeds=None, scale=None, return_hidden=False):
+        hidden = self.embed(ids) if embeds is None else embeds
+        hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)
+        logits = self.fc(hidden).sum(dim=1)
+        if scale is not None:
+            logits = logits * scale
+        result = {"logits": logits}
+        if return_hidden:
+            result["hidden"] = (hidden, hidden.mean())
+        return result
+
+
+def _autograd(module, kwargs, float_keys=()):
+    module.zero_grad(set_to_none=True)
+    kwargs = {k: v.clone().requires_grad_(k in float_keys) for k, v in kwargs.items() if torch.is_tensor(v)} | {
+        k: v for k, v in kwargs.items() if not torch.is_tensor(v)}
+    out = module(**kwargs)
+    sum(leaf.sum() for leaf in torch.utils._pytree.tree_leaves(out)).backward()
+    return out, {k: kwargs[k].grad for k in float_keys}, [p.grad for p in module.parameters()]
+
+
+def test_keyword_inputs_and_structured_outputs_match_autograd():
+    import onnxgrad
+
+    torch.manual_seed(0)
+    module = Keywords().eval()
+    ids = torch.tensor([[0, 3, 5, 0], [2, 0, 9, 1]])  # padding_idx 0 among them
+    masks = [torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]]), torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1]])]
+    fvg = onnxgrad.ForwardValueAndGrad(module, list(module.parameters()), get_all=True, get_by_list=True)
+    fvg(mask=masks[0], ids=ids, return_hidden=True, scale=torch.tensor(2.0))
+    value, (input_grads, weight_grads) = fvg(mask=masks[1], ids=ids, return_hidden=True, scale=torch.tensor(3.0))
+    out, refs, weight_refs = _autograd(module, dict(ids=ids, mask=masks[1], scale=torch.tensor(3.0),
+                                                   return_hidden=True), ("scale",))
+    assert isinstance(value, dict) and list(value) == ["logits", "hidden"] and isinstance(value["hidden"], tuple)
+    for actual, expected in zip(torch.utils._pytree.tree_leaves(value), torch.utils._pytree.tree_leaves(out)):
+        np.testing.assert_allclose(actual.numpy(), expected.detach().numpy(), **TOLERANCE)
+    # Graph inputs in forward's order: ids, mask, scale (return_hidden is a flag, not an input).
+    assert [g.dtype for g in input_grads] == [torch.int64, torch.int64, torch.float32]
+    assert not input_grads[0].any()
+    np.testing.assert_allclose(input_grads[2].numpy(), refs["scale"].numpy(), **TOLERANCE)
+    for (name, _), actual, expected in zip(module.named_parameters(), weight_grads, weight_refs):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), **TOLERANCE, err_msg=f"grad[{name}]")
+    assert not weight_grads[0][0].any()  # nn.Embedding's padding row gets no gradient
+
+
+def test_padding_row_needs_the_padding_rewrite(monkeypatch):
+    """Without _mask_padding_rows the padding row's gradient is the plain Gather's: not nn.Embedding's."""
+    import onnxgrad
+
+    monkeypatch.setattr(converter, "_mask_padding_rows", lambda module, model, parameters: {})
+    module = Keywords().eval()
+    ids = torch.tensor([[0, 3, 5, 0]])
+    fvg = onnxgrad.ForwardValueAndGrad(module, [module.embed.weight], get_by_list=True)
+    _, (grad,) = fvg(ids=ids, mask=torch.ones(1, 4, dtype=torch.int64))
+    assert grad[0].abs().sum() > 0
+
+
+def test_inputs_embeds_get_real_gradients():
+    import onnxgrad
+
+    torch.manual_seed(0)
+    module = Keywords().eval()
+    embeds, mask = torch.randn(2, 4, 4), torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    grad_fn = onnxgrad.value_and_grad(module, grad_position=(0, 1))
+    value, (d_mask, d_embeds) = grad_fn(embeds=embeds, mask=mask)  # graph order: mask, embeds
+    out, refs, _ = _autograd(module, dict(embeds=embeds, mask=mask), ("embeds",))
+    np.testing.assert_allclose(value["logits"].numpy(), out["logits"].detach().numpy(), **TOLERANCE)
+    assert d_mask.dtype == torch.int64
+    np.testing.assert_allclose(d_embeds.numpy(), refs["embeds"].numpy(), **TOLERANCE)
+
+
+def test_positional_and_keyword_arguments_mix():
+    import onnxgrad
+
+    module = Keywords().eval()
+    ids, mask = torch.tensor([[1, 2]]), torch.ones(1, 2, dtype=torch.int64)
+    fvg = onnxgrad.ForwardValueAndGrad(module, list(module.parameters()), get_by_list=True)
+    mixed, _ = fvg(ids, mask=mask)
+    keyword, _ = fvg(mask=mask, ids=ids)
+    np.testing.assert_array_equal(mixed["logits"].numpy(), keyword["logits"].numpy())
+    with pytest.raises(InputError, match=r"takes no argument 'idz'; it takes \['ids', 'mask'"):
+        fvg(idz=ids, mask=mask)
+    with pytest.raises(InputError, match=r"'ids' of Keywords\.forward is given both positionally and by keyword"):
+        fvg(ids, ids=ids, mask=mask)
+
+
+def test_keyword_arguments_to_an_onnx_network_are_refused():
+    import onnxgrad
+
+    model = converter.to_onnx(MODELS["mlp"].module(), *MODELS["mlp"].inputs())
+    fvg = onnxgrad.ForwardValueAndGrad(model)
+    with pytest.raises(InputError, match=r"Keyword arguments \['x'\] are for PyTorch modules: .*\['x'\]"):
+        fvg(x=np.ones((2, 4), np.float32))
+
+
+class CeilPool(nn.Module):
+    """nn.AvgPool2d as a global pool with a kernel past the input (what EfficientNet's pooler does)."""
+
+    def __init__(self, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 1)
+        self.pool = nn.AvgPool2d(4, ceil_mode=True, padding=padding)
+
+    def forward(self, x):
+        return self.pool(self.conv(x))
+
+
+def test_average_pool_past_the_input_divides_as_pytorch():
+    import onnxgrad
+
+    torch.manual_seed(0)
+    module, x = CeilPool().eval(), torch.randn(2, 2, 3, 3)
+    value, grads = onnxgrad.ForwardValueAndGrad(module, list(module.parameters()), get_by_list=True)(x)
+    out, _, refs = _autograd(module, {"x": x})
+    np.testing.assert_allclose(value.numpy(), out.detach().numpy(), **TOLERANCE)
+    for actual, expected in zip(grads, refs):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), **TOLERANCE)
+
+
+def test_export_that_computes_otherwise_is_refused(monkeypatch):
+    # Without the pooling fix the export's forward differs from PyTorch's, and the check says so.
+    monkeypatch.setattr(converter, "_exact_average_pools", lambda model: None)
+    with pytest.raises(ConversionError, match=r"computes output differently from PyTorch .*largest difference"):
+        converter.to_onnx(CeilPool(), np.ones((2, 2, 3, 3), np.float32))
+
+
+def test_padded_average_pool_past_the_input_is_refused():
+    # With padding, PyTorch's divisor has no ONNX attribute: refused, not differentiated.
+    with pytest.raises(ConversionError, match=r"computes output differently from PyTorch"):
+        converter.to_onnx(CeilPool(padding=1), np.ones((2, 2, 3, 3), np.float32))
+
+
+def test_static_shape_arithmetic_is_folded():
+    class TFPad(nn.Module):
+        """TF-style 'same' padding computed from the input's size (MobileNet, EfficientNet)."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 3, stride=2)
+
+        def forward(self, x):
+            pad = max(3 - x.shape[-1] % 2, 0)
+            return self.conv(F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)))
+
+    model = converter.to_onnx(TFPad(), np.ones((1, 2, 5, 5), np.float32))
+    assert "Shape" not in _op_histogram(model)
+    pads = next(n for n in model.graph.node if n.op_type == "Pad").input[1]
+    assert pads in {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
+
+
+@pytest.mark.parametrize("exporter", converter.EXPORTERS)
+def test_both_exporters_give_autograd_gradients(exporter):
+    pytest.importorskip("onnxscript")
+    import onnxgrad
+
+    torch.manual_seed(0)
+    module = Keywords().eval()
+    ids, mask = torch.tensor([[0, 3, 5, 2]]), torch.tensor([[1, 1, 1, 0]])
+    front = converter.TorchFrontend(module, exporter=exporter)
+    value, grads = onnxgrad.ForwardValueAndGrad(front, list(module.parameters()), get_by_list=True)(ids=ids, mask=mask)
+    out, _, refs = _autograd(module, dict(ids=ids, mask=mask))
+    np.testing.assert_allclose(value["logits"].numpy(), out["logits"].detach().numpy(), **TOLERANCE)
+    for actual, expected in zip(grads, refs):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), **TOLERANCE)
+
+
+def test_dynamo_exporter_refuses_value_branches():
+    pytest.importorskip("onnxscript")
+    line = Branching.forward.__code__.co_firstlineno + 1
+    with pytest.raises(ConversionError, match=rf"branches on a tensor's value \(.*test_torch_converter\.py:{line}\)"):
+        converter.to_onnx(Branching(), np.ones((2, 4), np.float32), exporter="dynamo")
+
+
+def test_unknown_exporter_is_refused():
+    with pytest.raises(InputError, match=r"Unknown exporter 'onnx': pass one of \['dynamo', 'torchscript'\]"):
+        converter.TorchFrontend(Keywords(), exporter="onnx")
