@@ -11,7 +11,7 @@ and correct built-in gradients:
   a bias (the builder assumes three inputs) or with its Mean or InvStdDev
   read (the builder differentiates Y only), Pad other than constant mode,
   ReduceProd (a tree of Muls, exact at zeros), RNN/GRU/LSTM (unrolled),
-  GridSample (linear or nearest; zeros or border padding);
+  GridSample (every mode and padding, 1 to 3 spatial axes);
   ConvTranspose and Resize have gradients but no ConvTransposeGrad/ResizeGrad
   kernel on CPU;
 - wrong gradients: inference-mode Dropout back-propagates twice the gradient;
@@ -28,6 +28,7 @@ shapes or constant axes and sizes give up without them.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable
 
@@ -970,16 +971,33 @@ def _resize(node, w, types) -> bool:
     return True
 
 
+def _reflect(w: GraphWriter, value: str, low: float, high: float, dtype) -> str:
+    """``value`` reflected into [low, high] as often as needed (a triangle wave; the identity inside)."""
+    span, period = w.constant(np.array(high - low, dtype)), w.constant(np.array(2 * (high - low), dtype))
+    shifted = w.op("Sub", value, w.constant(np.array(low, dtype)))
+    wrapped = w.op("Sub", shifted, w.op("Mul", w.op("Floor", w.op("Div", shifted, period)), period))
+    folded = w.op("Sub", span, w.op("Abs", w.op("Sub", wrapped, span)))
+    return w.op("Add", folded, w.constant(np.array(low, dtype)))
+
+
+def _horner(w: GraphWriter, t: str, coefficients: list[float], dtype) -> str:
+    """The polynomial with ``coefficients`` (highest power first) at ``t``."""
+    total = w.constant(np.array(coefficients[0], dtype))
+    for c in coefficients[1:]:
+        total = w.op("Add", w.op("Mul", total, t), w.constant(np.array(c, dtype)))
+    return total
+
+
 def _grid_sample(node, w, types) -> bool:
-    """GridSample, linear (bilinear, trilinear, ...) or nearest, padding zeros or border, as
-    GatherElements of the 2^r corner samples (nearest: the one rounded sample) times weights computed
-    from the grid, so that both X and the grid get gradients. Cubic and reflection keep the node."""
+    """GridSample (linear, nearest or cubic; zeros, border or reflection padding; 1 to 3 spatial axes)
+    as GatherElements of the samples each output reads (2^r corners, 4^r for cubic, one for nearest)
+    times weights computed from the grid, so that both X and the grid get gradients."""
     x, grid = node.input[:2]
     shape, grid_shape = _shape(types, x), _shape(types, grid)
     mode = {"bilinear": "linear", "bicubic": "cubic"}.get(_attr(node, "mode", "linear"), _attr(node, "mode", "linear"))
     padding = _attr(node, "padding_mode", "zeros")
     if (shape is None or grid_shape is None or not _is_float(types, x) or types[grid][0] != types[x][0]
-            or mode not in ("linear", "nearest") or padding not in ("zeros", "border")):
+            or mode not in ("linear", "nearest", "cubic") or padding not in ("zeros", "border", "reflection")):
         return False
     dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
     n, channels, sizes = shape[0], shape[1], list(shape[2:])
@@ -989,44 +1007,63 @@ def _grid_sample(node, w, types) -> bool:
     flat_x = w.op("Reshape", x, w.constant([n, channels, -1], np.int64))
     index_shape = w.constant([n, channels, samples], np.int64)
     strides = [int(np.prod(sizes[k + 1:], dtype=np.int64)) for k in range(rank)]
-    points = []  # per spatial axis of X: the sampled position, [n, samples]
+
+    def const(value: float) -> str:
+        return w.constant(np.array(value, dtype))
+
+    one, a = const(1.0), -0.75  # a: PyTorch's and ONNX's cubic coefficient
+    options = []  # per spatial axis of X: [(sample index, weight or None)]
     for k, size in enumerate(sizes):
         # The grid's last axis lists coordinates innermost axis first: (x, y, z).
         normalized = w.op("Reshape", w.op("Gather", grid, w.constant(np.array(rank - 1 - k, np.int64)), axis=-1),
                           w.constant([n, samples], np.int64))
-        if align:  # -1 and 1 are the centers of the corner samples
-            point = w.op("Mul", w.op("Add", normalized, w.constant(np.array(1.0, dtype))),
-                         w.constant(np.array((size - 1) / 2, dtype)))
-        else:  # -1 and 1 are the outer edges of the corner samples
-            point = w.op("Sub", w.op("Mul", w.op("Add", normalized, w.constant(np.array(1.0, dtype))),
-                                     w.constant(np.array(size / 2, dtype))), w.constant(np.array(0.5, dtype)))
-        if padding == "border":
-            point = w.op("Clip", point, w.constant(np.array(0.0, dtype)), w.constant(np.array(size - 1, dtype)))
-        points.append(point)
-    if mode == "nearest":
-        corners = [[(w.op("Round", p), None) for p in points]]
-    else:
-        lows = [w.op("Floor", p) for p in points]
-        fractions = [w.op("Sub", p, low) for p, low in zip(points, lows)]
-        one = w.constant(np.array(1.0, dtype))
-        options = [[(low, w.op("Sub", one, frac)), (w.op("Add", low, one), frac)] for low, frac in zip(lows, fractions)]
-        corners = [[options[k][(bits >> (rank - 1 - k)) & 1] for k in range(rank)] for bits in range(2 ** rank)]
+        # align_corners: -1 and 1 are the centers of the corner samples, else their outer edges.
+        low, high = (0.0, size - 1.0) if align else (-0.5, size - 0.5)
+        point = w.op("Sub", w.op("Mul", w.op("Add", normalized, one), const((high - low) / 2)), const(-low))
+        if mode == "nearest":
+            point = w.op("Round", point)  # half to even, as ONNX and PyTorch
+        # Cubic pads each of its samples (below), as ONNX Runtime and PyTorch; the others the point.
+        if padding == "border" and mode != "cubic":  # outside [low, high]: the nearest edge sample
+            outside = w.op("Or", w.op("Less", point, const(low)), w.op("Greater", point, const(high)))
+            point = w.op("Where", outside, w.op("Clip", point, const(0.0), const(size - 1.0)), point)
+        elif padding == "reflection" and mode != "cubic":
+            point = _reflect(w, point, low, high, dtype)
+        if mode == "nearest":
+            options.append([(point, None)])
+            continue
+        floor = w.op("Floor", point)
+        t = w.op("Sub", point, floor)
+        if mode == "linear":
+            options.append([(floor, w.op("Sub", one, t)), (w.op("Add", floor, one), t)])
+            continue
+        far = [a, -5 * a, 8 * a, -4 * a]  # the cubic kernel for distances in [1, 2]
+        near = [a + 2, -(a + 3), 0.0, 1.0]  # and in [0, 1]
+        distances = [w.op("Add", t, one), t, w.op("Sub", one, t), w.op("Sub", const(2.0), t)]
+        weights = [_horner(w, d, far if k2 in (0, 3) else near, dtype) for k2, d in enumerate(distances)]
+        options.append([(w.op("Add", floor, const(float(shift))), weight)
+                        for shift, weight in zip((-1, 0, 1, 2), weights)])
     total = None
-    for corner in corners:
+    for corner in itertools.product(*options):
         flat, weight, valid = None, None, None
         for k, (index, factor) in enumerate(corner):
-            inside = w.op("And", w.op("GreaterOrEqual", index, w.constant(np.array(0.0, dtype))),
-                          w.op("LessOrEqual", index, w.constant(np.array(sizes[k] - 1, dtype))))
-            valid = inside if valid is None else w.op("And", valid, inside)
-            clamped = w.op("Clip", index, w.constant(np.array(0.0, dtype)), w.constant(np.array(sizes[k] - 1, dtype)))
-            term = w.op("Mul", clamped, w.constant(np.array(strides[k], dtype)))
+            if padding == "zeros":
+                inside = w.op("And", w.op("GreaterOrEqual", index, const(0.0)),
+                              w.op("LessOrEqual", index, const(sizes[k] - 1.0)))
+                valid = inside if valid is None else w.op("And", valid, inside)
+            elif padding == "reflection" and mode != "nearest":  # linear: samples past the edges
+                index = _reflect(w, index, *((0.0, sizes[k] - 1.0) if align else (-0.5, sizes[k] - 0.5)), dtype)
+            clamped = w.op("Clip", index, const(0.0), const(sizes[k] - 1.0))
+            term = w.op("Mul", clamped, const(float(strides[k])))
             flat = term if flat is None else w.op("Add", flat, term)
             if factor is not None:
                 weight = factor if weight is None else w.op("Mul", weight, factor)
-        mask = w.cast(valid, dtype)
-        weight = mask if weight is None else w.op("Mul", weight, mask)
+        if valid is not None:
+            mask = w.cast(valid, dtype)
+            weight = mask if weight is None else w.op("Mul", weight, mask)
         indices = w.op("Expand", w.unsqueeze(w.cast(flat, np.int64), [1]), index_shape)
-        sampled = w.op("Mul", w.op("GatherElements", flat_x, indices, axis=2), w.unsqueeze(weight, [1]))
+        sampled = w.op("GatherElements", flat_x, indices, axis=2)
+        if weight is not None:
+            sampled = w.op("Mul", sampled, w.unsqueeze(weight, [1]))
         total = sampled if total is None else w.op("Add", total, sampled)
     w.node("Reshape", [total, w.constant([n, channels, *grid_shape[1:-1]], np.int64)], node.output)
     return True

@@ -66,13 +66,14 @@ def with_zeros(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.nd
 
 
 def grid_points(sizes: tuple[int, ...], align_corners: bool = False) -> Sampler:
-    """A GridSample grid for an input of spatial ``sizes``: each point 0.2 to 0.8 of the way between
-    two samples (clear of linear interpolation's kinks and of nearest's jumps by more than float32
-    differences step), some past the border."""
+    """A GridSample grid for an input of spatial ``sizes``: each point 0.1 to 0.4 of the way between
+    two samples, clear of the kinks and jumps at samples and halfway between them (interpolation,
+    nearest's rounding, the border and reflection edges) by more than float32 differences step; some
+    points past the border."""
 
     def sample(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
         sizes_xyz = np.array(sizes[::-1], np.float64)  # the grid lists x (innermost) first
-        position = rng.integers(-1, sizes_xyz.astype(int) + 1, shape) + rng.uniform(0.2, 0.8, shape)
+        position = rng.integers(-1, sizes_xyz.astype(int) + 1, shape) + rng.uniform(0.1, 0.4, shape)
         if align_corners:
             return (position / (sizes_xyz - 1) * 2 - 1).astype(dtype)
         return ((2 * position + 1) / sizes_xyz - 1).astype(dtype)
@@ -374,8 +375,8 @@ CASES: tuple[Case, ...] = (
          notes=F64 + "; no built-in gradient"),
     Case("trilu", "(T[3,3] x) => (T[3,3] y)", "y = Trilu(x)", notes=F64),
     # --- einsum: onnxgrad functions whose gradients are Einsums
-    Case("einsum_ellipsis", "(T[2,3,4] a, T[4,5] b) => (T[2,3,5] y)", 'y = Einsum <equation = "...ij,jk->...ik"> (a, b)',
-         notes=F64 + "; ellipses of different widths"),
+    Case("einsum_ellipsis", "(T[2,3,4] a, T[4,5] b) => (T[2,3,5] y)",
+         'y = Einsum <equation = "...ij,jk->...ik"> (a, b)', notes=F64 + "; ellipses of different widths"),
     Case("einsum_diagonal", "(T[2,3,3] x) => (T[2,3] y, T[2] z)",
          'y = Einsum <equation = "bii->bi"> (x)\ns = Mul(x, w)\nz = Einsum <equation = "...ii"> (s)', {"w": (3,)},
          notes=F64 + "; a repeated index: the diagonal, and (implicit output) the trace of each matrix"),
@@ -424,6 +425,13 @@ CASES: tuple[Case, ...] = (
          'y = GridSample <mode = "linear", padding_mode = "border"> (x, g)', opset=20,
          special={"g": grid_points((2, 3, 4))}, dtype="float",
          notes=GRID_F32 + "; opset 20's volumetric form: eight corners"),
+    Case("gridsample_bicubic_reflection", "(T[1,2,3,4] x, T[1,3,2,2] g) => (T[1,2,3,2] y)",
+         'y = GridSample <mode = "bicubic", padding_mode = "reflection"> (x, g)', opset=16,
+         special={"g": grid_points((3, 4))}, dtype="float", notes=GRID_F32 + "; 16 samples per point, reflected"),
+    Case("gridsample_cubic_border_align_corners", "(T[1,1,4,3] x, T[1,3,3,2] g) => (T[1,1,3,3] y)",
+         'y = GridSample <mode = "cubic", padding_mode = "border", align_corners = 1> (x, g)', opset=20,
+         special={"g": grid_points((4, 3), align_corners=True)}, dtype="float",
+         notes=GRID_F32 + "; opset 20's name for bicubic; edge samples repeated"),
     # --- recurrent: no gradient in the builder; onnxgrad unrolls the (static) sequence
     Case("rnn_bidirectional_clip", "(T[3,2,2] x) => (T[3,2,2,4] y, T[2,2,4] h)",
          'y, h = RNN <hidden_size = 4, direction = "bidirectional", clip = 0.9> (x, W, R, B)',
@@ -662,6 +670,7 @@ def test_check_grads_names_tensor_and_element_of_a_wrong_gradient(monkeypatch):
         ("resize_nearest_1d", "Resize", r"no kernel for Resize|The Resize node"),
         ("gridsample_bilinear_zeros", "GridSample", r"no (gradient for op|kernel for) GridSample"),
         ("gridsample_trilinear_border", "GridSample", r"no (gradient for op|kernel for) GridSample"),
+        ("gridsample_bicubic_reflection", "GridSample", r"no (gradient for op|kernel for) GridSample"),
         ("rnn_bidirectional_clip", "RNN", r"no gradient for op RNN"),
         ("gru_reverse_linear_before_reset", "GRU", r"no gradient for op GRU"),
         ("lstm_peepholes_sequence_lens", "LSTM", r"no gradient for op LSTM"),
