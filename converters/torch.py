@@ -2,12 +2,28 @@
 
 **Exporter.** :func:`to_onnx` uses PyTorch's TorchScript-based exporter,
 ``torch.onnx.export(..., dynamo=False)``, at opset :data:`OPSET` (it writes
-IR version 8). The torch.export-based exporter, the default since PyTorch 2.9,
-needs ``onnxscript``, which onnxgrad does not depend on; the TorchScript one
-is deprecated but still part of PyTorch 2.13, needs nothing else, and writes
-an IR version and opset that onnxruntime-training's gradient builder accepts.
-Opset 17 is the first with a ``LayerNormalization`` op (earlier opsets get
-a decomposition).
+IR version 8), unless ``exporter="dynamo"`` asks for the torch.export-based
+one (``dynamo=True``, opset :data:`DYNAMO_OPSET`, needs ``onnxscript``).
+TorchScript stays the default by measurement: on the Hugging Face models of
+``tests/test_hf_models.py`` it gives autograd's gradients for all nine, the
+dynamo exporter for six (it writes GPT-2's tied LM head as a transposed copy
+of the embedding, and cannot decompose T5's and Swin's graphs), in twice the
+time. Opset 17 is the first with a ``LayerNormalization`` op.
+
+**Calls.** Keyword arguments are exported as graph inputs after the
+positional ones, in forward's signature order; ``bool``/``None``/``str``
+keywords are passed as they are. The module is called through a flat wrapper
+sharing its parameter dicts (so initializer names are the module's own) that
+returns the output tensors in ``torch.utils._pytree`` order; the structure is
+stored in the model's metadata (:data:`OUTPUT_STRUCTURE_KEY`) and the facade
+returns values in it.
+
+**After export**: shape arithmetic on static shapes is folded to constants
+(:func:`~onnxgrad.converters._common.fold_static_shapes`); lookups of an
+``nn.Embedding``'s ``padding_idx`` row get no gradient; unpadded
+``AveragePool``s divide as PyTorch does; and the graph is run once on the
+example inputs and compared with forward's own outputs, refusing an export
+that computes something else.
 
 What the exporter does, as observed with PyTorch 2.13
 (``tests/test_torch_converter.py`` pins it), and the settings that follow:
@@ -47,11 +63,14 @@ What the exporter does, as observed with PyTorch 2.13
   off (``torch.backends.mha.set_fastpath_enabled``) during the export.
 - The tracer records only the branch a Python ``if`` on a tensor took for the
   example inputs, and says so with a ``TracerWarning`` ("Converting a tensor
-  to a Python boolean"). Raised from the user's code, that warning makes
-  :func:`to_onnx` fail (it cannot tell a value from a shape: under tracing,
-  ``x.shape[0]`` is a tensor too); raised inside PyTorch itself (shape checks
-  in ``nn.functional.multi_head_attention_forward``) it is dropped. Other
-  tracer warnings from user code are passed on.
+  to a Python boolean", "... integer"). It cannot tell a value from a shape
+  (under tracing, ``x.shape[0]`` is a tensor too), so when the user's code
+  raises one, ``torch.export`` (non-strict, static shapes) decides: it
+  specialises shape conditions and raises ``GuardOnDataDependentSymNode`` on
+  a value, and then :func:`to_onnx` fails naming the file and line. Raised
+  inside PyTorch itself (shape checks in
+  ``nn.functional.multi_head_attention_forward``) the warning is dropped.
+  Other tracer warnings from user code are passed on.
 - On a failed export, PyTorch 2.13 prints "Torch IR graph at exception: ..."
   to stdout from C++ (its ``setup_onnx_logging`` tests a function object for
   truth); onnxgrad leaves that alone.
