@@ -641,7 +641,7 @@ def _resize_grad_refusal(lw: _Lowerer, node: onnx.NodeProto) -> UnsupportedGradi
     reason = resize_refusal(resize) or "roi, scales or sizes that are not constants, or an input shape not static"
     return UnsupportedGradientError(
         f"The Resize node {resize.name or resize.output[0]!r} has {reason}, and onnxgrad differentiates Resize only "
-        f"with mode in {list(RESIZE_MODES)} (antialias=0 for linear and cubic), coordinate_transformation_mode in "
+        f"with mode in {list(RESIZE_MODES)} (antialias too), coordinate_transformation_mode in "
         f"{list(RESIZE_COORDINATES)}, constant roi, scales and sizes, and a static input shape "
         "(ONNX Runtime's ResizeGrad has no CPU kernel). Change the node to that, or ask for gradients that do not "
         "pass through it.",

@@ -825,8 +825,6 @@ def resize_refusal(node: onnx.NodeProto) -> str | None:
         return f"mode={mode!r}"
     if coordinates not in RESIZE_COORDINATES:
         return f"coordinate_transformation_mode={coordinates!r}"
-    if _attr(node, "antialias", 0) and mode != "nearest":
-        return "antialias=1"
     return None
 
 
@@ -869,7 +867,9 @@ def _resize_matrix(node: onnx.NodeProto, size_in: int, size_out: int, scale: flo
         if coordinates == "tf_crop_and_resize" and not 0 <= x <= last:
             outside[o] = True
             continue
-        if mode == "nearest":
+        if _attr(node, "antialias", 0) and mode != "nearest":
+            _antialias_row(matrix[o], x, scale, mode, a, bool(_attr(node, "exclude_outside", 0)))
+        elif mode == "nearest":
             if rounding == "round_prefer_floor":
                 index = math.floor(x) if x == math.floor(x) + 0.5 else round(x)
             elif rounding == "round_prefer_ceil":
@@ -898,6 +898,34 @@ def _resize_matrix(node: onnx.NodeProto, size_in: int, size_out: int, scale: flo
             for index, weight in zip(np.clip(indices, 0, last), weights):
                 matrix[o, index] += weight
     return matrix, outside
+
+
+def _cubic_kernel(distance: np.ndarray, a: float) -> np.ndarray:
+    """The cubic convolution kernel (coefficient ``a``) at the given distances."""
+    d = np.abs(distance)
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+
+
+def _antialias_row(row: np.ndarray, x: float, scale: float, mode: str, a: float, exclude_outside: bool) -> None:
+    """Adds one output's antialiased weights to ``row``: the kernel stretched by 1 / scale when
+    downsampling, over the samples it covers (edge samples repeated), normalized."""
+    scale = min(scale, 1.0)
+    reach = 1 if mode == "linear" else 2  # the kernel's half width at scale 1
+    start = math.floor(-reach / scale) + 1
+    offsets = np.arange(start, 2 - start if mode == "cubic" else start + 2 - 2 * start)
+    # Samples to the left of x; an integer x counts as the right end of its interval (ratio 1).
+    base = math.floor(x) if x != math.floor(x) else int(x) - 1
+    distances = (offsets - (x - base)) * scale
+    weights = np.clip(1 - np.abs(distances), 0, 1) if mode == "linear" else _cubic_kernel(distances, a)
+    indices = base + offsets
+    last = len(row) - 1
+    if exclude_outside:
+        weights = np.where((indices < 0) | (indices > last), 0.0, weights)
+    weights = weights / weights.sum()
+    for index, weight in zip(np.clip(indices, 0, last), weights):
+        row[index] += weight
 
 
 def _resize_geometry(node, w, shape, f: type) -> tuple[list[int], list[float], list[tuple[float, float]]] | None:
@@ -934,9 +962,9 @@ def _resize_geometry(node, w, shape, f: type) -> tuple[list[int], list[float], l
 
 
 def _resize(node, w, types) -> bool:
-    """Resize (nearest, linear, cubic) with a static input shape and constant roi, scales and sizes,
-    axis by axis as taps: Gathers of the sampled indices times constant weights, whose gradients
-    the builder has (ResizeGrad has no CPU kernel)."""
+    """Resize (nearest, linear, cubic, antialiased or not) with a static input shape and constant roi,
+    scales and sizes, axis by axis as taps: Gathers of the sampled indices times constant weights,
+    whose gradients the builder has (ResizeGrad has no CPU kernel)."""
     x = node.input[0]
     shape = _shape(types, x)
     if shape is None or not _is_float(types, x) or resize_refusal(node) is not None:

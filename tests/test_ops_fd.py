@@ -413,6 +413,15 @@ CASES: tuple[Case, ...] = (
          'extrapolation_value = 2.5, axes = [2, 3]> (x, r, , s)', opset=18, dtype="float",
          notes=f32("ORT's kernel is the forward reference: onnx's evaluator computes crop coordinates partly in "
                    "float32") + "; a crop that reaches past the input: extrapolated positions get no gradient"),
+    Case("resize_antialias_linear", "(T[1,1,6,7] x) => (T[1,1,3,2] y)",
+         's = Constant <value = int64[2] {3, 2}> ()\n'
+         'y = Resize <mode = "linear", antialias = 1, exclude_outside = 1, axes = [2, 3]> (x, , , s)', opset=18,
+         dtype="float", notes=f32("ORT's Resize kernel is the forward reference") + "; downsampling: the kernel "
+         "widens to cover 1 / scale samples"),
+    Case("resize_antialias_cubic_align_corners", "(T[1,2,7,5] x) => (T[1,2,4,3] y)",
+         's = Constant <value = int64[2] {4, 3}> ()\n'
+         'y = Resize <mode = "cubic", antialias = 1, coordinate_transformation_mode = "align_corners", axes = [2, 3]> '
+         '(x, , , s)', opset=18, dtype="float", notes=f32("ORT's Resize kernel is the forward reference")),
     # --- grid sampling: no gradient in the builder; onnxgrad gathers corner samples with weights from the grid
     Case("gridsample_bilinear_zeros", "(T[1,2,3,4] x, T[1,2,3,2] g) => (T[1,2,2,3] y)", "y = GridSample(x, g)",
          opset=16, special={"g": grid_points((3, 4))}, dtype="float",
@@ -668,6 +677,7 @@ def test_check_grads_names_tensor_and_element_of_a_wrong_gradient(monkeypatch):
         ("einsum_diagonal", "Einsum", r"no (gradient for op|kernel for) Einsum"),
         ("resize_linear_2d", "Resize", r"no kernel for Resize|The Resize node"),
         ("resize_nearest_1d", "Resize", r"no kernel for Resize|The Resize node"),
+        ("resize_antialias_linear", "Resize", r"no kernel for Resize|The Resize node"),
         ("gridsample_bilinear_zeros", "GridSample", r"no (gradient for op|kernel for) GridSample"),
         ("gridsample_trilinear_border", "GridSample", r"no (gradient for op|kernel for) GridSample"),
         ("gridsample_bicubic_reflection", "GridSample", r"no (gradient for op|kernel for) GridSample"),
@@ -690,20 +700,24 @@ def test_check_grads_catches_the_builder_gradients_that_rewrites_fix(name, op, m
 
 
 @pytest.mark.parametrize(
-    ("attributes", "named"),
-    [('mode = "linear", antialias = 1', "antialias=1"),
-     ('mode = "cubic", coordinate_transformation_mode = "tf_half_pixel_for_nn"',
-      "coordinate_transformation_mode='tf_half_pixel_for_nn'")],
+    ("scales", "attributes", "named"),
+    [("s = Constant <value = float[4] {1.0, 1.0, 0.5, 0.5}> ()",
+      'coordinate_transformation_mode = "tf_half_pixel_for_nn"',
+      "coordinate_transformation_mode='tf_half_pixel_for_nn'"),
+     ("s = Concat <axis = 0> (ones, halves)", 'mode = "linear"', "roi, scales or sizes that are not constants")],
 )
-def test_resize_gradients_onnxgrad_does_not_define_are_refused_naming_node_and_attribute(attributes, named):
+def test_resize_gradients_onnxgrad_does_not_define_are_refused_naming_node_and_attribute(scales, attributes, named):
     model = onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : 18]>
-    g (float[1,1,4,4] x) => (float[1,1,2,2] y) {{
-      s = Constant <value = float[4] {{1.0, 1.0, 0.5, 0.5}}> ()
+    g (float[1,1,4,4] x, float[2] halves) => (float[1,1,2,2] y) {{
+      ones = Constant <value = float[2] {{1.0, 1.0}}> ()
+      {scales}
       y = Resize <{attributes}> (x, , s)
     }}""")
-    model.graph.node[1].name = "shrink"
+    model.graph.node[2].name = "shrink"
     with pytest.raises(onnxgrad.UnsupportedGradientError, match=rf"The Resize node 'shrink' has {re.escape(named)}"):
-        onnxgrad.ForwardValueAndGrad(onnxgrad.load(model))(np.ones((1, 1, 4, 4), np.float32))
+        # The gradient of x (the first input) only: the scales need none.
+        fvg = onnxgrad.ForwardValueAndGrad(onnxgrad.load(model))
+        fvg(np.ones((1, 1, 4, 4), np.float32), np.full(2, 0.5, np.float32))
 
 
 def test_check_grads_takes_a_framework_module():
