@@ -41,7 +41,7 @@ def _mask(seed: int) -> torch.Tensor:
 
 def _ids(seed: int) -> torch.Tensor:
     ids = np.random.default_rng(seed).integers(0, VOCAB, size=(BATCH, SEQ))
-    ids[:, -1] = 0  # pad_token_id 0: BERT's padding_idx row must get no gradient from these lookups
+    ids[:, 1] = 0  # pad_token_id 0 at an attended position: its lookups must not train the padding row
     return torch.from_numpy(ids)
 
 
@@ -98,6 +98,12 @@ CASES = {
                num_labels=3),
         lambda seed: dict(input_ids=_ids(seed), attention_mask=_mask(seed), token_type_ids=_mask(seed + 5),
                           labels=torch.tensor([seed % 3, 2])),
+        loss=True,
+    ),
+    "bert_masked_lm_tied": HFCase(
+        # The decoder is tied to the word embeddings: the padding row gets the decoder's gradient only.
+        _built("BertConfig", "BertForMaskedLM", **_TEXT, **_SMALL, max_position_embeddings=16),
+        lambda seed: dict(input_ids=_ids(seed), attention_mask=_mask(seed), labels=_labels(_ids(seed), _mask(seed))),
         loss=True,
     ),
     "bert_inputs_embeds": HFCase(
