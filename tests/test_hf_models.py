@@ -220,3 +220,20 @@ def test_gradients_match_autograd(name: str, export_count: list[int]) -> None:
     assert len(weight_grads) == len(torch_weight_grads)
     for (param_name, _), grad, expected in zip(model.named_parameters(), weight_grads, torch_weight_grads):
         _close(grad, expected, f"{name} grad[{param_name}]")
+
+
+@pytest.mark.parametrize("name", ["bert_classifier", "llama_decoder"])
+def test_dynamo_exporter_gives_the_same_gradients(name: str) -> None:
+    """The exporter option on real models (the default is TorchScript; see the converter's docstring)."""
+    pytest.importorskip("onnxscript")
+    case = CASES[name]
+    model = case.model()
+    checked = case.inputs(1)
+    front = converter.TorchFrontend(model, exporter="dynamo")
+    fn = onnxgrad.value_and_grad(front, grad_position=None, weights=list(model.parameters()), has_aux=case.loss)
+    fn(**case.inputs(0))
+    value, weight_grads = fn(**checked)
+    output, _, torch_weight_grads = _torch_reference(model, checked, case.loss)
+    _close(value.loss, output.loss, f"{name} loss")
+    for (param_name, _), grad, expected in zip(model.named_parameters(), weight_grads, torch_weight_grads):
+        _close(grad, expected, f"{name} grad[{param_name}]")
