@@ -140,6 +140,8 @@ _EXPORTER_NOISE = (
 # `torch.tensor(x.shape[0])` is recorded as a constant, with a warning of its own.
 _BRANCH_ON_TENSOR = ("Converting a tensor to a Python ", "torch.tensor results are registered as constants")
 
+_ANSI_COLOR = re.compile(r"\x1b\[[0-9;]*m")
+
 # torch.onnx.errors.UnsupportedOperatorError's message names the aten op.
 _UNSUPPORTED_OP = re.compile(r"operator '([^']+)'")
 
@@ -662,7 +664,7 @@ def _export_error(module: Any, err: Exception) -> ConversionError:
 
 def _first_line(err: Exception) -> str:
     """The first line of an exception's message; the rest (C++ stacks, IR dumps) stays in ``__cause__``."""
-    text = str(err).strip()
+    text = _ANSI_COLOR.sub("", str(err)).strip()  # the dynamo exporter colours its messages
     return text.split("\n", 1)[0] if text else "(no message)"
 
 
