@@ -70,7 +70,7 @@ def fold_static_shapes(model: onnx.ModelProto, variable: set[str]) -> int:
     }
     folded = 0
     for _ in range(8):  # each round may make more shapes static
-        inferred = shape_inference.infer_shapes(model)
+        inferred = shape_inference.infer_shapes(_without_initializer_data(model))
         shapes = {}
         for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
             dims = value.type.tensor_type.shape.dim
@@ -108,6 +108,20 @@ def fold_static_shapes(model: onnx.ModelProto, variable: set[str]) -> int:
         if not changed:
             break
     return folded
+
+
+def _without_initializer_data(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with initializers as typed graph inputs: shape inference without copying the weights."""
+    graph = model.graph
+    inputs = list(graph.input) + [
+        helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in graph.initializer
+    ]
+    light = helper.make_model(
+        helper.make_graph(graph.node, graph.name, inputs, graph.output, value_info=graph.value_info),
+        opset_imports=list(model.opset_import), ir_version=model.ir_version,
+    )
+    light.functions.extend(model.functions)
+    return light
 
 
 def _constant_value(node: onnx.NodeProto) -> np.ndarray:
