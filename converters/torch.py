@@ -201,8 +201,9 @@ def to_onnx(
     Raises:
         ConversionError: ``module`` is not a module, an example input or
             output is not a tensor, forward fails on the example inputs, the
-            exporter refuses an op, forward branches on a tensor's value, or
-            the exported graph does not hold a parameter unchanged. The
+            exporter refuses an op, forward branches on a tensor's value,
+            the exported graph does not hold a parameter unchanged, or it
+            computes something else than forward on the example inputs. The
             message says what to change; torch's exception is the cause.
 
     Example:
@@ -227,7 +228,7 @@ def to_onnx(
     input_names = _input_names(module, len(example_inputs), tensor_keywords)
     flat = _flat_call(module, len(example_inputs), tensor_keywords, static)
     with _eval_mode(module), _without_fastpath():
-        with _replayed_warnings(module) as branches:
+        with _replayed_warnings() as branches:
             outputs, structure = _example_outputs(module, flat, inputs)
             output_names = [OUTPUT_NAME.format(i) for i in range(len(outputs))]
             if exporter == "dynamo":
@@ -536,7 +537,7 @@ def _reached_leaves(outputs: list[Any]) -> set[int]:
 
 
 @contextlib.contextmanager
-def _replayed_warnings(module: Any) -> Iterator[list[tuple[str, int]]]:
+def _replayed_warnings() -> Iterator[list[tuple[str, int]]]:
     """Holds back the warnings of the example forward and the export, then sorts them.
 
     Yields a list that, on exit, holds the places (file, line) where the
