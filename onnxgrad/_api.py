@@ -356,8 +356,9 @@ def value_and_grad(
         session_config: ONNX Runtime session config entries (see ForwardValueAndGrad).
 
     Returns:
-        ``f(*inputs) -> (value, grads)``; ``grads`` is the input part, the weight
-        part, or ``(input part, weight part)`` when both are asked for.
+        ``f(*inputs) -> (value, grads)`` (a PyTorch module also takes keyword
+        inputs, see the README); ``grads`` is the input part, the weight part,
+        or ``(input part, weight part)`` when both are asked for.
 
     Raises:
         InputError: both ``grad_position`` and ``weights`` are None.
