@@ -44,12 +44,18 @@ def outcomes() -> dict[str, tuple[str, object]]:
     return result
 
 
+#: Ops the opset conversion on load replaces: the op they become.
+_CONVERTED = {"Upsample": "Resize"}
+
+
 def _source(op: str, counts: collections.Counter) -> str:
     base = op.split(" ")[0]
     if "(function-expanded)" in op:
         return "its body's ops"
     if not counts["ok"]:
         return "none (refused)" if counts["refused"] else "not checked"
+    if base in _CONVERTED and _CONVERTED[base] in getattr(_rewrites, "_REWRITES", {}):
+        return f"converted to {_CONVERTED[base]} on load, then an onnxgrad rewrite"
     if base in getattr(_rewrites, "_REWRITES", {}):
         return "onnxgrad rewrite into ops with gradients"
     return "ORT's builder (lowered to standard ops)"

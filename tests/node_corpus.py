@@ -77,7 +77,7 @@ EXCLUDED = {
 #: Inputs held as constants, by op and input position: they set the reduced axes or the output's
 #: size, as exporters write them. Differences cannot step a size, and the rewrites need them static.
 FOLDED = {
-    "ReduceProd": (1,),  # axes
+    **{op: (1,) for op in ("ReduceProd", "ReduceL1", "ReduceLogSum", "ReduceMax", "ReduceMin")},  # axes
     "Resize": (1, 2, 3),  # roi, scales, sizes
     "Upsample": (1,),  # scales
 }
