@@ -11,7 +11,8 @@ and correct built-in gradients:
   a bias (the builder assumes three inputs) or with its Mean or InvStdDev
   read (the builder differentiates Y only), Pad other than constant mode,
   ReduceProd (a tree of Muls, exact at zeros), RNN/GRU/LSTM (unrolled),
-  GridSample (every mode and padding, 1 to 3 spatial axes);
+  GridSample (every mode and padding, 1 to 3 spatial axes),
+  NegativeLogLikelihoodLoss;
   ConvTranspose and Resize have gradients but no ConvTransposeGrad/ResizeGrad
   kernel on CPU;
 - wrong gradients: inference-mode Dropout back-propagates twice the gradient;
@@ -541,19 +542,12 @@ def _layer_norm_with_statistics(node, w, types) -> bool:
     return True
 
 
-def _softmax_cross_entropy(node, w, types) -> bool:
-    """SoftmaxCrossEntropyLoss as its formula when its log_prob output is read or its class weights
-    are a tensor: ORT's gradient ignores log_prob's incoming gradient and gives weights none."""
-    read = _read_names(w)
-    log_prob_read = len(node.output) > 1 and node.output[1] in read
+def _negative_log_likelihood(node: onnx.NodeProto, w: GraphWriter, log_prob: str, elem: int) -> str:
+    """The loss of a NegativeLogLikelihoodLoss or SoftmaxCrossEntropyLoss node (labels, optional
+    class weights, ignore_index, reduction) on ``log_prob``, by its formula: the class weights get
+    gradients too."""
+    labels = w.op("Cast", node.input[1], to=onnx.TensorProto.INT64)
     weights = node.input[2] if len(node.input) > 2 and node.input[2] else None
-    if not log_prob_read and (weights is None or _constant(w, weights) is not None):
-        return False
-    x, labels = node.input[:2]
-    if not _is_float(types, x):
-        return False
-    log_prob = w.op("LogSoftmax", x, axis=1)
-    labels = w.op("Cast", labels, to=onnx.TensorProto.INT64)
     ignore = _attr(node, "ignore_index")
     mask = None
     if ignore is not None:
@@ -563,7 +557,7 @@ def _softmax_cross_entropy(node, w, types) -> bool:
     loss = w.op("Neg", picked)
     scale = w.op("Gather", weights, labels) if weights is not None else None
     if mask is not None:
-        as_float = w.op("Cast", mask, to=types[x][0])
+        as_float = w.op("Cast", mask, to=elem)
         scale = as_float if scale is None else w.op("Mul", scale, as_float)
     if scale is not None:
         loss = w.op("Mul", loss, scale)
@@ -574,9 +568,33 @@ def _softmax_cross_entropy(node, w, types) -> bool:
         total = w.reduce("ReduceSum", loss, None, False)
         count = w.reduce("ReduceSum", scale, None, False) if scale is not None else None
         loss = w.op("Div", total, count) if count is not None else w.reduce("ReduceMean", loss, None, False)
-    w.node("Identity", [loss], [node.output[0]])
+    return loss
+
+
+def _softmax_cross_entropy(node, w, types) -> bool:
+    """SoftmaxCrossEntropyLoss as its formula when its log_prob output is read or its class weights
+    are a tensor: ORT's gradient ignores log_prob's incoming gradient and gives weights none."""
+    read = _read_names(w)
+    log_prob_read = len(node.output) > 1 and node.output[1] in read
+    weights = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if not log_prob_read and (weights is None or _constant(w, weights) is not None):
+        return False
+    x = node.input[0]
+    if not _is_float(types, x):
+        return False
+    log_prob = w.op("LogSoftmax", x, axis=1)
+    w.node("Identity", [_negative_log_likelihood(node, w, log_prob, types[x][0])], [node.output[0]])
     if log_prob_read:
         w.node("Identity", [log_prob], [node.output[1]])
+    return True
+
+
+def _nll_loss(node, w, types) -> bool:
+    """NegativeLogLikelihoodLoss by its formula: no gradient in the builder."""
+    x = node.input[0]
+    if not _is_float(types, x):
+        return False
+    w.node("Identity", [_negative_log_likelihood(node, w, x, types[x][0])], node.output[:1])
     return True
 
 
@@ -1507,6 +1525,7 @@ _REWRITES: dict[str, Rewrite] = {
     "LRN": _lrn,
     "Einsum": _einsum,
     "SoftmaxCrossEntropyLoss": _softmax_cross_entropy,
+    "NegativeLogLikelihoodLoss": _nll_loss,
     "ReduceL1": _reduce_l1,
     "ReduceLogSum": _reduce_log_sum,
     "ReduceProd": _reduce_prod,
