@@ -12,7 +12,7 @@ and correct built-in gradients:
   read (the builder differentiates Y only), Pad other than constant mode,
   ReduceProd (a tree of Muls, exact at zeros), RNN/GRU/LSTM (unrolled),
   GridSample (every mode and padding, 1 to 3 spatial axes),
-  NegativeLogLikelihoodLoss;
+  NegativeLogLikelihoodLoss, AffineGrid and CenterCropPad (constant sizes);
   ConvTranspose and Resize have gradients but no ConvTransposeGrad/ResizeGrad
   kernel on CPU;
 - wrong gradients: inference-mode Dropout back-propagates twice the gradient;
@@ -1115,6 +1115,54 @@ def _grid_sample(node, w, types) -> bool:
     return True
 
 
+def _center_crop_pad(node, w, types) -> bool:
+    """CenterCropPad as a Slice (crop) and a Pad with zeros (pad) per axis, for a static input shape
+    and a constant target shape: no gradient in the builder."""
+    x = node.input[0]
+    shape, target = _shape(types, x), _constant(w, node.input[1])
+    if shape is None or target is None or not _is_float(types, x):
+        return False
+    rank = len(shape)
+    axes = [int(a) % rank for a in _attr(node, "axes", None) or range(rank)]
+    begins, ends, pads = [0] * rank, list(shape), [0] * (2 * rank)
+    for axis, size in zip(axes, (int(t) for t in target.reshape(-1))):
+        if size < shape[axis]:  # crop: the extra element, if any, comes off the end
+            begins[axis] = (shape[axis] - size) // 2
+            ends[axis] = begins[axis] + size
+        elif size > shape[axis]:  # pad: the extra zero, if any, goes at the end
+            pads[axis] = (size - shape[axis]) // 2
+            pads[rank + axis] = size - shape[axis] - pads[axis]
+    out = x
+    if begins != [0] * rank or ends != list(shape):
+        out = w.op("Slice", out, w.constant(begins, np.int64), w.constant(ends, np.int64))
+    if any(pads):
+        out = w.op("Pad", out, w.constant(pads, np.int64))
+    w.node("Identity", [out], node.output)
+    return True
+
+
+def _affine_grid(node, w, types) -> bool:
+    """AffineGrid as the (constant) grid of normalized positions times theta transposed, for a
+    constant size: no gradient in the builder."""
+    theta = node.input[0]
+    size = _constant(w, node.input[1])
+    if size is None or not _is_float(types, theta):
+        return False
+    dtype = helper.tensor_dtype_to_np_dtype(types[theta][0])
+    n, spatial = int(size[0]), [int(d) for d in size[2:]]
+    if _attr(node, "align_corners", 0):
+        axes = [np.linspace(-1.0, 1.0, d) if d > 1 else np.zeros(1) for d in spatial]
+    else:
+        axes = [(np.arange(d) * 2.0 + 1.0) / d - 1.0 for d in spatial]
+    # Rows (x, y[, z], 1) for every position, the innermost axis (x) first in each row.
+    mesh = np.meshgrid(*axes, indexing="ij")
+    base = np.stack([m.reshape(-1) for m in mesh[::-1]] + [np.ones(mesh[0].size)], axis=1)
+    # theta @ base^T, then transposed: a transposed MatMul input would fuse into FusedMatMul, float-only.
+    grid = w.op("Transpose", w.op("MatMul", theta, w.constant(base.T, dtype)), perm=[0, 2, 1])
+    w.node("Reshape", [grid, w.constant([n, *spatial, len(spatial)], np.int64)], node.output)
+    return True
+
+
 #: Gates per step and default activations of the recurrent ops (ONNX's gate order).
 _RECURRENT = {"RNN": (1, ("Tanh",)), "GRU": (3, ("Sigmoid", "Tanh")), "LSTM": (4, ("Sigmoid", "Tanh", "Tanh"))}
 _ACTIVATIONS = {"tanh": "Tanh", "sigmoid": "Sigmoid", "relu": "Relu"}
@@ -1555,6 +1603,8 @@ _REWRITES: dict[str, Rewrite] = {
     "ConvTranspose": _conv_transpose,  # no ConvTransposeGrad kernel on CPU
     "Resize": _resize,  # no ResizeGrad kernel on CPU
     "GridSample": _grid_sample,
+    "AffineGrid": _affine_grid,
+    "CenterCropPad": _center_crop_pad,
     "RNN": _recurrent,
     "GRU": _recurrent,
     "LSTM": _recurrent,

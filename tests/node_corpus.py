@@ -80,6 +80,8 @@ FOLDED = {
     **{op: (1,) for op in ("ReduceProd", "ReduceL1", "ReduceLogSum", "ReduceMax", "ReduceMin")},  # axes
     "Resize": (1, 2, 3),  # roi, scales, sizes
     "Upsample": (1,),  # scales
+    "AffineGrid": (1,),  # size
+    "CenterCropPad": (1,),  # shape
 }
 
 
