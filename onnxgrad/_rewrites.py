@@ -12,7 +12,7 @@ and correct built-in gradients:
   read (the builder differentiates Y only), Pad other than constant mode,
   ReduceProd (a tree of Muls, exact at zeros), RNN/GRU/LSTM (unrolled),
   GridSample (every mode and padding, 1 to 3 spatial axes),
-  NegativeLogLikelihoodLoss, AffineGrid and CenterCropPad (constant sizes);
+  NegativeLogLikelihoodLoss, AffineGrid, CenterCropPad and DFT (constant sizes);
   ConvTranspose and Resize have gradients but no ConvTransposeGrad/ResizeGrad
   kernel on CPU;
 - wrong gradients: inference-mode Dropout back-propagates twice the gradient;
@@ -1141,6 +1141,54 @@ def _center_crop_pad(node, w, types) -> bool:
     return True
 
 
+def _dft(node, w, types) -> bool:
+    """DFT as MatMuls with constant cosine and sine matrices along its axis (static shape, constant
+    dft_length and axis): no gradient in the builder."""
+    x = node.input[0]
+    shape = _shape(types, x)
+    if shape is None or not _is_float(types, x):
+        return False
+    rank = len(shape)
+    inputs = list(node.input) + ["", ""]
+    if w.opset >= 20:
+        axis_value = _constant(w, inputs[2]) if inputs[2] else np.array(-2)
+    else:
+        axis_value = np.array(_attr(node, "axis", 1))
+    length_value = _constant(w, inputs[1]) if inputs[1] else None
+    if axis_value is None or (inputs[1] and length_value is None):
+        return False
+    dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
+    axis = int(axis_value) % rank
+    size = shape[axis]
+    length = int(length_value) if length_value is not None else size
+    inverse, onesided = bool(_attr(node, "inverse", 0)), bool(_attr(node, "onesided", 0))
+    parts = [w.op("Gather", x, w.constant(np.array(k, np.int64)), axis=-1) for k in range(shape[-1])]
+    if length < size:
+        parts = [w.op("Slice", p, w.constant([0], np.int64), w.constant([length], np.int64),
+                      w.constant([axis], np.int64)) for p in parts]
+    elif length > size:
+        pads = [0] * (2 * (rank - 1))
+        pads[rank - 1 + axis] = length - size
+        parts = [w.op("Pad", p, w.constant(pads, np.int64)) for p in parts]
+    order = [a for a in range(rank - 1) if a != axis] + [axis]
+    if order != list(range(rank - 1)):
+        parts = [w.op("Transpose", p, perm=order) for p in parts]
+    angle = 2 * np.pi * np.outer(np.arange(length), np.arange(length // 2 + 1 if onesided else length)) / length
+    scale, sign = (1.0 / length, 1.0) if inverse else (1.0, -1.0)
+    cos, sin = w.constant(np.cos(angle) * scale, dtype), w.constant(np.sin(angle) * scale * sign, dtype)
+    # (re + i im) (cos + i sin), sin carrying the direction's sign
+    real = w.op("MatMul", parts[0], cos)
+    imag = w.op("MatMul", parts[0], sin)
+    if len(parts) > 1:
+        real = w.op("Sub", real, w.op("MatMul", parts[1], sin))
+        imag = w.op("Add", imag, w.op("MatMul", parts[1], cos))
+    if order != list(range(rank - 1)):
+        back = [order.index(a) for a in range(rank - 1)]
+        real, imag = w.op("Transpose", real, perm=back), w.op("Transpose", imag, perm=back)
+    w.node("Concat", [w.unsqueeze(real, [rank - 1]), w.unsqueeze(imag, [rank - 1])], node.output, axis=-1)
+    return True
+
+
 def _affine_grid(node, w, types) -> bool:
     """AffineGrid as the (constant) grid of normalized positions times theta transposed, for a
     constant size: no gradient in the builder."""
@@ -1604,6 +1652,7 @@ _REWRITES: dict[str, Rewrite] = {
     "Resize": _resize,  # no ResizeGrad kernel on CPU
     "GridSample": _grid_sample,
     "AffineGrid": _affine_grid,
+    "DFT": _dft,
     "CenterCropPad": _center_crop_pad,
     "RNN": _recurrent,
     "GRU": _recurrent,

@@ -82,6 +82,14 @@ FOLDED = {
     "Upsample": (1,),  # scales
     "AffineGrid": (1,),  # size
     "CenterCropPad": (1,),  # shape
+    "DFT": (1, 2),  # dft_length, axis
+}
+
+
+#: Cases whose forward values are compared with an absolute tolerance scaled by the output's largest
+#: value, by name pattern: why elementwise tolerances do not fit.
+SCALED_FORWARD_ATOL = {
+    r"test_dft.*": "ONNX Runtime's float32 FFT leaves entries that are exactly 0 at about 1e-6 of the largest",
 }
 
 
@@ -195,7 +203,7 @@ def _plain_forward(model: onnx.ModelProto, args: list[np.ndarray]) -> list[np.nd
         return None
 
 
-def _check(model: onnx.ModelProto, args: list[np.ndarray], dtype: str) -> Outcome:
+def _check(model: onnx.ModelProto, args: list[np.ndarray], dtype: str, scaled_atol: bool = False) -> Outcome:
     try:
         network = onnxgrad.load(model, parameters=[])
         with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -208,7 +216,8 @@ def _check(model: onnx.ModelProto, args: list[np.ndarray], dtype: str) -> Outcom
                 values = list(values) if isinstance(values, tuple) else [values]
                 for k, (got, want) in enumerate(zip(values, expected)):
                     if np.asarray(want).dtype.kind == "f":
-                        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"forward output {k}")
+                        atol = 1e-6 * max(1.0, float(np.max(np.abs(want)))) if scaled_atol else 1e-6
+                        np.testing.assert_allclose(got, want, rtol=1e-5, atol=atol, err_msg=f"forward output {k}")
         return Outcome("ok", dtype=dtype)
     except UnsupportedGradientError as err:
         return Outcome("refused", str(err).splitlines()[0], dtype, err.op_type)
@@ -225,7 +234,8 @@ def run(case) -> Outcome:
     # Folded after the float64 conversion: Resize's scales stay float32.
     model64, rest = fold(to_float64(case.model), args)
     args64 = [a.astype(np.float64) if a.dtype == np.float32 else a for a in rest]
-    outcome = _check(model64, args64, "float64")
+    scaled = any(re.fullmatch(pattern, case.name) for pattern in SCALED_FORWARD_ATOL)
+    outcome = _check(model64, args64, "float64", scaled)
     if outcome.kind in ("ok", "wrong"):
         return outcome
-    return _check(*fold(case.model, args), "float32")
+    return _check(*fold(case.model, args), "float32", scaled)

@@ -47,6 +47,6 @@ def test_resampled_and_excluded_cases_exist():
     # A renamed upstream case must not silently drop out of the lists.
     import re
 
-    for patterns in (node_corpus.RESAMPLED, node_corpus.EXCLUDED):
+    for patterns in (node_corpus.RESAMPLED, node_corpus.EXCLUDED, node_corpus.SCALED_FORWARD_ATOL):
         missing = [p for p in patterns if not any(re.fullmatch(p, name) for name in CASES)]
         assert not missing, missing

@@ -444,6 +444,13 @@ CASES: tuple[Case, ...] = (
          'y = GridSample <mode = "cubic", padding_mode = "border", align_corners = 1> (x, g)', opset=20,
          special={"g": grid_points((4, 3), align_corners=True)}, dtype="float",
          notes=GRID_F32 + "; opset 20's name for bicubic; edge samples repeated"),
+    Case("dft_real_onesided", "(T[2,5,1] x) => (T[2,3,2] y)", "y = DFT <onesided = 1> (x)", opset=17,
+         notes=F64 + "; no built-in gradient: onnxgrad rewrites into MatMuls with cosines and sines"),
+    Case("dft_complex_inverse_length", "(T[3,4,2] x) => (T[6,4,2] y)",
+         "n = Constant <value = int64 {6}> ()\na = Constant <value = int64 {0}> ()\n"
+         "y = DFT <inverse = 1> (x, n, a)", opset=20, dtype="float",
+         notes=f32("the transposed signal's MatMul becomes a FusedMatMul, which has no double kernel") +
+         "; opset 20's axis input (the first axis), dft_length zero-padding the signal"),
     Case("affinegrid_2d", "(T[2,2,3] theta) => (T[2,3,4,2] y)",
          "s = Constant <value = int64[4] {2, 1, 3, 4}> ()\ny = AffineGrid(theta, s)", opset=20, dtype="float",
          notes=f32("the gradient's batched MatMul becomes a FusedMatMul, which has no double kernel") +
@@ -694,6 +701,7 @@ def test_check_grads_names_tensor_and_element_of_a_wrong_gradient(monkeypatch):
         ("einsum_diagonal", "Einsum", r"no (gradient for op|kernel for) Einsum"),
         ("nllloss_weight_ignore", "NegativeLogLikelihoodLoss",
          r"no (gradient for op|kernel for) NegativeLogLikelihoodLoss"),
+        ("dft_complex_inverse_length", "DFT", r"no (gradient for op|kernel for) DFT"),
         ("affinegrid_2d", "AffineGrid", r"no (gradient for op|kernel for) AffineGrid"),
         ("centercroppad", "CenterCropPad", r"no (gradient for op|kernel for) CenterCropPad"),
         ("resize_linear_2d", "Resize", r"no kernel for Resize|The Resize node"),
