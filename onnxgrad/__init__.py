@@ -19,6 +19,9 @@ from onnxgrad.errors import (
 
 __version__ = "0.1.0"
 
+# After the names testing imports from the package; `onnxgrad.testing` then works without its own import.
+from onnxgrad import testing  # noqa: E402
+
 __all__ = [
     # networks
     "load",
@@ -29,6 +32,8 @@ __all__ = [
     "nn",
     # training
     "optim",
+    # testing
+    "testing",
     # gradients
     "ForwardValueAndGrad",
     "value_and_grad",
