@@ -1229,10 +1229,10 @@ def _recurrent(node, w, types) -> bool:
     if (not _is_float(types, x) or shape is None or x_shape is None or x_shape[0] is None
             or _attr(node, "layout", 0) or _attr(node, "input_forget", 0)):
         return False
-    names = [str(a).lower() for a in (_attr(node, "activations") or [])]
+    names = [(a.decode() if isinstance(a, bytes) else a).lower() for a in (_attr(node, "activations") or [])]
     directions = 2 if _attr(node, "direction", "forward") == "bidirectional" else 1
     names = names or [d.lower() for d in defaults] * directions
-    if any(name not in _ACTIVATIONS for name in names):
+    if len(names) != len(defaults) * directions or any(name not in _ACTIVATIONS for name in names):
         return False
     activations = [_ACTIVATIONS[name] for name in names]
     dtype = helper.tensor_dtype_to_np_dtype(types[x][0])

@@ -479,6 +479,11 @@ CASES: tuple[Case, ...] = (
          {"W": (1, 12, 2), "R": (1, 12, 3), "B": (1, 24), "h0": (1, 2, 3), "c0": (1, 2, 3), "P": (1, 9)},
          dtype="float", notes=f32("ORT's LSTM kernel, the forward reference, is float-only") + "; every input and "
          "output"),
+    Case("lstm_bidirectional_activations", "(T[2,2,3] x) => (T[2,2,2,2] y)",
+         'y = LSTM <hidden_size = 2, direction = "bidirectional", '
+         'activations = ["Sigmoid", "Tanh", "Sigmoid", "Sigmoid", "Sigmoid", "Tanh"]> (x, W, R, B)',
+         {"W": (2, 8, 3), "R": (2, 8, 2), "B": (2, 16)}, dtype="float",
+         notes=f32("ORT's LSTM kernel, the forward reference, is float-only") + "; activations per direction"),
     Case("lstm_reverse_cell_only", "(T[2,3,2] x) => (T[1,3,2] c)",
          'y, h, c = LSTM <hidden_size = 2, direction = "reverse"> (x, W, R)', {"W": (1, 8, 2), "R": (1, 8, 2)},
          dtype="float", notes=f32("ORT's LSTM kernel, the forward reference, is float-only") + "; only Y_c read, "
