@@ -924,8 +924,10 @@ class TorchFrontend(Frontend):
     ``ForwardValueAndGrad(TorchFrontend(model, exporter="dynamo"), ...)``.
 
     Args:
-        module: the ``torch.nn.Module``; its parameters are read at every call,
-            so updates by a PyTorch optimizer are seen.
+        module: the ``torch.nn.Module``. Its CPU parameters and buffers are
+            bound by memory, not copied per call: in-place updates (a PyTorch
+            optimizer's step) are seen, and a replaced tensor (``p.data = t``,
+            a new ``nn.Parameter``) is bound anew at the next call.
         exporter: one of :data:`EXPORTERS`; default :data:`DEFAULT_EXPORTER`.
     """
 
@@ -1036,6 +1038,42 @@ class TorchFrontend(Frontend):
         for name in _padded_embeddings(self.module):  # see _mask_padding_rows
             values[name + _PADDING_COPY] = parameters[name].detach().cpu().numpy()
         return values
+
+    def live_tensors(self, names: Iterable[str]) -> dict[str, Any]:
+        """The module's tensors behind ``names`` (parameter, buffer or padding-copy names), uncopied.
+
+        The facade binds them by memory (:meth:`host_array`) instead of
+        copying :meth:`parameter_values` at every call. Names the module no
+        longer has are left out.
+        """
+        tensors = dict(self.module.named_parameters())
+        tensors.update(self.module.named_buffers())
+        found = {}
+        for name in names:
+            tensor = tensors.get(name.removesuffix(_PADDING_COPY))  # see _mask_padding_rows
+            if tensor is not None:
+                found[name] = tensor
+        return found
+
+    @staticmethod
+    def storage_key(tensor: Any) -> tuple:
+        """What identifies a tensor's memory: it changes when ``param.data = ...`` or a new
+        Parameter replaces it, not when an optimizer updates it in place."""
+        return tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype, tensor.device
+
+    @staticmethod
+    def host_array(tensor: Any) -> tuple[np.ndarray, bool]:
+        """The tensor's values as a C-contiguous numpy array, and whether it shares the tensor's memory.
+
+        CPU tensors with a numpy dtype, contiguous, are shared (the array keeps
+        the storage alive); others (on a device, strided, conjugated) are copied.
+        """
+        value = tensor.detach()
+        shared = value.device.type == "cpu" and value.is_contiguous() and not value.is_conj() and not value.is_neg()
+        array = value.cpu().resolve_conj().resolve_neg().numpy()
+        if not array.flags.c_contiguous:
+            array = np.ascontiguousarray(array)
+        return array, shared
 
     def weight_names(self, weights: Any) -> list[str]:
         """Names of Parameters (matched by identity) or parameter names; one, or an iterable of them.

@@ -8,6 +8,7 @@ flat lists of values and gradients, and nests them as MindSpore 2.10 does.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from typing import Any, Sequence
 
@@ -24,16 +25,25 @@ _ALL = "all"  # grad_position meaning every network input (ForwardValueAndGrad's
 
 
 class _FrameworkTarget:
-    """A framework object: exported per argument signature, parameters read at call time."""
+    """A framework object: exported per argument signature, parameters bound at call time.
+
+    Where the front-end offers ``live_tensors`` (PyTorch), each network's
+    parameters and buffers share the framework tensors' memory: the sessions
+    bind that memory by pointer, so in-place updates are seen and a call
+    copies no weights. A tensor whose memory changed (``storage_key``) is
+    shared anew and the sessions rebind it. Other front-ends' values are
+    copied in at every call.
+    """
 
     def __init__(self, frontend: _frontend.Frontend) -> None:
         self.frontend = frontend
         self._networks: dict[tuple, tuple[Network, dict[str, str], dict[str, str]]] = {}
+        self._shared: dict[Network, _SharedState] = {}
 
     def bind(
         self, args: Sequence[Any], kwargs: dict[str, Any] | None = None
     ) -> tuple[Network, list[np.ndarray], dict[str, str]]:
-        """The network for these arguments, with current parameter values copied in."""
+        """The network for these arguments, bound to the current parameter values."""
         args, call = self.frontend.arguments(args, kwargs or {})
         arrays = self.frontend.to_numpy(args)
         signature = (call, *((a.shape, a.dtype.str) for a in arrays))
@@ -44,6 +54,9 @@ class _FrameworkTarget:
             buffer_map = _frontend.parameter_map(network.model, _frontend.BUFFER_MAP_KEY) or {}
             entry = self._networks[signature] = (network, mapping, buffer_map)
         network, mapping, buffer_map = entry
+        if hasattr(self.frontend, "live_tensors"):
+            self._bind_shared(network, mapping, buffer_map)
+            return network, arrays, mapping
         # Values are read at call time: a pure value change costs copies, never an export.
         params = network.parameters_dict()
         for framework_name, value in self.frontend.parameter_values().items():
@@ -55,6 +68,69 @@ class _FrameworkTarget:
                 if framework_name in buffer_map:
                     buffers[buffer_map[framework_name]].set_data(value)
         return network, arrays, mapping
+
+    def _bind_shared(self, network: Network, mapping: dict[str, str], buffer_map: dict[str, str]) -> None:
+        state = self._shared.get(network)
+        if state is None:
+            params, buffers = network.parameters_dict(), network.buffers_dict()
+            targets = {name: params[init] for name, init in mapping.items()}
+            targets.update((name, buffers[init]) for name, init in buffer_map.items())
+            state = self._shared[network] = _SharedState(targets)
+        frontend = self.frontend
+        tensors = frontend.live_tensors(state.targets)
+        if len(tensors) != len(state.targets):
+            missing = sorted(set(state.targets) - set(tensors))
+            raise InputError(
+                f"The module no longer has {missing}, which its exported graph reads: keep the module's "
+                "parameters and buffers, or differentiate the changed module with a new ForwardValueAndGrad."
+            )
+        keys = {name: frontend.storage_key(tensor) for name, tensor in tensors.items()}
+        if keys != state.keys:
+            state.update(network, tensors, keys, frontend)
+        for name in state.copied:
+            state.targets[name].set_data(frontend.host_array(tensors[name])[0])
+        for param in state.targets.values():
+            if param._mirror is not None:  # a device copy: in-place updates are not tracked, upload again
+                param._mirror_stale = True
+
+
+class _SharedState:
+    """One network's parameters and buffers as views of framework tensors (see _FrameworkTarget)."""
+
+    def __init__(self, targets: dict[str, Parameter]) -> None:
+        self.targets = targets  # framework name -> the network's Parameter
+        self.keys: dict[str, Any] = {}  # framework name -> storage key of the shared tensor
+        self.copied: set[str] = set()  # tensors that cannot be shared (on a device, strided): copied per call
+
+    def update(self, network: Network, tensors: dict[str, Any], keys: dict[str, Any], frontend: Any) -> None:
+        """Shares the tensors whose memory changed; rebinds the network's sessions to it."""
+        moved = False
+        for name, tensor in tensors.items():
+            if self.keys.get(name) == keys[name]:
+                continue
+            array, shared = frontend.host_array(tensor)
+            param = self.targets[name]
+            if array.shape != param.shape or array.dtype != param.dtype:
+                param.set_data(array)  # raises, naming the parameter and what it expects
+            if shared:  # the Parameter's buffer becomes the tensor's memory (kept alive by the array)
+                self.copied.discard(name)
+            else:  # a buffer of its own, never the memory of a tensor shared before
+                array = np.array(array, order="C", copy=True)
+                self.copied.add(name)
+            param._value, param._host_stale = array, False
+            moved = True
+        self.keys = keys
+        if moved:
+            _rebind_sessions(network)
+
+
+def _rebind_sessions(network: Network) -> None:
+    """Points the network's CPU sessions at its parameters' current buffers."""
+    for compiled in network._compiled.values():
+        session = compiled.session
+        if not session.resident:  # device sessions bind device copies, refreshed through _mirror_stale
+            session._binding, session._bound = session._new_binding()
+            session._local = threading.local()  # other threads' bindings point at the old buffers
 
 
 def _resolve(network: Any) -> Network | _FrameworkTarget:

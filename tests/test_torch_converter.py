@@ -699,3 +699,101 @@ def test_dynamo_exporter_refuses_value_branches():
 def test_unknown_exporter_is_refused():
     with pytest.raises(InputError, match=r"Unknown exporter 'onnx': pass one of \['dynamo', 'torchscript'\]"):
         converter.TorchFrontend(Keywords(), exporter="onnx")
+
+
+# --- Parameters bound by memory (issue 14) -------------------------------------
+
+
+class _BatchNormNet(nn.Module):
+    """Parameters and a running-statistics buffer, all read by the graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.bn, self.fc2 = nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.bn(self.fc1(x))))
+
+
+def _check_against_autograd(fvg, module, x):
+    """fvg's loss and every parameter gradient equal autograd's on the module as it is now."""
+    value, grads = fvg(x)
+    module.zero_grad(set_to_none=True)
+    out = module(x)
+    out.sum().backward()
+    np.testing.assert_allclose(value.numpy(), out.detach().numpy(), **TOLERANCE)
+    assert len(grads) == len(list(module.parameters()))
+    for (name, param), grad in zip(module.named_parameters(), grads):
+        # atol: near tanh's saturation 1 - tanh² is a difference of nearly equal float32 numbers.
+        np.testing.assert_allclose(grad.numpy(), param.grad.numpy(), rtol=1e-5, atol=1e-5, err_msg=f"grad[{name}]")
+
+
+def _bound_network(fvg):
+    (network, _, _), = fvg._fn._target._networks.values()
+    return network
+
+
+def test_in_place_parameter_updates_are_seen_without_copies(monkeypatch):
+    import onnxgrad
+    from onnxgrad._network import Parameter
+
+    torch.manual_seed(0)
+    module, x = _BatchNormNet().eval(), torch.randn(5, 4)
+    fvg = onnxgrad.ForwardValueAndGrad(module, list(module.parameters()), get_by_list=True)
+    _check_against_autograd(fvg, module, x)
+    # The network's buffers are the module's memory: no call copies a weight.
+    network = _bound_network(fvg)
+    for name, param in [*module.named_parameters(), ("bn.running_mean", module.bn.running_mean)]:
+        bound = {**network.parameters_dict(), **network.buffers_dict()}[name]
+        assert np.shares_memory(bound.value, param.detach().numpy()), name
+    monkeypatch.setattr(Parameter, "set_data", lambda self, new: pytest.fail(f"{self.name} copied"))
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    for _ in range(2):  # an optimizer step and a statistics update between calls, both in place
+        module.zero_grad()
+        module(x).square().sum().backward()
+        optimizer.step()
+        with torch.no_grad():
+            module.bn.running_mean.add_(0.25)
+            module.bn.running_var.mul_(1.5)
+        _check_against_autograd(fvg, module, x)
+
+
+def test_replaced_parameters_are_seen():
+    """One ForwardValueAndGrad across replacements: the sessions are rebound to the new memory."""
+    import onnxgrad
+
+    torch.manual_seed(0)
+    module, x = _BatchNormNet().eval(), torch.randn(5, 4)
+    fvg = onnxgrad.ForwardValueAndGrad(module, list(module.parameters()), get_by_list=True)
+    _check_against_autograd(fvg, module, x)
+    # A new Parameter under the same name (weights are matched by name), new memory behind the same
+    # Parameter, a new buffer.
+    module.fc1.weight = nn.Parameter(torch.randn(8, 4))
+    module.fc2.weight.data = torch.randn(3, 8)
+    module.bn.running_var = torch.rand(8) + 0.5
+    _check_against_autograd(fvg, module, x)
+    module.fc2.weight.data = torch.randn(8, 3).t()  # strided: copied per call, never shared
+    _check_against_autograd(fvg, module, x)
+    with torch.no_grad():
+        module.fc2.weight.mul_(2.0)
+    _check_against_autograd(fvg, module, x)
+    module.fc2.weight.data = torch.randn(3, 8)  # contiguous again: shared again
+    _check_against_autograd(fvg, module, x)
+    bound = _bound_network(fvg).parameters_dict()["fc2.weight"].value
+    assert np.shares_memory(bound, module.fc2.weight.detach().numpy())
+
+
+def test_changed_parameter_shape_and_removed_buffer_are_refused():
+    import onnxgrad
+
+    module, x = _BatchNormNet().eval(), torch.randn(5, 4)
+    fvg = onnxgrad.ForwardValueAndGrad(module, list(module.parameters()), get_by_list=True)
+    fvg(x)
+    module.fc2.bias.data = torch.zeros(4)
+    with pytest.raises(InputError, match=r"Parameter 'fc2.bias' has shape \[3\], got a value of shape \[4\]"):
+        fvg(x)
+    module.fc2.bias.data = torch.zeros(3)
+    del module.bn.running_mean
+    module.bn.register_buffer("running_mean", None)
+    with pytest.raises(InputError, match=r"no longer has \['bn.running_mean'\]"):
+        fvg(x)
