@@ -33,6 +33,7 @@ import time
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import onnx
 
 from onnxgrad import _device, _engine, _export, _frontend, nn, optim
 from onnxgrad._api import ForwardValueAndGrad
@@ -58,6 +59,7 @@ __all__ = [
     "resolve_model",
     "save_checkpoint",
     "load_checkpoint",
+    "deployable_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -200,6 +202,8 @@ class TrainResult:
         checkpoint_path: the last checkpoint.
         curve_path: the loss-curve PNG (None without matplotlib).
         metrics_path: the metrics JSON.
+        notes: what the user should know about the outputs (e.g. an
+            inference model that keeps a fixed batch size).
     """
 
     history: list[dict]
@@ -213,6 +217,7 @@ class TrainResult:
     checkpoint_path: str
     curve_path: str | None
     metrics_path: str
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -543,6 +548,80 @@ def load_checkpoint(path: str | os.PathLike, network: Network, optimizer: optim.
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The deployable model
+
+#: Name of the output of a converted framework model (their exporters number the outputs).
+LOGITS = "logits"
+#: The symbolic batch dimension of the deployable model.
+BATCH_DIM = "batch"
+
+
+def _rename_output(model: onnx.ModelProto, new: str) -> None:
+    """Renames the model's single output everywhere it occurs in the main graph."""
+    old = model.graph.output[0].name
+    if old == new or any(new in (*n.input, *n.output) for n in model.graph.node):
+        return
+    for node in model.graph.node:
+        node.output[:] = [new if name == old else name for name in node.output]
+        node.input[:] = [new if name == old else name for name in node.input]
+    model.graph.output[0].name = new
+
+
+def _with_symbolic_batch(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A copy whose input and output batch sizes are symbolic (None when the batch is not a fixed size)."""
+    dims = [v.type.tensor_type.shape.dim for v in (*model.graph.input[:1], *model.graph.output[:1])]
+    if not dims[0] or not dims[0][0].HasField("dim_value"):
+        return None
+    batch = dims[0][0].dim_value
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for value in (copy.graph.input[0], copy.graph.output[0]):
+        shape = value.type.tensor_type.shape.dim
+        if shape and shape[0].HasField("dim_value") and shape[0].dim_value == batch:
+            shape[0].dim_param = BATCH_DIM
+    del copy.graph.value_info[:]  # inferred again for the new sizes
+    return copy
+
+
+def _same_rows(got: Any, want: np.ndarray) -> bool:
+    got = np.asarray(got)
+    scale = float(np.max(np.abs(want), initial=0.0)) + 1.0
+    return got.shape == want.shape and bool(np.allclose(got, want, rtol=1e-4, atol=1e-5 * scale))
+
+
+def deployable_model(backbone: Network, converted: bool, samples: np.ndarray) -> tuple[onnx.ModelProto, list[str]]:
+    """The trained network as a plain inference model, and notes about it.
+
+    A converted framework model's output is named :data:`LOGITS` (an ONNX
+    file keeps its names). A batch size fixed at export becomes symbolic when
+    the graph gives the same rows for other batch sizes (checked on
+    ``samples``, at least ``batch + 1`` of them); otherwise it stays fixed and
+    a note says so.
+    """
+    model = _export.inference_model(backbone)
+    if converted:
+        _rename_output(model, LOGITS)
+    candidate = _with_symbolic_batch(model)
+    if candidate is None:
+        return model, []
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value
+    reference = np.asarray(backbone(samples[:batch]))
+    try:
+        network = load(candidate)
+        works = _same_rows(network(samples[: batch + 1])[:batch], reference)
+        works = works and _same_rows(network(samples[:1]), reference[:1])
+    except OnnxGradError as err:
+        logger.debug("the batch size stays fixed: %s", err)
+        works = False
+    if works:
+        return candidate, []
+    return model, [
+        f"{MODEL} takes batches of exactly {batch}: the exported graph depends on the batch size (e.g. a reshape "
+        "to a constant shape); pad the last batch, or export the model with a dynamic batch axis."
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Training
 
 
@@ -792,7 +871,10 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
         save_checkpoint(checkpoint_path, backbone, optimizer, {"epoch": start_epoch, "history": history})
 
     model_path = str(out_dir / MODEL)
-    _export.save_model(_export.inference_model(backbone), model_path)
+    converted = config.model is not None and not _is_model_path(config.model)
+    samples = np.concatenate([x_train, x_train])[: config.batch_size + 1]
+    deployable, notes = deployable_model(backbone, converted, samples)
+    _export.save_model(deployable, model_path)
     curve_path = _save_curve(str(out_dir / CURVE), history) if history else None
     metrics_path = str(out_dir / METRICS)
     result = TrainResult(
@@ -807,6 +889,7 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
         checkpoint_path=checkpoint_path,
         curve_path=curve_path,
         metrics_path=metrics_path,
+        notes=notes,
     )
     _write_json(
         metrics_path,

@@ -429,6 +429,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     show_bar = sys.stderr.isatty() if args.progress is None else args.progress
     result = _train.train(config, ProgressBar(sys.stderr, show_bar))
+    _print_notes(result.notes)
     if args.json:
         data = {k: v for k, v in vars(result).items()}
         print(json.dumps(data, indent=2))

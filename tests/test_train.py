@@ -319,6 +319,43 @@ def test_torch_module_is_converted_and_trained(capsys, tmp_path, attribute):
     assert _session_accuracy(result["model_path"], *_validation_split()) == pytest.approx(result["val_accuracy"])
 
 
+@pytest.mark.parametrize(
+    ("attribute", "framework", "input_name"),
+    [("torch_mlp", "torch", "input"), ("mindspore_mlp", "mindspore", "x"), (None, None, "x")],
+    ids=["torch", "mindspore", "onnx"],
+)
+def test_saved_model_is_deployable_on_the_whole_data_set(capsys, tmp_path, attribute, framework, input_name):
+    # Exported for --batch-size 32, the model still runs every batch size: here all 1797 digits at once.
+    if framework:
+        pytest.importorskip(framework)
+    model_args = ["--model", f"train_nets:{attribute}"] if attribute else []
+    result = train_json(capsys, tmp_path, *model_args, "--epochs", "2")
+    assert result["notes"] == []
+    model = onnx.load(result["model_path"])
+    assert [i.name for i in model.graph.input] == [input_name]
+    assert [o.name for o in model.graph.output] == ["logits"]  # converted outputs get a name, files keep theirs
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    session = ort.InferenceSession(result["model_path"], providers=["CPUExecutionProvider"])
+    x, y = _digits()
+    (logits,) = session.run(None, {input_name: x})
+    assert logits.shape == (len(x), 10)
+    x_val, y_val = _validation_split()
+    (val_logits,) = session.run(None, {input_name: x_val})
+    assert np.mean(np.argmax(val_logits, axis=-1) == y_val) == pytest.approx(result["val_accuracy"])
+
+
+def test_batch_dependent_export_keeps_its_batch_size_and_says_so(capsys, tmp_path):
+    pytest.importorskip("torch")
+    code, out, err = run(
+        capsys, "train", "--out-dir", tmp_path, "--model", "train_nets:torch_batch_reshape", "--epochs", "1"
+    )
+    assert code == 0, err
+    assert "note: model.onnx takes batches of exactly 32" in err
+    model = onnx.load(tmp_path / "model.onnx")
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 32
+    assert _session_accuracy(str(tmp_path / "model.onnx"), *_digits()) > 0.5  # padded batches still run
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Output and errors
 

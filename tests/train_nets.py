@@ -51,3 +51,19 @@ def __getattr__(name: str):
     if name == "torch_instance":
         return torch_mlp()
     raise AttributeError(name)
+
+
+def torch_batch_reshape():
+    """A PyTorch module whose export fixes the batch size (a reshape to the traced batch)."""
+    import torch
+
+    class BatchReshape(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(x.reshape(x.shape[0], 4, 16).reshape(x.shape[0], 64))
+
+    torch.manual_seed(0)
+    return BatchReshape()
