@@ -12,7 +12,8 @@ and correct built-in gradients:
   read (the builder differentiates Y only), Pad other than constant mode,
   ReduceProd (a tree of Muls, exact at zeros), RNN/GRU/LSTM (unrolled),
   GridSample (every mode and padding, 1 to 3 spatial axes),
-  NegativeLogLikelihoodLoss, AffineGrid, CenterCropPad and DFT (constant sizes);
+  NegativeLogLikelihoodLoss, AffineGrid, CenterCropPad, DFT, ReverseSequence and
+  MaxUnpool (constant sizes);
   ConvTranspose and Resize have gradients but no ConvTransposeGrad/ResizeGrad
   kernel on CPU;
 - wrong gradients: inference-mode Dropout back-propagates twice the gradient;
@@ -1189,6 +1190,48 @@ def _dft(node, w, types) -> bool:
     return True
 
 
+def _reverse_sequence(node, w, types) -> bool:
+    """ReverseSequence as GatherElements with a constant index (static shape, constant
+    sequence_lens): no gradient in the builder."""
+    x = node.input[0]
+    shape, lengths = _shape(types, x), _constant(w, node.input[1])
+    if shape is None or lengths is None or not _is_float(types, x):
+        return False
+    time, batch = int(_attr(node, "time_axis", 0)), int(_attr(node, "batch_axis", 1))
+    steps = np.arange(shape[time]).reshape([-1 if a == time else 1 for a in range(len(shape))])
+    ends = lengths.astype(np.int64).reshape([-1 if a == batch else 1 for a in range(len(shape))])
+    index = np.broadcast_to(np.where(steps < ends, ends - 1 - steps, steps), shape).astype(np.int64)
+    w.node("GatherElements", [x, w.constant(index)], node.output, axis=time)
+    return True
+
+
+def _max_unpool(node, w, types) -> bool:
+    """MaxUnpool as ScatterElements of X into zeros at its (flat) indices (static shapes; a
+    constant output_shape if given): no gradient in the builder."""
+    x, indices = node.input[:2]
+    shape = _shape(types, x)
+    if shape is None or not _is_float(types, x):
+        return False
+    if len(node.input) > 2 and node.input[2]:
+        out_shape = _constant(w, node.input[2])
+        if out_shape is None:
+            return False
+        out_shape = [int(d) for d in out_shape]
+    else:
+        kernel, rank = list(_attr(node, "kernel_shape")), len(shape) - 2
+        strides = list(_attr(node, "strides") or [1] * rank)
+        pads = list(_attr(node, "pads") or [0] * (2 * rank))
+        out_shape = list(shape[:2]) + [(d - 1) * s + k - pads[i] - pads[rank + i]
+                                 for i, (d, s, k) in enumerate(zip(shape[2:], strides, kernel))]
+    dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
+    flat = w.constant([-1], np.int64)
+    zeros = w.constant(np.zeros(int(np.prod(out_shape)), dtype))
+    scattered = w.op("ScatterElements", zeros, w.op("Reshape", w.cast(indices, np.int64), flat),
+                     w.op("Reshape", x, flat), axis=0)
+    w.node("Reshape", [scattered, w.constant(out_shape, np.int64)], node.output)
+    return True
+
+
 def _affine_grid(node, w, types) -> bool:
     """AffineGrid as the (constant) grid of normalized positions times theta transposed, for a
     constant size: no gradient in the builder."""
@@ -1653,6 +1696,8 @@ _REWRITES: dict[str, Rewrite] = {
     "GridSample": _grid_sample,
     "AffineGrid": _affine_grid,
     "DFT": _dft,
+    "ReverseSequence": _reverse_sequence,
+    "MaxUnpool": _max_unpool,
     "CenterCropPad": _center_crop_pad,
     "RNN": _recurrent,
     "GRU": _recurrent,

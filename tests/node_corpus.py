@@ -83,6 +83,8 @@ FOLDED = {
     "AffineGrid": (1,),  # size
     "CenterCropPad": (1,),  # shape
     "DFT": (1, 2),  # dft_length, axis
+    "ReverseSequence": (1,),  # sequence_lens
+    "MaxUnpool": (2,),  # output_shape
 }
 
 

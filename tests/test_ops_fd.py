@@ -521,6 +521,14 @@ CASES: tuple[Case, ...] = (
          notes=f32("ORT's gradient mixes a float constant into double")),
     Case("scatternd", "(T[2,3] x, int64[1,1] i, T[1,3] u) => (T[2,3] y)", "y = ScatterND(x, i, u)",
          special={"i": const([[1]])}, dtype="float", notes=f32("ORT's gradient mixes a float constant into double")),
+    Case("reversesequence", "(T[3,4,2] x) => (T[3,4,2] y)",
+         "n = Constant <value = int64[3] {4, 1, 2}> ()\ny = ReverseSequence <batch_axis = 0, time_axis = 1> (x, n)",
+         notes=F64 + "; no built-in gradient: onnxgrad rewrites into GatherElements"),
+    Case("maxunpool", "(T[1,2,2,2] x) => (T[1,2,4,4] y)",
+         "i = Constant <value = int64[1,2,2,2] {0, 3, 9, 15, 16, 22, 28, 31}> ()\n"
+         "y = MaxUnpool <kernel_shape = [2, 2], strides = [2, 2]> (x, i)", dtype="float",
+         notes=f32("the rewrite's ScatterElements gradient mixes a float constant into double") +
+         "; no built-in gradient: onnxgrad rewrites into ScatterElements into zeros"),
     Case("topk", "(T[2,4] x) => (T[2,2] v, int64[2,2] i)", "k = Constant <value = int64[1] {2}> ()\nv, i = TopK(x, k)",
          sample=distinct, notes=F64 + "; an int output next to a float one"),
     Case("onehot_weight_values", "(int64[3] i) => (T[3,4] y)",
@@ -707,6 +715,8 @@ def test_check_grads_names_tensor_and_element_of_a_wrong_gradient(monkeypatch):
         ("nllloss_weight_ignore", "NegativeLogLikelihoodLoss",
          r"no (gradient for op|kernel for) NegativeLogLikelihoodLoss"),
         ("dft_complex_inverse_length", "DFT", r"no (gradient for op|kernel for) DFT"),
+        ("reversesequence", "ReverseSequence", r"no (gradient for op|kernel for) ReverseSequence"),
+        ("maxunpool", "MaxUnpool", r"no (gradient for op|kernel for) MaxUnpool"),
         ("affinegrid_2d", "AffineGrid", r"no (gradient for op|kernel for) AffineGrid"),
         ("centercroppad", "CenterCropPad", r"no (gradient for op|kernel for) CenterCropPad"),
         ("resize_linear_2d", "Resize", r"no kernel for Resize|The Resize node"),
