@@ -12,8 +12,8 @@ and correct built-in gradients:
   read (the builder differentiates Y only), Pad other than constant mode,
   ReduceProd (a tree of Muls, exact at zeros), RNN/GRU/LSTM (unrolled),
   GridSample (every mode and padding, 1 to 3 spatial axes),
-  NegativeLogLikelihoodLoss, AffineGrid, CenterCropPad, DFT, ReverseSequence and
-  MaxUnpool (constant sizes);
+  NegativeLogLikelihoodLoss, AffineGrid, CenterCropPad, DFT, ReverseSequence,
+  MaxUnpool and Col2Im (constant sizes);
   ConvTranspose and Resize have gradients but no ConvTransposeGrad/ResizeGrad
   kernel on CPU;
 - wrong gradients: inference-mode Dropout back-propagates twice the gradient;
@@ -1232,6 +1232,39 @@ def _max_unpool(node, w, types) -> bool:
     return True
 
 
+def _col2im(node, w, types) -> bool:
+    """Col2Im as a grouped ConvTranspose with one-hot kernels (one per block position), itself
+    rewritten into a Conv: static shapes, constant image_shape and block_shape."""
+    x = node.input[0]
+    shape = _shape(types, x)
+    image, block = _constant(w, node.input[1]), _constant(w, node.input[2])
+    if shape is None or image is None or block is None or not _is_float(types, x):
+        return False
+    image, block = [int(d) for d in image], [int(d) for d in block]
+    rank, positions = len(image), int(np.prod(block))
+    dilations = list(_attr(node, "dilations") or [1] * rank)
+    strides = list(_attr(node, "strides") or [1] * rank)
+    pads = list(_attr(node, "pads") or [0] * (2 * rank))
+    counts = [(h + pads[i] + pads[rank + i] - d * (k - 1) - 1) // s + 1
+              for i, (h, k, d, s) in enumerate(zip(image, block, dilations, strides))]
+    n, channels = shape[0], shape[1] // positions
+    if int(np.prod(counts)) != shape[2]:
+        return False
+    elem = types[x][0]
+    blocks = w.op("Reshape", x, w.constant([n, channels * positions, *counts], np.int64))
+    kernel = np.zeros((channels * positions, 1, *block), helper.tensor_dtype_to_np_dtype(elem))
+    for c in range(channels):
+        for j in range(positions):
+            kernel[(c * positions + j, 0, *np.unravel_index(j, block))] = 1.0
+    weight = w.constant(kernel)
+    extra = [h - ((m - 1) * s + d * (k - 1) + 1 - pads[i] - pads[rank + i])
+             for i, (h, m, k, d, s) in enumerate(zip(image, counts, block, dilations, strides))]
+    transposed = helper.make_node("ConvTranspose", [blocks, weight], list(node.output[:1]), group=channels,
+                                  strides=strides, dilations=dilations, pads=pads, output_padding=extra)
+    known = {**types, blocks: (elem, (n, channels * positions, *counts)), weight: (elem, kernel.shape)}
+    return _conv_transpose(transposed, w, known)
+
+
 def _affine_grid(node, w, types) -> bool:
     """AffineGrid as the (constant) grid of normalized positions times theta transposed, for a
     constant size: no gradient in the builder."""
@@ -1698,6 +1731,7 @@ _REWRITES: dict[str, Rewrite] = {
     "DFT": _dft,
     "ReverseSequence": _reverse_sequence,
     "MaxUnpool": _max_unpool,
+    "Col2Im": _col2im,
     "CenterCropPad": _center_crop_pad,
     "RNN": _recurrent,
     "GRU": _recurrent,

@@ -85,6 +85,7 @@ FOLDED = {
     "DFT": (1, 2),  # dft_length, axis
     "ReverseSequence": (1,),  # sequence_lens
     "MaxUnpool": (2,),  # output_shape
+    "Col2Im": (1, 2),  # image_shape, block_shape
 }
 
 

@@ -213,6 +213,11 @@ CASES: tuple[Case, ...] = (
          {"w": (4, 1, 2, 2), "b": (2,)}, dtype="float", notes=f32("no double Conv kernel") + "; rewritten with Conv"),
     Case("convtranspose_1d", "(T[2,2,4] x) => (T[2,3,9] y)", "y = ConvTranspose <strides = [2]> (x, w)",
          {"w": (2, 3, 3)}, dtype="float", notes=f32("no double Conv kernel") + "; rewritten with Conv"),
+    Case("col2im_strides_pads", "(T[1,8,10] x) => (T[1,2,4,5] y)",
+         "i = Constant <value = int64[2] {4, 5}> ()\nb = Constant <value = int64[2] {2, 2}> ()\n"
+         "y = Col2Im <strides = [2, 1], pads = [1, 0, 0, 1]> (x, i, b)", opset=18, dtype="float",
+         notes=f32("rewritten into a Conv, which has no double kernel") + "; no built-in gradient: a grouped "
+         "ConvTranspose with one-hot kernels; the last row reached by no block"),
     Case("maxpool", "(T[1,2,4,4] x) => (T[1,2,2,2] y)", "y = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (x)",
          sample=distinct, dtype="float", notes=f32("no double MaxPoolGrad kernel")),
     Case("maxpool_overlap", "(T[1,1,4,4] x) => (T[1,1,4,4] y)",
@@ -717,6 +722,7 @@ def test_check_grads_names_tensor_and_element_of_a_wrong_gradient(monkeypatch):
         ("dft_complex_inverse_length", "DFT", r"no (gradient for op|kernel for) DFT"),
         ("reversesequence", "ReverseSequence", r"no (gradient for op|kernel for) ReverseSequence"),
         ("maxunpool", "MaxUnpool", r"no (gradient for op|kernel for) MaxUnpool"),
+        ("col2im_strides_pads", "Col2Im", r"no (gradient for op|kernel for) Col2Im"),
         ("affinegrid_2d", "AffineGrid", r"no (gradient for op|kernel for) AffineGrid"),
         ("centercroppad", "CenterCropPad", r"no (gradient for op|kernel for) CenterCropPad"),
         ("resize_linear_2d", "Resize", r"no kernel for Resize|The Resize node"),
