@@ -16,9 +16,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxgrad import _frontend, _versions
+from onnxgrad import _frontend, _validate, _versions
 from onnxgrad._graph import FLOAT_TYPES, TensorInfo, tensor_infos
-from onnxgrad.errors import InputError, ModelError
+from onnxgrad.errors import InputError, ModelError, OnnxGradError
 
 __all__ = ["Parameter", "ParameterTuple", "Network", "load"]
 
@@ -228,12 +228,23 @@ def _read_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         if not os.path.isfile(path):
             raise ModelError(f"No model file at {path!r}: check the path.")
         try:
-            return onnx.load(path)
+            proto = onnx.load(path, load_external_data=False)
         except Exception as err:  # protobuf DecodeError and friends
             raise ModelError(
                 f"{path!r} is not a readable ONNX model ({type(err).__name__}: {err}): "
                 "pass a .onnx file written by onnx.save or an exporter."
             ) from err
+        # External data only from real files inside the model's folder (symlinks resolved first).
+        folder = os.path.dirname(os.path.abspath(path))
+        _validate.check_external_data(proto, folder)
+        try:
+            onnx.load_external_data_for_model(proto, folder)
+        except Exception as err:
+            raise ModelError(
+                f"The external data of {path!r} cannot be read ({type(err).__name__}: {err}): "
+                "keep the data files onnx.save wrote beside the model, unmodified."
+            ) from err
+        return proto
     raise ModelError(
         f"load() takes a path or an onnx.ModelProto, got {type(model).__name__}: "
         "for a MindSpore Cell or PyTorch module pass it to ForwardValueAndGrad directly."
@@ -254,6 +265,45 @@ def _unique_outputs(graph: onnx.GraphProto) -> None:
             taken.add(new)
             value.name = new
         seen.add(value.name)
+
+
+def _rename_reserved(graph: onnx.GraphProto) -> dict[str, str]:
+    """Renames the tensors whose names onnxgrad's gradient graphs use, in place.
+
+    The builder names the gradient of ``t`` ``t + GRAD_SUFFIX`` and preparation adds tensors
+    under ``onnxgrad/`` (see ``_prepare``): a user tensor named ``x_grad`` beside ``x``, or
+    ``onnxgrad/loss``, would be defined twice. Such a tensor becomes ``user/<name>.``, which
+    neither ends in the suffix nor starts with the prefix.
+
+    Returns:
+        ``{old name: new name}`` for the renamed tensors (graph inputs, outputs and weights
+        included: their new names are what ``Network.inputs``, ``outputs`` and parameters show).
+    """
+    from onnxgrad._gradient import GRAD_SUFFIX
+    from onnxgrad._prepare import LOSS
+
+    internal = LOSS[: LOSS.index("/") + 1]
+    graphs = list(_validate.all_graphs(graph))
+    names = set()
+    for g in graphs:
+        names.update(v.name for v in [*g.input, *g.output, *g.value_info, *g.initializer])
+        names.update(n for node in g.node for n in [*node.input, *node.output])
+    renamed: dict[str, str] = {}
+    for name in sorted(names):
+        if name.endswith(GRAD_SUFFIX) or name.startswith(internal):
+            new = f"user/{name}."
+            while new in names or new in renamed.values():
+                new += "."
+            renamed[name] = new
+    if not renamed:
+        return renamed
+    for g in graphs:
+        for value in [*g.input, *g.output, *g.value_info, *g.initializer]:
+            value.name = renamed.get(value.name, value.name)
+        for node in g.node:
+            node.input[:] = [renamed.get(n, n) for n in node.input]
+            node.output[:] = [renamed.get(n, n) for n in node.output]
+    return renamed
 
 
 def load(model: str | os.PathLike | onnx.ModelProto, parameters: Sequence[str] | None = None) -> Network:
@@ -283,6 +333,20 @@ def load(model: str | os.PathLike | onnx.ModelProto, parameters: Sequence[str] |
         ['weight']
     """
     proto = _read_model(model)
+    try:
+        return _network_from(proto, parameters)
+    except OnnxGradError:
+        raise
+    except Exception as err:  # a model the checks above missed: still a typed error, never a raw one
+        raise ModelError(
+            f"The model cannot be loaded ({type(err).__name__}: {err}). Check it with onnx.checker.check_model "
+            "(full_check=True); if it passes, please report this with the model."
+        ) from err
+
+
+def _network_from(proto: onnx.ModelProto, parameters: Sequence[str] | None) -> Network:
+    # Crashes, hangs and exhausted memory further on are refused before native code sees the model.
+    _validate.validate(proto)
     # This onnx's checker refuses IR versions newer than it knows: clamp the IR first.
     _versions.clamp_ir_version(proto)
     try:
@@ -309,6 +373,11 @@ def load(model: str | os.PathLike | onnx.ModelProto, parameters: Sequence[str] |
     def take(names: set[str]) -> list[Parameter]:
         return [Parameter(numpy_helper.to_array(initializers[name]), name) for name in initializers if name in names]
 
+    renamed = _rename_reserved(graph)
+    if renamed:
+        wanted = {renamed.get(name, name) for name in wanted}
+        buffer_names = {renamed.get(name, name) for name in buffer_names}
+        initializers = {init.name: init for init in graph.initializer}
     params, buffers = take(wanted), take(buffer_names)
     _unique_outputs(graph)
     # Trainable initializers (and buffers) become graph inputs, after the user inputs.

@@ -1,0 +1,334 @@
+"""Checks a model for what crashes, hangs or exhausts ONNX, onnxruntime or the gradient builder.
+
+``onnx.checker`` accepts models that take the process down later: a string graph output
+segfaults ONNX Runtime's first call, a model-local function that calls itself segfaults shape
+inference (and the version converter), a Loop whose inputs do not match its body aborts the
+gradient builder, a Loop with a constant trip count of 2**40 grows memory until the process is
+killed, and an initializer whose data does not fill its declared shape fails deep in numpy.
+:func:`validate` looks for each of these in pure Python, before any native code sees the
+model, and refuses with a :class:`ModelError` that names the tensor or node and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxgrad.errors import ModelError
+
+__all__ = ["MAX_TRIP_COUNT", "MAX_ELEMENTS", "validate", "check_external_data", "all_graphs", "walk_nodes"]
+
+#: The largest constant Loop trip count accepted: every iteration is unrolled into the
+#: gradient graph's saved state, so a larger one exhausts memory rather than computing.
+MAX_TRIP_COUNT = 1 << 20
+#: The largest element count of a declared dimension or tensor accepted (int32 indexing
+#: limits of several ONNX Runtime kernels, and far beyond any host's memory in float32 ×8).
+MAX_ELEMENTS = 1 << 31
+
+# Graph inputs and outputs cross into numpy: these element types have no numpy dtype or
+# no ONNX Runtime kernels to differentiate.
+_BOUNDARY_TYPES = frozenset(
+    {
+        onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+        onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+        onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+        onnx.TensorProto.BOOL,
+    }
+)  # fmt: skip
+
+
+def _type_name(elem_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        return f"element type {elem_type}"
+
+
+def validate(model: onnx.ModelProto) -> None:
+    """Refuses a model that would crash, hang or exhaust memory further on.
+
+    Args:
+        model: the model, already read (not modified).
+
+    Raises:
+        ModelError: naming the tensor, node or function at fault and how to fix it.
+    """
+    _check_functions(model)
+    graph = model.graph
+    for kind, values in (("input", graph.input), ("output", graph.output)):
+        for value in values:
+            _check_boundary(kind, value)
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        _check_declared_shape(value)
+    _check_graph(graph, constants={})
+    for function in model.functions:
+        _check_nodes(function.node, f"function {function.domain}.{function.name}", constants={})
+
+
+def _check_boundary(kind: str, value: onnx.ValueInfoProto) -> None:
+    which = value.type.WhichOneof("value")
+    if which != "tensor_type":
+        raise ModelError(
+            f"Graph {kind} {value.name!r} is a {which or 'value of no type'}, not a tensor: onnxgrad passes numeric "
+            f"tensors in and out. Make the {kind} a tensor (e.g. ConcatFromSequence a sequence, "
+            "OptionalGetElement an optional) or remove it."
+        )
+    elem_type = value.type.tensor_type.elem_type
+    if elem_type not in _BOUNDARY_TYPES:
+        raise ModelError(
+            f"Graph {kind} {value.name!r} has type {_type_name(elem_type)}: onnxgrad passes float, int and bool "
+            f"tensors in and out. Cast the {kind} to a numeric type inside the model, or remove it."
+        )
+
+
+def _check_declared_shape(value: onnx.ValueInfoProto) -> None:
+    if value.type.WhichOneof("value") != "tensor_type" or not value.type.tensor_type.HasField("shape"):
+        return
+    dims = [d.dim_value for d in value.type.tensor_type.shape.dim if d.HasField("dim_value")]
+    _check_size(dims, f"tensor {value.name!r} is declared with shape {dims}")
+
+
+def _check_size(dims, what: str) -> None:
+    if any(d < 0 for d in dims):
+        raise ModelError(f"{what}, with a negative size: fix the declaration (sizes are >= 0).")
+    count = 1
+    for d in dims:
+        count *= d
+    if any(d > MAX_ELEMENTS for d in dims) or count > MAX_ELEMENTS:
+        raise ModelError(
+            f"{what}: {count} elements is more than onnxgrad accepts ({MAX_ELEMENTS}). "
+            "Fix the declared shape (a symbolic dimension for a size that varies)."
+        )
+
+
+def _check_tensor(tensor: onnx.TensorProto, where: str) -> None:
+    """The tensor's data fills its declared shape (numpy and ORT fail obscurely otherwise)."""
+    what = f"{where} {tensor.name!r}" if tensor.name else where
+    _check_size(list(tensor.dims), f"{what} has shape {list(tensor.dims)}")
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return
+    count = int(np.prod(tensor.dims, dtype=np.int64))
+    if tensor.data_type == onnx.TensorProto.STRING:
+        have = len(tensor.string_data)
+    else:
+        typed = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+        raw = tensor.HasField("raw_data") or not any(len(getattr(tensor, field)) for field in typed)
+        try:
+            if raw:
+                itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+            else:
+                field = helper.tensor_dtype_to_field(tensor.data_type)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelError(
+                f"{what} has data type {tensor.data_type}, which ONNX does not define: "
+                "re-export the model with a standard element type."
+            ) from err
+        if raw and tensor.data_type in (onnx.TensorProto.UINT4, onnx.TensorProto.INT4):
+            return  # two values per byte
+        if raw:
+            have, count = len(tensor.raw_data), count * itemsize
+        else:
+            have = len(getattr(tensor, field))
+            if tensor.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128):
+                count *= 2
+    if have != count:
+        raise ModelError(
+            f"{what} declares shape {list(tensor.dims)} ({count} {'bytes' if tensor.HasField('raw_data') else 'values'})"
+            f" but holds {have}: the file is damaged or was written wrongly. Re-export the model."
+        )
+
+
+def _check_functions(model: onnx.ModelProto) -> None:
+    """Model-local functions must not call themselves, directly or through others."""
+    functions = {(f.domain, f.name): f for f in model.functions}
+    calls = {key: {(n.domain, n.op_type) for n in walk_nodes(f.node)} & functions.keys() for key, f in functions.items()}
+    state: dict[tuple[str, str], int] = {}  # 1: on the path, 2: done
+
+    def visit(key: tuple[str, str], path: list[tuple[str, str]]) -> None:
+        state[key] = 1
+        for callee in sorted(calls[key]):
+            if state.get(callee) == 1:
+                cycle = " -> ".join(f"{d}.{n}" for d, n in [*path[path.index(callee):], callee])
+                raise ModelError(
+                    f"Model-local function {callee[0]}.{callee[1]} calls itself ({cycle}): ONNX functions cannot "
+                    "recurse, and shape inference crashes on them. Rewrite the recursion as a Loop."
+                )
+            if state.get(callee) is None:
+                visit(callee, [*path, callee])
+        state[key] = 2
+
+    for key in sorted(functions):
+        if key not in state:
+            visit(key, [key])
+
+
+def subgraphs(node: onnx.NodeProto):
+    """The graphs held in a node's attributes (a Loop's body, an If's branches)."""
+    for attr in node.attribute:
+        yield from [attr.g] if attr.HasField("g") else attr.graphs
+
+
+def all_graphs(graph: onnx.GraphProto):
+    """``graph`` and every graph nested in its nodes, outermost first."""
+    yield graph
+    for node in graph.node:
+        for sub in subgraphs(node):
+            yield from all_graphs(sub)
+
+
+def walk_nodes(nodes):
+    """Nodes and the nodes of their subgraphs."""
+    for node in nodes:
+        yield node
+        for graph in subgraphs(node):
+            yield from walk_nodes(graph.node)
+
+
+def _check_graph(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto]) -> None:
+    constants = dict(constants)
+    for init in graph.initializer:
+        _check_tensor(init, "initializer")
+        constants[init.name] = init
+    _check_nodes(graph.node, f"graph {graph.name!r}", constants)
+
+
+def _check_nodes(nodes, where: str, constants: dict[str, onnx.TensorProto]) -> None:
+    for node in nodes:
+        label = f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node (output {list(node.output)})"
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                _check_tensor(attr.t, f"{label}'s attribute {attr.name}")
+            for tensor in attr.tensors:
+                _check_tensor(tensor, f"{label}'s attribute {attr.name}")
+            if attr.HasField("sparse_tensor"):
+                raise ModelError(f"{label} has a sparse tensor attribute: onnxgrad reads dense tensors only. "
+                                 "Make it dense (a Constant with 'value').")
+        if node.domain in ("", "ai.onnx"):
+            if node.op_type == "Constant" and len(node.output) == 1:
+                for attr in node.attribute:
+                    if attr.name == "value" and attr.HasField("t"):
+                        constants[node.output[0]] = attr.t
+            elif node.op_type == "Loop":
+                _check_loop(node, label, constants)
+            elif node.op_type == "Scan":
+                _check_scan(node, label)
+            elif node.op_type == "If":
+                _check_if(node, label)
+        for graph in subgraphs(node):
+            _check_graph(graph, constants)
+
+
+def _body(node: onnx.NodeProto, name: str) -> onnx.GraphProto | None:
+    for attr in node.attribute:
+        if attr.name == name and attr.HasField("g"):
+            return attr.g
+    return None
+
+
+def _check_loop(node: onnx.NodeProto, label: str, constants: dict[str, onnx.TensorProto]) -> None:
+    body = _body(node, "body")
+    if body is None:
+        return  # the checker reports the missing body
+    carried = len(body.input) - 2
+    if len(node.input) != len(body.input) or carried < 0:
+        raise ModelError(
+            f"{label} has {len(node.input)} inputs but its body takes {len(body.input)} (trip count, condition, "
+            f"then {max(carried, 0)} loop-carried values): give the Loop one input per body input."
+        )
+    if len(body.output) != 1 + len(node.output) or len(body.output) < 1 + carried:
+        raise ModelError(
+            f"{label} has {len(node.output)} outputs but its body returns {len(body.output)} (the condition, "
+            f"{carried} loop-carried values, then scan outputs): the Loop needs one output per body output after "
+            "the condition."
+        )
+    trip = node.input[0]
+    if trip and trip in constants:
+        value = _scalar(constants[trip])
+        if value is not None and value > MAX_TRIP_COUNT:
+            raise ModelError(
+                f"{label} runs {value} iterations (constant trip count {trip!r}); onnxgrad accepts at most "
+                f"{MAX_TRIP_COUNT}: differentiating a Loop keeps every iteration's state. Lower the trip count."
+            )
+    cond = node.input[1] if len(node.input) > 1 else ""
+    if not trip and (not cond or _scalar(constants.get(cond)) not in (None, 0)) and _passes_condition(body):
+        raise ModelError(
+            f"{label} has no trip count and its body returns its condition unchanged, so it never ends: "
+            "give the Loop a trip count or compute the condition in the body."
+        )
+
+
+def _passes_condition(body: onnx.GraphProto) -> bool:
+    """Whether the body's condition output is its condition input, directly or through Identity."""
+    if len(body.input) < 2 or not body.output:
+        return False
+    producers = {out: n for n in body.node for out in n.output}
+    name = body.output[0].name
+    while name in producers and producers[name].op_type == "Identity" and producers[name].input:
+        name = producers[name].input[0]
+    return name == body.input[1].name
+
+
+def _scalar(tensor: onnx.TensorProto | None) -> int | None:
+    if tensor is None or tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return None
+    try:
+        array = onnx.numpy_helper.to_array(tensor)
+    except Exception:  # an undecodable value: _check_tensor reports the tensor itself
+        return None
+    if array.size != 1 or not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
+        return None
+    return int(array.reshape(()))
+
+
+def _check_scan(node: onnx.NodeProto, label: str) -> None:
+    body = _body(node, "body")
+    scans = next((a.i for a in node.attribute if a.name == "num_scan_inputs"), None)
+    if body is None or scans is None:
+        return
+    if not 0 < scans <= len(node.input) or len(node.input) != len(body.input):
+        raise ModelError(
+            f"{label} has {len(node.input)} inputs, num_scan_inputs={scans}, and its body takes {len(body.input)}: "
+            "give the Scan one input per body input, the last num_scan_inputs of them scanned."
+        )
+    if len(node.output) != len(body.output):
+        raise ModelError(
+            f"{label} has {len(node.output)} outputs but its body returns {len(body.output)}: "
+            "give the Scan one output per body output."
+        )
+
+
+def _check_if(node: onnx.NodeProto, label: str) -> None:
+    for name in ("then_branch", "else_branch"):
+        branch = _body(node, name)
+        if branch is not None and (len(branch.output) != len(node.output) or len(branch.input)):
+            raise ModelError(
+                f"{label}'s {name} returns {len(branch.output)} values for {len(node.output)} outputs "
+                f"(and takes {len(branch.input)} inputs): a branch takes no inputs and returns one value per output."
+            )
+
+
+def check_external_data(model: onnx.ModelProto, folder: str) -> None:
+    """Every external-data location must be a regular file inside ``folder`` after resolving symlinks.
+
+    Raises:
+        ModelError: naming the tensor and the location.
+    """
+    root = os.path.realpath(folder)
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        real = os.path.realpath(os.path.join(root, location))
+        if not location or os.path.isabs(location) or os.path.commonpath([root, real]) != root:
+            raise ModelError(
+                f"Tensor {tensor.name!r} reads external data from {location!r}, which resolves to {real!r}, outside "
+                f"the model's folder {root!r}: keep external data files (not symlinks to elsewhere) beside the model."
+            )
+        if not os.path.isfile(real):
+            raise ModelError(
+                f"Tensor {tensor.name!r} reads external data from {location!r}, which is not a file in {root!r}: "
+                "copy the data file beside the model (onnx.save(..., save_as_external_data=True) writes it)."
+            )
