@@ -13,7 +13,7 @@ and correct built-in gradients:
   ReduceProd (a tree of Muls, exact at zeros), RNN/GRU/LSTM (unrolled),
   GridSample (every mode and padding, 1 to 3 spatial axes),
   NegativeLogLikelihoodLoss, AffineGrid, CenterCropPad, DFT, ReverseSequence,
-  MaxUnpool and Col2Im (constant sizes);
+  MaxUnpool and Col2Im (constant sizes), Det (up to 4 x 4);
   ConvTranspose and Resize have gradients but no ConvTransposeGrad/ResizeGrad
   kernel on CPU;
 - wrong gradients: inference-mode Dropout back-propagates twice the gradient;
@@ -1265,6 +1265,32 @@ def _col2im(node, w, types) -> bool:
     return _conv_transpose(transposed, w, known)
 
 
+def _det(node, w, types) -> bool:
+    """Det of matrices up to 4 x 4 as its Leibniz sum (products of entries, one per permutation):
+    exact gradients, singular matrices included. No gradient in the builder."""
+    x = node.input[0]
+    shape = _shape(types, x)
+    if (shape is None or len(shape) < 2 or shape[-1] != shape[-2] or not 1 <= shape[-1] <= 4
+            or not _is_float(types, x)):
+        return False
+    size = shape[-1]
+    flat = w.op("Reshape", x, w.constant([*shape[:-2], size * size], np.int64))
+    total = None
+    for permutation in itertools.permutations(range(size)):
+        sign = np.linalg.det(np.eye(size)[list(permutation)])
+        factors = [w.op("Gather", flat, w.constant(np.array(row * size + col, np.int64)), axis=-1)
+                   for row, col in enumerate(permutation)]
+        term = factors[0]
+        for factor in factors[1:]:
+            term = w.op("Mul", term, factor)
+        if total is None:
+            total = term if sign > 0 else w.op("Neg", term)
+        else:
+            total = w.op("Add" if sign > 0 else "Sub", total, term)
+    w.node("Identity", [total], node.output)
+    return True
+
+
 def _affine_grid(node, w, types) -> bool:
     """AffineGrid as the (constant) grid of normalized positions times theta transposed, for a
     constant size: no gradient in the builder."""
@@ -1732,6 +1758,7 @@ _REWRITES: dict[str, Rewrite] = {
     "ReverseSequence": _reverse_sequence,
     "MaxUnpool": _max_unpool,
     "Col2Im": _col2im,
+    "Det": _det,
     "CenterCropPad": _center_crop_pad,
     "RNN": _recurrent,
     "GRU": _recurrent,
