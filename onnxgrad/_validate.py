@@ -192,10 +192,17 @@ def _check_graph(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto])
     for init in graph.initializer:
         _check_tensor(init, "initializer")
         constants[init.name] = init
-    _check_nodes(graph.node, f"graph {graph.name!r}", constants)
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in [*graph.input, *graph.value_info, *graph.output]
+        if v.type.WhichOneof("value") == "tensor_type" and v.type.tensor_type.HasField("shape")
+    }
+    ranks.update({init.name: len(init.dims) for init in graph.initializer})
+    _check_nodes(graph.node, f"graph {graph.name!r}", constants, ranks)
 
 
-def _check_nodes(nodes, where: str, constants: dict[str, onnx.TensorProto]) -> None:
+def _check_nodes(nodes, where: str, constants: dict[str, onnx.TensorProto], ranks: dict[str, int] | None = None) -> None:
+    ranks = ranks or {}
     for node in nodes:
         label = f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node (output {list(node.output)})"
         for attr in node.attribute:
@@ -206,7 +213,13 @@ def _check_nodes(nodes, where: str, constants: dict[str, onnx.TensorProto]) -> N
             if attr.HasField("sparse_tensor"):
                 raise ModelError(f"{label} has a sparse tensor attribute: onnxgrad reads dense tensors only. "
                                  "Make it dense (a Constant with 'value').")
+            if any(not _is_text(b) for b in [attr.s, *attr.strings]):
+                raise ModelError(
+                    f"{label}'s attribute {attr.name} is not UTF-8 text: the file is damaged. Re-export the model."
+                )
         if node.domain in ("", "ai.onnx"):
+            if node.op_type in _LOSSES:
+                _check_loss(node, label, ranks)
             if node.op_type == "Constant" and len(node.output) == 1:
                 for attr in node.attribute:
                     if attr.name == "value" and attr.HasField("t"):
@@ -219,6 +232,29 @@ def _check_nodes(nodes, where: str, constants: dict[str, onnx.TensorProto]) -> N
                 _check_if(node, label)
         for graph in subgraphs(node):
             _check_graph(graph, constants)
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# Losses whose gradients onnxgrad writes from the declared reduction and the scores' class axis.
+_LOSSES = ("SoftmaxCrossEntropyLoss", "NegativeLogLikelihoodLoss")
+
+
+def _check_loss(node: onnx.NodeProto, label: str, ranks: dict[str, int]) -> None:
+    reduction = next((a.s.decode() for a in node.attribute if a.name == "reduction"), "mean")
+    if reduction not in ("none", "sum", "mean"):
+        raise ModelError(f"{label} has reduction={reduction!r}: use 'none', 'sum' or 'mean'.")
+    if node.input and ranks.get(node.input[0], 2) < 2:
+        raise ModelError(
+            f"{label}'s scores {node.input[0]!r} have rank {ranks[node.input[0]]}; the loss takes [N, C, ...] "
+            "scores: add the batch axis (Unsqueeze) before the loss."
+        )
 
 
 def _body(node: onnx.NodeProto, name: str) -> onnx.GraphProto | None:

@@ -80,6 +80,16 @@ REFUSED = {
         g (float[1099511627776, 3] x) => (float[1099511627776, 3] y) { y = Relu(x) }""",
         r"tensor 'x' is declared with shape \[1099511627776, 3\].*Fix the declared shape",
     ),
+    "loss_on_rank_1_scores": (
+        """<ir_version: 8, opset_import: ["": 17]>
+        g (float[4] x, int64[4] t) => (float l) { l = SoftmaxCrossEntropyLoss(x, t) }""",
+        r"scores 'x' have rank 1; the loss takes \[N, C, ...\] scores",
+    ),
+    "loss_with_unknown_reduction": (
+        """<ir_version: 8, opset_import: ["": 17]>
+        g (float[4, 3] x, int64[4] t) => (float l) { l = NegativeLogLikelihoodLoss <reduction = "average"> (x, t) }""",
+        r"reduction='average': use 'none', 'sum' or 'mean'",
+    ),
     "opset_25": (
         """<ir_version: 10, opset_import: ["": 25]>
         g (float[2] x) => (float[2] y) { y = Relu(x) }""",
