@@ -332,9 +332,13 @@ class ForwardValueAndGrad:
     - ``get_by_list``: a tuple with one gradient per weight;
     - both: ``((input gradients), (weight gradients))``.
 
-    Int inputs get int zeros, except where they enter float math through a
-    Cast (then MindSpore's gradient, cast to the int dtype); inputs and weights
-    the outputs do not depend on get zeros.
+    Int inputs and int Parameters get MindSpore's int gradients: int math
+    (``x * 3`` gives 3s) is differentiated, a Cast passes the gradient back cast
+    to its source dtype (float to int truncates toward zero), and an output
+    cast to int passes its gradient back (not for PyTorch modules, as in
+    autograd). Int math onnxgrad cannot reproduce exactly is refused with an
+    ``UnsupportedGradientError``. Inputs and weights the outputs do not depend
+    on get zeros.
 
     Args:
         network: a :class:`~onnxgrad.Network` or loss cell, a path to an ONNX

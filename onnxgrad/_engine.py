@@ -17,7 +17,7 @@ import onnx
 from onnxgrad import _cache, _device, _gradient, _lower, _prepare
 from onnxgrad._network import Network
 from onnxgrad._session import Session, check_providers
-from onnxgrad.errors import GradientBuildError, InputError
+from onnxgrad.errors import GradientBuildError, InputError, RuntimeFailure
 
 __all__ = ["GradSpec", "GradientModel", "make_spec", "gradient_model", "run", "forward", "check_arguments"]
 
@@ -322,10 +322,16 @@ def run(
     device = (session.device if session.resident else _device.CPU) if on_device else None
     input_grads = [_input_grad(arrays[pos], layout.input_targets[pos], grads, device) for pos in spec.inputs]
     params = network._parameters
-    weight_grads = [
-        grads[name] if name in layout.weight_targets else _zeros(params[name].shape, params[name].dtype, device)
-        for name in spec.weights
-    ]
+    weight_grads = []
+    for name in spec.weights:
+        shadow = _prepare.int_shadow_name(name)
+        if name in layout.weight_targets:
+            weight_grads.append(grads[name])
+        elif shadow in layout.weight_targets:  # an int Parameter
+            grad = _int_gradient(np.asarray(_device.to_host(grads[shadow])), params[name].dtype, shadow)
+            weight_grads.append(grad if device is None else _device.to_device(grad, device))
+        else:
+            weight_grads.append(_zeros(params[name].shape, params[name].dtype, device))
     return values, input_grads, weight_grads
 
 
@@ -347,7 +353,7 @@ def _check_gradient_shapes(layout: _prepare.Layout, grads: dict[str, np.ndarray]
 
 
 def _input_grad(array: Any, targets: list[str], grads: dict[str, Any], device: _device.Device | None) -> Any:
-    """One input's gradient: its own, or the sum over the Casts of an int input, cast back.
+    """One input's or weight's gradient: its own, or an int one's read off its float64 shadow.
 
     ``device``: where OrtValue results live (None: numpy results).
     """
@@ -356,10 +362,27 @@ def _input_grad(array: Any, targets: list[str], grads: dict[str, Any], device: _
         return grads[targets[0]]
     if not targets:
         return _zeros(shape, dtype, device)
-    total = sum(_device.to_host(grads[name]) for name in targets)
-    # MindSpore casts the float gradient of an int input to the int dtype, truncating.
-    total = np.asarray(total).astype(dtype)
+    (target,) = targets
+    total = _int_gradient(np.asarray(_device.to_host(grads[target])), dtype, target)
     return total if device is None else _device.to_device(total, device)
+
+
+def _int_gradient(shadow_grad: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """An int tensor's gradient from its shadow's (exact integers in float64), as MindSpore's int math.
+
+    MindSpore's int gradients wrap around like any int arithmetic; Add, Mul and sums commute with
+    wrapping, so wrapping the exact value gives MindSpore's result. Past 2**53 float64 is not exact.
+    """
+    if dtype == np.bool_:
+        return shadow_grad != 0
+    if shadow_grad.size and np.abs(shadow_grad).max() >= 2.0**53:
+        raise RuntimeFailure(
+            f"The gradient of the int tensor {name.removeprefix(_prepare.INT_SHADOW_PREFIX)!r} reaches "
+            f"{np.abs(shadow_grad).max():.3g}, past 2**53, where onnxgrad's float64 int math is no longer exact "
+            "and cannot reproduce MindSpore's int result: scale the computation down or cast the tensor to a float "
+            "type in the model."
+        )
+    return shadow_grad.astype(np.int64).astype(dtype)
 
 
 def forward(

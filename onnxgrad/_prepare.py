@@ -13,9 +13,13 @@ The graph contract (the only place it is written down):
   cast to float32 (the builder seeds its gradient with a float32 1.0);
   without caller-given sensitivities ``sens_k`` is ones, which is
   ``ReduceSum(output_k)``: MindSpore's ``ones_like(outputs)`` seeding.
-- Gradients of int inputs: an int input has no gradient, except where it
-  enters float math through a Cast: then its gradient is the sum of the
-  gradients of those Cast outputs, cast back (MindSpore does this).
+- Gradients of int tensors (MindSpore's int semantics): an int input or
+  Parameter whose gradient is wanted gets a float64 shadow
+  ``INT_SHADOW_PREFIX + name``; the int math the gradient flows through is
+  computed again on the shadows, Casts between int and float become onnxgrad
+  functions with MindSpore's cast-back gradients, and an int output that has
+  a shadow is seeded through it. The gradient of the shadow is the int
+  gradient, in float64 (see "Int math" below).
 
 Preparation also fixes what the builder cannot take: input shapes are made
 concrete for the call's signature (ORT's Mul and AveragePool gradients break
@@ -185,8 +189,8 @@ def stopped_inputs(node: onnx.NodeProto) -> frozenset[int]:
     return _STOP_EDGES.get(node.op_type, frozenset())
 
 
-def gradient_sources(graph: onnx.GraphProto, targets: set[str], types: dict) -> set[str]:
-    """Tensors that a gradient flows back to from ``targets`` (through float edges only)."""
+def gradient_sources(graph: onnx.GraphProto, targets: set[str], types: dict, any_dtype: bool = False) -> set[str]:
+    """Tensors that a gradient flows back to from ``targets`` (through float edges only, unless ``any_dtype``)."""
     producer = {out: node for node in graph.node for out in node.output if out}
     found = set(targets)
     stack = list(targets)
@@ -199,7 +203,7 @@ def gradient_sources(graph: onnx.GraphProto, targets: set[str], types: dict) -> 
         outer = sorted(_node_outer_reads(node))
         for i, name in enumerate([*node.input, *outer]):
             elem = types.get(name, (onnx.TensorProto.FLOAT, None))[0]
-            if name and i not in stopped and name not in found and (elem in FLOAT_TYPES or elem == 0):
+            if name and i not in stopped and name not in found and (any_dtype or elem in FLOAT_TYPES or elem == 0):
                 found.add(name)
                 stack.append(name)
     return found
@@ -376,32 +380,31 @@ def prepare(
 
     outputs = [o.name for o in graph.output]
     output_types = [types.get(name, (o.type.tensor_type.elem_type, None)) for name, o in zip(outputs, graph.output)]
+    int_sources = {input_names[pos] for pos in grad_inputs} | set(grad_weights)
+    int_sources = {name for name in int_sources if types.get(name, (0,))[0] in _INT_TYPES}
+    # PyTorch's autograd passes no gradient through a cast to an int type; MindSpore does.
+    shadow, blocked = _shadow_int_math(graph, w, types, int_sources, from_float=model.producer_name != "pytorch")
     indices = range(len(outputs)) if contributing is None else contributing
-    differentiable = [k for k in indices if output_types[k][0] in FLOAT_TYPES]
+    differentiable = [k for k in indices if output_types[k][0] in FLOAT_TYPES or outputs[k] in shadow]
 
-    # Which tensors to differentiate: float inputs themselves, int inputs through their Casts.
+    # Which tensors to differentiate: float inputs themselves, int inputs and Parameters through their shadows.
     input_candidates: dict[int, list[str]] = {}
     for pos in grad_inputs:
         name = input_names[pos]
-        if types.get(name, (0,))[0] in FLOAT_TYPES:
-            input_candidates[pos] = [name]
-        else:
-            input_candidates[pos] = [
-                node.output[0]
-                for node in graph.node
-                if node.op_type == "Cast" and node.input[0] == name and types.get(node.output[0], (0,))[0] in FLOAT_TYPES
-            ]
+        wanted_x = name in shadow or types.get(name, (0,))[0] in FLOAT_TYPES
+        input_candidates[pos] = [shadow.get(name, name)] if wanted_x else []
+    weight_xs = [shadow.get(name, name) for name in grad_weights]
 
     sens_inputs: dict[int, str] = {}
     terms = []
     for k in differentiable:
-        out = outputs[k]
+        out = shadow.get(outputs[k], outputs[k])  # an int output: its shadow, seeded like the output
         if sens:
             sens_name = SENS_PREFIX + str(k)
             elem, shape = output_types[k]
             graph.input.append(helper.make_tensor_value_info(sens_name, elem, shape))
             sens_inputs[k] = sens_name
-            out = w.op("Mul", out, sens_name)
+            out = w.op("Mul", out, w.cast(sens_name, np.dtype(np.float64)) if outputs[k] in shadow else sens_name)
         term = w.reduce("ReduceSum", out, None, keepdims=False)
         if output_types[k][0] != onnx.TensorProto.FLOAT:
             # The builder seeds d(LOSS) with a float32 1.0, whatever the graph's dtype;
@@ -418,17 +421,165 @@ def prepare(
             loss = w.op("Add", loss, term)
         w.node("Identity", [loss], [LOSS])
         graph.output.append(helper.make_tensor_value_info(LOSS, onnx.TensorProto.FLOAT, []))
-        sources = gradient_sources(graph, {outputs[k] for k in differentiable}, types)
+        if shadow:
+            types = infer_types(prepared)
+            _refuse_unfollowed_int_math(graph, blocked, shadow, LOSS)
+        sources = gradient_sources(graph, {shadow.get(outputs[k], outputs[k]) for k in differentiable}, types)
         _refuse_crashing_kernels(graph, sources, types)
-        requested = {n for names in input_candidates.values() for n in names} | set(grad_weights)
+        requested = {n for names in input_candidates.values() for n in names} | set(weight_xs)
         _refuse_outer_scope_gradients(graph, sources, requested, types)
         _refuse_empty_tensors(graph, sources, types, model.graph)
         _refuse_hidden_gradients(graph, sources, requested, types, w)
         for pos, names in input_candidates.items():
             input_targets[pos] = [n for n in names if n in sources]
-        weight_targets = [name for name in grad_weights if name in sources]
+        weight_targets = [name for name in weight_xs if name in sources]
         # dict.fromkeys: de-duplicated, in a stable order.
-        wanted = [n for names in input_targets.values() for n in names] + [n for n in grad_weights if n in sources]
+        wanted = [n for names in input_targets.values() for n in names] + weight_targets
         xs = list(dict.fromkeys(wanted))
     x_types = {x: types.get(x, (0, None)) for x in xs}
     return Prepared(prepared, Layout(xs, input_targets, weight_targets, sens_inputs, output_types, x_types), types)
+
+
+# --- Int math, differentiated as MindSpore 2.10 does --------------------------------------------
+#
+# MindSpore differentiates int tensors in their own dtype: the gradient of int32 ``x * 3`` is int32 3s, and
+# a Cast's gradient is the incoming gradient cast back to the Cast's source dtype (truncation toward zero
+# for float to int). ONNX Runtime's builder differentiates float tensors only, so each int tensor the
+# gradient flows through gets a float64 copy (its "shadow", computed by the same op in float64), the Casts
+# between int and float become onnxgrad functions whose gradients do MindSpore's cast back, and the int
+# gradient read off the shadow is cast to the int dtype at the end. float64 holds every int up to 2**53
+# exactly, and Add/Sub/Mul/Neg/ReduceSum/MatMul on exact ints give exact ints, so the shadow's gradient
+# is MindSpore's int gradient while magnitudes stay below 2**53.
+
+#: Prefix of the float64 shadow of an int input or int Parameter whose gradient is wanted.
+INT_SHADOW_PREFIX = "onnxgrad/int_as_double/"
+
+_INT_TYPES = frozenset({
+    onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+    onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+    onnx.TensorProto.BOOL,
+})
+_NUMBER_INT_TYPES = _INT_TYPES - {onnx.TensorProto.BOOL}
+# Ops whose int result is their float64 result on exact ints (ring ops and data movement).
+_EXACT_INT_OPS = frozenset({
+    "Add", "Sub", "Mul", "Neg", "Sum", "MatMul", "ReduceSum", "Identity", "Reshape", "Transpose", "Squeeze",
+    "Unsqueeze", "Flatten", "Concat", "Slice", "Gather", "Expand", "Tile", "Where",
+})
+# Ops with no gradient in MindSpore (comparisons, index results): an int input there gets nothing back.
+_ZERO_GRADIENT_OPS = frozenset({
+    "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor", "ArgMax", "ArgMin",
+    "Shape", "Size", "NonZero", "OneHot", "ConstantOfShape", "Range",
+})
+# Control inputs (a condition, a trip count): no gradient, in MindSpore as in ONNX.
+_CONTROL_EDGES = {"If": frozenset({0}), "Loop": frozenset({0, 1})}
+_DOUBLE = onnx.TensorProto.DOUBLE
+
+
+def int_shadow_name(name: str) -> str:
+    """The graph name of the float64 shadow of the int input or Parameter ``name``."""
+    return INT_SHADOW_PREFIX + name
+
+
+def _int_boundary_function(w: GraphWriter, src: int, dst: int) -> str:
+    """``Cast`` from an int tensor's float64 shadow to float ``dst``; gradient: cast to ``src``, as MindSpore."""
+    name = f"IntToFloat_{src}_{dst}"
+    _cast_function(w, name, [helper.make_node("Cast", ["x"], ["y"], to=dst)], (
+        _custom_gradients.GradNode("Cast", ("GO(0)",), ("g_int",), {"to": src}),
+        _custom_gradients.GradNode("Cast", ("g_int",), ("GI(0)",), {"to": _DOUBLE}),
+    ))
+    return name
+
+
+def _float_to_int_function(w: GraphWriter, src: int, dst: int) -> str:
+    """``Cast`` from float ``src`` to int ``dst``, as a float64 shadow; gradient: cast back to ``src``."""
+    name = f"FloatToInt_{src}_{dst}"
+    body = [helper.make_node("Cast", ["x"], ["i"], to=dst), helper.make_node("Cast", ["i"], ["y"], to=_DOUBLE)]
+    _cast_function(w, name, body, (
+        # Through int64 into the int dtype: MindSpore's int gradient wraps around there.
+        _custom_gradients.GradNode("Cast", ("GO(0)",), ("g64",), {"to": onnx.TensorProto.INT64}),
+        _custom_gradients.GradNode("Cast", ("g64",), ("g_int",), {"to": dst}),
+        _custom_gradients.GradNode("Cast", ("g_int",), ("GI(0)",), {"to": src}),
+    ))
+    return name
+
+
+def _cast_function(w: GraphWriter, name: str, body: list, gradient: tuple) -> None:
+    opsets = [helper.make_opsetid("", w.opset)]
+    function = helper.make_function(_custom_gradients.DOMAIN, name, ["x"], ["y"], body, opsets)
+    w.add_function(function)
+    _custom_gradients.register(_custom_gradients.CustomGradient(name, gradient))
+
+
+def _shadow_int_math(
+    graph: onnx.GraphProto, w: GraphWriter, types: dict, sources: set[str], from_float: bool
+) -> tuple[dict[str, str], list]:
+    """Gives the int math the gradient flows through a float64 shadow (see above).
+
+    Args:
+        graph: the graph, changed in place.
+        w: its writer.
+        types: the graph's tensor types.
+        sources: the int inputs and Parameters whose gradients are wanted.
+        from_float: whether Casts from float to int start shadows too (MindSpore passes the gradient
+            back through them).
+
+    Returns:
+        ``{int tensor: its shadow}``, and the nodes that consume a shadowed tensor where onnxgrad
+        cannot follow MindSpore (refused later if their results reach the loss).
+    """
+    def elem(name):
+        return types.get(name, (0, None))[0]
+
+    shadow: dict[str, str] = {}
+    blocked: list[onnx.NodeProto] = []
+    nodes = list(graph.node)
+    new_nodes: list[onnx.NodeProto] = []
+    w.nodes = new_nodes
+    for name in sorted(sources):
+        shadow[name] = w.node("Cast", [name], [int_shadow_name(name)], to=_DOUBLE)[0]
+    for node in nodes:
+        stopped = stopped_inputs(node) | _CONTROL_EDGES.get(node.op_type, frozenset())
+        data = [(i, x) for i, x in enumerate(node.input) if x and i not in stopped]
+        shadowed = [x for _, x in data if x in shadow]
+        to = next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+        if from_float and node.op_type == "Cast" and elem(node.input[0]) in FLOAT_TYPES and to in _NUMBER_INT_TYPES:
+            name = _float_to_int_function(w, elem(node.input[0]), to)
+            shadow[node.output[0]] = w.node(name, [node.input[0]], 1, domain=_custom_gradients.DOMAIN)[0]
+        elif not shadowed:
+            pass
+        elif node.op_type == "Cast" and to in FLOAT_TYPES:
+            name = _int_boundary_function(w, elem(node.input[0]), to)
+            w.node(name, [shadow[node.input[0]]], list(node.output), domain=_custom_gradients.DOMAIN)
+            continue  # the original Cast goes: its output now comes from the shadow
+        elif node.op_type == "Cast" and to in _NUMBER_INT_TYPES:
+            shadow[node.output[0]] = w.op("Identity", shadow[node.input[0]])
+        elif node.domain == "" and node.op_type in _EXACT_INT_OPS and all(elem(o) in _INT_TYPES for o in node.output):
+            inputs = list(node.input)
+            for i, x in data:
+                inputs[i] = shadow[x] if x in shadow else w.cast(x, np.dtype(np.float64))
+            outs = w.node(node.op_type, inputs, len(node.output))
+            w.nodes[-1].attribute.extend(node.attribute)
+            shadow.update(zip(node.output, outs))
+        elif node.op_type not in _ZERO_GRADIENT_OPS:
+            blocked.append(node)
+        new_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    w.nodes = graph.node
+    return shadow, blocked
+
+
+def _refuse_unfollowed_int_math(graph: onnx.GraphProto, blocked: list, shadow: dict, target: str) -> None:
+    """An int op onnxgrad cannot differentiate as MindSpore does, on the way to the loss, is refused."""
+    reach = gradient_sources(graph, {target}, {}, any_dtype=True)
+    for node in blocked:
+        if any(out in reach for out in node.output):
+            int_inputs = [x for x in node.input if x in shadow]
+            raise UnsupportedGradientError(
+                f"The {node.op_type} node {node.name or node.output[0]!r} computes on the int tensor(s) "
+                f"{int_inputs}, whose gradient MindSpore takes in int math, and onnxgrad follows int math only "
+                f"through {', '.join(sorted(_EXACT_INT_OPS))} and Casts. Cast the int tensor to a float type "
+                "before this op, or ask for no gradient of the int inputs and Parameters it depends on.",
+                op_type=node.op_type,
+                node=node.name,
+            )

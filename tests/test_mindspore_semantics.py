@@ -3,6 +3,7 @@ compared with MindSpore 2.10's own results computed in the same run."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -205,3 +206,110 @@ def test_a_custom_bprop_is_refused_not_ignored():
     assert not np.allclose(2 * y, np.ones_like(y)), "the example must tell the two gradients apart"
     with pytest.raises(onnxgrad.ConversionError, match=r"ClippedGradient \(at 'inner'\) defines a custom bprop"):
         onnxgrad.ForwardValueAndGrad(net, weights, get_all=True, get_by_list=True)(x)
+
+
+# --- Int math, as MindSpore 2.10 differentiates it ----------------------------------------------
+
+
+def _int(*values, dtype=np.int32):
+    return np.array(values, dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class IntCase:
+    """One int-semantics case: a cell of ``ms_special_nets``, its inputs and flags, and why it is here."""
+
+    cell: str
+    inputs: tuple
+    flags: tuple = ()
+    weights: bool = False
+    notes: str = ""
+
+
+X_INT = _int(1, -2, 3)
+X_FLOAT = np.array([1.0, -2.0, 3.3], np.float32)
+INT_CASES = {
+    "times3": IntCase("IntTimes3", (X_INT,), notes="int math alone: int32 3s"),
+    "times3_int64": IntCase("IntTimes3", (_int(1, -2, 3, dtype=np.int64),)),
+    "times3_sens": IntCase("IntTimes3", (X_INT, _int(1, 2, -3)), (("sens_param", True),), notes="an int sens"),
+    "times3_wraps": IntCase(
+        "IntTimes3", (X_INT, _int(2**30, -(2**30), 7)), (("sens_param", True),),
+        notes="3 * 2**30 wraps around in int32 as in MindSpore"),
+    "two_int_inputs": IntCase("IntMul", (X_INT, _int(4, 5, -6)), (("get_all", True),)),
+    "cast_times_weight": IntCase(
+        "IntCastWeight", (X_INT,), (("get_all", True), ("get_by_list", True)), weights=True,
+        notes="the float gradient 3.75 truncated to 3 at the Cast"),
+    "truncated_at_each_cast": IntCase(
+        "IntMathThenCast", (X_INT, _int(4, 5, -6)), (("get_all", True),),
+        notes="2.5 truncates to 2 at the Cast, before int math multiplies it by 3 (6, not 7)"),
+    "int_parameter": IntCase("IntParam", (X_FLOAT,), (("get_all", True), ("get_by_list", True)), weights=True),
+    "int_parameter_only": IntCase("IntParam", (X_FLOAT,), (("get_by_list", True),), weights=True),
+    "output_cast_to_int": IntCase("OutputToInt", (X_FLOAT,), notes="the gradient passes back through the Cast"),
+    "output_cast_to_int_sens": IntCase("OutputToInt", (X_FLOAT, _int(1, 2, -3)), (("sens_param", True),)),
+    "float_to_int_math": IntCase("FloatToIntMath", (X_FLOAT,), notes="1.5 truncates to 1 on its way back"),
+    "floor_division": IntCase("IntFloorDiv", (X_INT,), notes="Floor: zero gradient"),
+    "bool_input": IntCase("BoolScale", (np.array([True, False, True]),)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INT_CASES))
+def test_int_math_is_differentiated_as_in_mindspore(name):
+    import ms_special_nets as special
+
+    case = INT_CASES[name]
+    net = getattr(special, case.cell)()
+    weights = ms.ParameterTuple(net.trainable_params()) if case.weights else None
+    inputs = [Tensor(a) for a in case.inputs]
+    expected = ms_nn.ForwardValueAndGrad(net, weights, **dict(case.flags))(*inputs)
+    actual = onnxgrad.ForwardValueAndGrad(net, weights, **dict(case.flags))(*inputs)
+    assert_trees_close(actual, expected, **TOLERANCE)
+
+
+def test_int_math_without_a_float64_equivalent_is_refused():
+    import ms_special_nets as special
+
+    net = special.IntRealDiv()
+    x = Tensor(X_INT)
+    # MindSpore returns a float32 gradient for an int input here; onnxgrad's graph holds an int Div.
+    assert ms_nn.ForwardValueAndGrad(net)(x)[1].dtype == ms.float32
+    with pytest.raises(onnxgrad.UnsupportedGradientError, match=r"The Div node .* computes on the int tensor"):
+        onnxgrad.ForwardValueAndGrad(net)(x)
+
+
+def test_an_int_gradient_past_float64_exactness_is_refused():
+    import ms_special_nets as special
+
+    net = special.IntTimes3()
+    x, sens = Tensor(_int(1, 2, dtype=np.int64)), Tensor(_int(2**52, 1, dtype=np.int64))
+    # MindSpore's int64 gradient 3 * 2**52 is exact; float64 cannot hold it exactly.
+    assert ms_nn.ForwardValueAndGrad(net, sens_param=True)(x, sens)[1].asnumpy()[0] == 3 * 2**52
+    with pytest.raises(onnxgrad.RuntimeFailure, match=r"gradient of the int tensor .* past 2\*\*53"):
+        onnxgrad.ForwardValueAndGrad(net, sens_param=True)(x, sens)
+
+
+def test_pytorch_modules_keep_autograds_rule_for_casts_to_int():
+    torch = pytest.importorskip("torch")
+
+    class RoundTrip(torch.nn.Module):
+        """A float through ``.long()`` and back (no gradient in autograd), plus int math cast to float."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor([0.5, 1.5, -2.0]))
+
+        def forward(self, x, i):
+            return (x * 2.6).long().float() * self.w * 1.5 + (i * 3).float() * x
+
+    module = RoundTrip()
+    x, i = torch.tensor([1.0, -2.0, 3.3]), torch.tensor([1, -2, 3])
+    xr = x.clone().requires_grad_(True)
+    out = module(xr, i)
+    x_grad, w_grad = torch.autograd.grad(out.sum(), [xr, module.w])
+    value, ((ours_x, ours_i), (ours_w,)) = onnxgrad.ForwardValueAndGrad(
+        module, weights=list(module.parameters()), get_all=True, get_by_list=True)(x, i)
+    np.testing.assert_allclose(value.numpy(), out.detach().numpy(), **TOLERANCE)
+    np.testing.assert_allclose(ours_x.numpy(), x_grad.numpy(), **TOLERANCE)
+    np.testing.assert_allclose(ours_w.numpy(), w_grad.numpy(), **TOLERANCE)
+    # The int input (no gradient in autograd) follows the int rules: x truncated at the Cast, times 3.
+    assert ours_i.dtype == torch.int64
+    np.testing.assert_array_equal(ours_i.numpy(), np.trunc(x.numpy()).astype(np.int64) * 3)
