@@ -29,7 +29,14 @@ from onnx import helper
 from onnxgrad import _engine, _export, _prepare
 from onnxgrad._graph import FLOAT_TYPES, TensorInfo
 from onnxgrad._network import Network, load
-from onnxgrad.errors import GradientBuildError, InputError, UnsupportedGradientError
+from onnxgrad.errors import (
+    GradientBuildError,
+    InputError,
+    ModelError,
+    OnnxGradError,
+    RuntimeFailure,
+    UnsupportedGradientError,
+)
 
 __all__ = [
     "InspectReport",
@@ -39,6 +46,7 @@ __all__ = [
     "SourceRow",
     "BlockingNode",
     "inspect_model",
+    "inspect_isolated",
     "to_text",
 ]
 
@@ -282,6 +290,80 @@ def _find_blocking_types(
     return blocked, f"more than {MAX_BLOCKING_TYPES} op types block the gradient; stopped searching"
 
 
+#: Seconds the isolated analysis of :func:`inspect_isolated` may take.
+ISOLATED_TIMEOUT_S = 300.0
+
+
+def inspect_isolated(
+    path: str | os.PathLike, shapes: Mapping[str, Sequence[int]] | None = None, timeout: float = ISOLATED_TIMEOUT_S
+) -> tuple[str, dict[str, Any]]:
+    """:func:`inspect_model` in a child process, for files that may not be trustworthy.
+
+    ONNX shape inference and the gradient builder are native code: a model onnxgrad's checks
+    miss could still crash or hang them. Here that ends the child, not the caller.
+
+    Args:
+        path: the ``.onnx`` file.
+        shapes: as for :func:`inspect_model`.
+        timeout: seconds before the analysis counts as hung.
+
+    Returns:
+        ``(to_text(report), report.to_dict())``.
+
+    Raises:
+        OnnxGradError: the subclass :func:`inspect_model` raised, with its message.
+        RuntimeFailure: the analysis crashed or did not finish in ``timeout`` seconds.
+    """
+    import json
+    import subprocess
+    import sys
+
+    from onnxgrad import errors
+
+    request = json.dumps({"path": os.fspath(path), "shapes": {k: list(v) for k, v in (shapes or {}).items()}})
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", "from onnxgrad._inspect import _isolated_child; _isolated_child()"],
+            input=request, capture_output=True, text=True, timeout=timeout, env=env,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise RuntimeFailure(
+            f"Inspecting {os.fspath(path)!r} did not finish in {timeout:g} s: the model makes ONNX or ONNX Runtime "
+            "hang. Check the model's Loop/Scan trip counts and sizes."
+        ) from err
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        native = (proc.stderr.strip().splitlines() or [""])[-1][:300]
+        raise RuntimeFailure(
+            f"Inspecting {os.fspath(path)!r} crashed the analysis process (exit status {proc.returncode}"
+            f"{': ' + native if native else ''}): the model makes ONNX or ONNX Runtime crash. Check it with "
+            "onnx.checker.check_model(full_check=True) and report it to onnxgrad if it is valid."
+        )
+    result = json.loads(lines[-1])
+    if "error" in result:
+        raise getattr(errors, result["error"], errors.OnnxGradError)(result["message"])
+    return result["text"], result["report"]
+
+
+def _isolated_child() -> None:
+    """The child of :func:`inspect_isolated`: a JSON request on stdin, one JSON line on stdout."""
+    import json
+    import sys
+
+    from onnxgrad.errors import OnnxGradError
+
+    request = json.loads(sys.stdin.read())
+    try:
+        report = inspect_model(request["path"], request["shapes"] or None)
+        result: dict[str, Any] = {"text": to_text(report), "report": report.to_dict()}
+    except OnnxGradError as err:
+        result = {"error": type(err).__name__, "message": str(err)}
+    print(json.dumps(result))
+
+
 def inspect_model(
     path: str | os.PathLike, shapes: Mapping[str, Sequence[int]] | None = None
 ) -> InspectReport:
@@ -306,6 +388,20 @@ def inspect_model(
         (True, ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias'])
     """
     network = load(path)
+    try:
+        return _inspect_network(network, path, shapes)
+    except OnnxGradError:
+        raise
+    except Exception as err:  # what load's checks let through: still a typed error, never a traceback
+        raise ModelError(
+            f"Inspecting {os.fspath(path)!r} failed ({type(err).__name__}: {err}). Check the model with "
+            "onnx.checker.check_model(full_check=True); if it passes, please report this with the model."
+        ) from err
+
+
+def _inspect_network(
+    network: Network, path: str | os.PathLike, shapes: Mapping[str, Sequence[int]] | None
+) -> InspectReport:
     header = onnx.load(os.fspath(path), load_external_data=False)
     graph = network.model.graph
     params = network.parameters_dict()

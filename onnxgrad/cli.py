@@ -273,11 +273,12 @@ def _print_notes(notes: Sequence[str], hint: str = "") -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    report = _inspect.inspect_model(args.model, _shapes(args.shape))
+    # In a child process: a model that crashes native code ends the child, not this command.
+    text, report = _inspect.inspect_isolated(args.model, _shapes(args.shape))
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps(report, indent=2))
     else:
-        print(_inspect.to_text(report))
+        print(text)
     return EXIT_OK
 
 

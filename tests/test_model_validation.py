@@ -242,3 +242,26 @@ def test_newer_opsets_are_converted_down(opset):
     assert [o.version for o in net.model.opset_import if o.domain == ""] == [21]
     x = np.array([[0.5, -1.0, 0.25], [1.0, 2.0, -0.5]], np.float32)
     check_grads(net, (x,))
+
+
+def test_inspect_refuses_a_crashing_model_in_one_line(tmp_path):
+    # Before: inspect's trial build ran shape inference on the recursive function and the command segfaulted.
+    path = tmp_path / "recursive.onnx"
+    onnx.save(parser.parse_model(REFUSED["recursive_function"][0]), path)
+    proc = subprocess.run([sys.executable, "-m", "onnxgrad", "inspect", str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("onnxgrad: error: Model-local function local.f calls itself")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_inspect_survives_a_crash_of_its_analysis(tmp_path, monkeypatch):
+    # Whatever native crash the checks miss ends the child process; the caller gets a RuntimeFailure.
+    crasher = tmp_path / "python"
+    crasher.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    crasher.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(crasher))
+    from onnxgrad import _inspect
+
+    with pytest.raises(onnxgrad.RuntimeFailure, match=r"crashed the analysis process \(exit status -11"):
+        _inspect.inspect_isolated("models/seed_net.onnx")
