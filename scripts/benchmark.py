@@ -1025,7 +1025,7 @@ def targets(report: dict[str, Any]) -> list[str]:
     models = report["models"]
     busy = contention(report)
     caveat = " (unreliable: the machine was busy)" if busy is not None and busy[0] > BUSY_WARNING else ""
-    out = [f"Issue 6 targets{caveat}:"]
+    out = [f"Targets{caveat}:"]
 
     def line(ok: bool | None, text: str) -> None:
         mark = "n/a " if ok is None else ("pass" if ok else "FAIL")
