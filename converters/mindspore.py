@@ -27,7 +27,7 @@ exporter does, as observed (``tests/test_mindspore_converter.py`` pins it):
   (its compile cache); :func:`to_onnx` clears the cached export first.
 - ``mindspore.export(file_format="ONNX")`` logs that it will be replaced by
   ``mindspore.onnx.export``, which writes the same model and has the same
-  cache problem.
+  cache problem; onnxgrad calls ``mindspore.onnx.export`` where it exists.
 
 MindSpore is imported on first use, so importing this module does not need it.
 """
@@ -35,6 +35,7 @@ MindSpore is imported on first use, so importing this module does not need it.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import re
@@ -159,6 +160,14 @@ def _export_with_loss(cell: Any, inputs: list[np.ndarray]) -> onnx.ModelProto:
     return onnxgrad.nn.attach_loss(backbone, loss_fn, inputs[-1].dtype)
 
 
+def _onnx_exporter() -> Any:
+    """``mindspore.onnx`` where this MindSpore has it (it replaces ``mindspore.export(file_format="ONNX")``)."""
+    try:
+        return importlib.import_module("mindspore.onnx")
+    except ImportError:
+        return None
+
+
 def _export(cell: Any, inputs: list[np.ndarray]) -> onnx.ModelProto:
     """``mindspore.export`` into a temporary directory, checked and loaded."""
     ms = _mindspore()
@@ -169,7 +178,11 @@ def _export(cell: Any, inputs: list[np.ndarray]) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as tmp:
         path = os.path.join(tmp, "model")
         try:
-            ms.export(cell, *tensors, file_name=path, file_format="ONNX")
+            exporter = _onnx_exporter()
+            if exporter is not None:  # MindSpore's replacement: no deprecation warning
+                exporter.export(cell, *tensors, file_name=path)
+            else:
+                ms.export(cell, *tensors, file_name=path, file_format="ONNX")
         except Exception as err:  # MindSpore raises RuntimeError, TypeError, KeyError, ValueError...
             raise _export_error(cell, err) from err
         finally:

@@ -470,8 +470,8 @@ _ZERO_GRADIENT_OPS = frozenset({
     "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor", "ArgMax", "ArgMin",
     "Shape", "Size", "NonZero", "OneHot", "ConstantOfShape", "Range",
 })
-# Control inputs (a condition, a trip count): no gradient, in MindSpore as in ONNX.
-_CONTROL_EDGES = {"If": frozenset({0}), "Loop": frozenset({0, 1})}
+# Ops whose int input is data of another type than their result: not followed (refused on the way to the loss).
+_INT_DATA_TO_FLOAT_OPS = frozenset({"DequantizeLinear"})
 _DOUBLE = onnx.TensorProto.DOUBLE
 
 
@@ -538,8 +538,8 @@ def _shadow_int_math(
     for name in sorted(sources):
         shadow[name] = w.node("Cast", [name], [int_shadow_name(name)], to=_DOUBLE)[0]
     for node in nodes:
-        stopped = stopped_inputs(node) | _CONTROL_EDGES.get(node.op_type, frozenset())
-        data = [(i, x) for i, x in enumerate(node.input) if x and i not in stopped]
+        stopped = stopped_inputs(node)
+        data = [(i, x) for i, x in enumerate(node.input) if x and i not in stopped and _carries_data(node, i, w.opset)]
         shadowed = [x for _, x in data if x in shadow]
         to = next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
         if from_float and node.op_type == "Cast" and elem(node.input[0]) in FLOAT_TYPES and to in _NUMBER_INT_TYPES:
@@ -547,8 +547,8 @@ def _shadow_int_math(
             shadow[node.output[0]] = w.node(name, [node.input[0]], 1, domain=_custom_gradients.DOMAIN)[0]
         elif not shadowed:
             pass
-        elif node.op_type == "Cast" and to in FLOAT_TYPES:
-            name = _int_boundary_function(w, elem(node.input[0]), to)
+        elif node.op_type in ("Cast", "CastLike") and (to or elem(node.output[0])) in FLOAT_TYPES:
+            name = _int_boundary_function(w, elem(node.input[0]), to or elem(node.output[0]))
             w.node(name, [shadow[node.input[0]]], list(node.output), domain=_custom_gradients.DOMAIN)
             continue  # the original Cast goes: its output now comes from the shadow
         elif node.op_type == "Cast" and to in _NUMBER_INT_TYPES:
@@ -567,6 +567,22 @@ def _shadow_int_math(
     graph.node.extend(new_nodes)
     w.nodes = graph.node
     return shadow, blocked
+
+
+def _carries_data(node: onnx.NodeProto, index: int, opset: int) -> bool:
+    """Whether input ``index`` of ``node`` is data flowing into its result: typed like an output in the op's
+    schema (an index, a size, a condition or a trip count is typed otherwise and takes no gradient)."""
+    if node.op_type in _INT_DATA_TO_FLOAT_OPS or node.op_type in ("Cast", "CastLike"):
+        return index == 0
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+    except onnx.defs.SchemaError:
+        return True  # not a standard op: assume data, so that it is refused rather than ignored
+    if not schema.inputs:
+        return False
+    formal = schema.inputs[min(index, len(schema.inputs) - 1)].type_str
+    variables = {c.type_param_str for c in schema.type_constraints}
+    return formal in variables and formal in {o.type_str for o in schema.outputs}
 
 
 def _refuse_unfollowed_int_math(graph: onnx.GraphProto, blocked: list, shadow: dict, target: str) -> None:

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import io
 import json
 import logging
 import math
 import os
 import pathlib
+import re
 import time
 from typing import Any, Callable, Iterator
 
@@ -60,6 +62,9 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "deployable_model",
+    "check_labels",
+    "TrainingInterrupted",
+    "remove_stale_temporaries",
 ]
 
 logger = logging.getLogger(__name__)
@@ -116,12 +121,14 @@ class TrainConfig:
         data: an ``.npz`` or ``.csv`` file, or :data:`DIGITS` (the default).
         x_key: NPZ array holding the inputs.
         y_key: NPZ array holding the labels.
-        label_column: CSV column holding the labels (negative counts from the end).
+        label_column: CSV column holding the labels: an index (negative counts
+            from the end) or the name of a header column.
         loss: a name from :func:`loss_names`.
         reduction: the loss's reduction (``mean``, ``sum`` or ``none``).
         optimizer: ``sgd``, ``momentum`` or ``adam``.
         learning_rate: None: the optimizer's default (:data:`OPTIMIZERS`).
-        momentum: momentum of ``sgd`` and ``momentum``.
+        momentum: momentum of ``sgd`` and ``momentum``. None: 0 for ``sgd``
+            (plain SGD, as ``torch.optim.SGD``), 0.9 for ``momentum``.
         nesterov: Nesterov momentum (``sgd``, ``momentum``).
         weight_decay: L2 penalty added to the gradients.
         beta1: Adam's first-moment decay.
@@ -132,6 +139,8 @@ class TrainConfig:
         seed: seeds the split and the per-epoch shuffling.
         out_dir: where the outputs go.
         resume: a checkpoint to resume from (None: start fresh).
+        force: start fresh even if ``out_dir`` holds a checkpoint (which is
+            overwritten); without it such a run is refused.
         provider: the ONNX Runtime execution provider, e.g.
             ``CUDAExecutionProvider`` (the CPU provider backs up kernels it
             lacks). On a device the weights and the optimizer state stay there
@@ -142,12 +151,12 @@ class TrainConfig:
     data: str = DIGITS
     x_key: str = "x"
     y_key: str = "y"
-    label_column: int = -1
+    label_column: int | str = -1
     loss: str = "sparse_softmax_ce"
     reduction: str = "mean"
     optimizer: str = "adam"
     learning_rate: float | None = None
-    momentum: float = 0.9
+    momentum: float | None = None
     nesterov: bool = False
     weight_decay: float = 0.0
     beta1: float = 0.9
@@ -158,6 +167,7 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = DEFAULT_OUT_DIR
     resume: str | None = None
+    force: bool = False
     provider: str = "CPUExecutionProvider"
 
 
@@ -218,6 +228,20 @@ class TrainResult:
     curve_path: str | None
     metrics_path: str
     notes: list[str] = dataclasses.field(default_factory=list)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C); what the last finished epoch left is saved.
+
+    Attributes:
+        epoch: the epoch the checkpoint, ``model.onnx`` and ``metrics.json``
+            hold (None: no epoch finished, nothing was written).
+        result: the result as of that epoch (None when nothing was written).
+    """
+
+    def __init__(self, epoch: int | None, result: TrainResult | None) -> None:
+        super().__init__(epoch)
+        self.epoch, self.result = epoch, result
 
 
 @dataclasses.dataclass
@@ -282,7 +306,7 @@ def _read_npz(path: str, x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray
         raise InputError(f"{path!r} is not a readable .npz file ({type(err).__name__}: {err}).") from err
 
 
-def _read_csv(path: str, label_column: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_csv(path: str, label_column: int | str) -> tuple[np.ndarray, np.ndarray]:
     with open(path, encoding="utf-8") as handle:
         first = handle.readline()
     delimiter = ";" if first.count(";") > first.count(",") else ","
@@ -291,6 +315,12 @@ def _read_csv(path: str, label_column: int) -> tuple[np.ndarray, np.ndarray]:
         skip = 0
     except ValueError:
         skip = 1  # a header row
+    if isinstance(label_column, str):
+        header = [name.strip().strip('"') for name in first.split(delimiter)] if skip else []
+        if label_column not in header:
+            found = f"its header has {header}" if header else "it has no header row"
+            raise InputError(f"{path!r} has no column named {label_column!r} ({found}): pass a header name or an index.")
+        label_column = header.index(label_column)
     try:
         table = np.loadtxt(path, delimiter=delimiter, skiprows=skip, dtype=np.float64, ndmin=2)
     except ValueError as err:
@@ -388,9 +418,11 @@ def make_optimizer(config: TrainConfig, params: ParameterTuple) -> optim.Optimiz
         raise InputError(f"Unknown optimizer {config.optimizer!r}: choose one of {sorted(OPTIMIZERS)}.")
     lr = OPTIMIZERS[name] if config.learning_rate is None else config.learning_rate
     if name == "sgd":
-        return optim.SGD(params, lr, config.momentum, config.weight_decay, config.nesterov)
+        momentum = 0.0 if config.momentum is None else config.momentum
+        return optim.SGD(params, lr, momentum, config.weight_decay, config.nesterov)
     if name == "momentum":
-        return optim.Momentum(params, lr, config.momentum, config.weight_decay, use_nesterov=config.nesterov)
+        momentum = 0.9 if config.momentum is None else config.momentum
+        return optim.Momentum(params, lr, momentum, config.weight_decay, use_nesterov=config.nesterov)
     return optim.Adam(params, lr, config.beta1, config.beta2, weight_decay=config.weight_decay)
 
 
@@ -463,7 +495,14 @@ def resolve_model(spec: str | None, example: np.ndarray) -> tuple[Network, str]:
     obj = _import_object(spec)
     frontend = _frontend_for(obj, spec)
     if frontend is None and callable(obj):
-        obj = obj()  # a class or a factory
+        try:
+            obj = obj()  # a class or a factory
+        except TypeError as err:  # a constructor that needs arguments
+            raise InputError(
+                f"{spec!r} cannot be built without arguments ({err}): point --model at an instance, or at a function "
+                "that builds the network with its arguments, e.g. `def model(): return Linear(64, 10)` in a module "
+                "of yours, then --model yourmodule:model."
+            ) from err
         frontend = _frontend_for(obj, spec)
     if frontend is None:
         raise InputError(
@@ -472,6 +511,15 @@ def resolve_model(spec: str | None, example: np.ndarray) -> tuple[Network, str]:
         )
     try:
         model = frontend.export([example])
+    except ConversionError as err:
+        if "failed on the example inputs" not in str(err):
+            raise
+        # The front-end's advice (pass other example inputs) is for the Python API; the CLI has the data.
+        raise InputError(
+            f"{spec!r} does not run on the data: {str(err).split('). ')[0]}). The data's samples have shape "
+            f"{list(example.shape[1:])} and dtype {example.dtype}: make the network's first layer take samples "
+            "of that shape, or pass data (--data) whose samples fit the network."
+        ) from err
     except OnnxGradError:
         raise
     except Exception as err:
@@ -486,8 +534,71 @@ def resolve_model(spec: str | None, example: np.ndarray) -> tuple[Network, str]:
 # Checkpoints
 
 
-def _write_npz(handle, arrays: dict[str, np.ndarray]) -> None:
-    np.savez(handle, **arrays)
+#: Temporary files of an atomic write: ``<name>.tmp-<pid>`` (``.png`` after it for the curve).
+_TEMPORARY = re.compile(r"\.tmp-(\d+)(\.png)?$")
+
+
+def _write_file(handle: Any, data: bytes) -> None:
+    """Writes ``data`` and flushes it to disk."""
+    handle.write(data)
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    """Writes ``path`` through a temporary file and one rename; a failed write leaves no file behind.
+
+    Raises:
+        InputError: the file cannot be written (e.g. the disk is full); the previous one is intact.
+    """
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as handle:
+            _write_file(handle, data)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise InputError(
+            f"Cannot write {path!r} ({err.strerror or err}): free some disk space or choose another --out-dir "
+            "(the previous file is intact)."
+        ) from None  # the cause is in the message; a chained traceback would only repeat it
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process, or a platform without signal 0: keep its files
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Removes the temporary files that killed runs left in ``folder``; returns their paths.
+
+    Only files whose writer process is gone are removed: a run still writing
+    into the same folder keeps its own.
+    """
+    removed = []
+    for entry in sorted(pathlib.Path(folder).iterdir()):
+        match = _TEMPORARY.search(entry.name)
+        if match is None or not entry.is_file():
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or _process_alive(pid):
+            continue
+        try:
+            entry.unlink()
+        except OSError as err:
+            logger.warning("cannot remove %s, left by a killed run: %s", entry, err)
+            continue
+        removed.append(str(entry))
+    if removed:
+        logger.info("removed %d temporary file(s) left by killed runs: %s", len(removed), ", ".join(removed))
+    return removed
 
 
 def save_checkpoint(path: str | os.PathLike, network: Network, optimizer: optim.Optimizer, meta: dict) -> None:
@@ -496,21 +607,17 @@ def save_checkpoint(path: str | os.PathLike, network: Network, optimizer: optim.
     The data goes to a temporary file in the same folder, is flushed to disk,
     and then replaces ``path`` in one rename: an interrupted write leaves the
     previous checkpoint intact.
+
+    Raises:
+        InputError: the checkpoint cannot be written (e.g. the disk is full).
     """
     path = os.fspath(path)
     arrays = {f"param/{p.name}": p.value for p in network.trainable_params()}
     arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
     arrays["meta"] = np.array(json.dumps({"format": _FORMAT, **meta}))
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as handle:
-            _write_npz(handle, arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    buffer = io.BytesIO()  # built in memory: only plain writes can meet a full disk
+    np.savez(buffer, **arrays)
+    _write_atomically(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike, network: Network, optimizer: optim.Optimizer) -> dict:
@@ -625,6 +732,45 @@ def deployable_model(backbone: Network, converted: bool, samples: np.ndarray) ->
 # Training
 
 
+def _class_count(logits_shape: tuple) -> int | None:
+    classes = logits_shape[-1] if len(logits_shape) >= 2 else None
+    return classes if isinstance(classes, int) and classes > 1 else None
+
+
+def check_labels(y: np.ndarray, loss_fn: nn.LossFn, logits_shape: tuple, source: str) -> np.ndarray:
+    """Checks the labels of the whole data set before training; returns them (integer-valued floats as int64).
+
+    Raises:
+        InputError: labels that are not numbers, not finite, or not classes of
+            the model's output (negative, e.g. -1 for "unlabelled", or too large).
+    """
+    if y.dtype.kind not in "biuf":
+        raise InputError(f"The labels of {source} have dtype {y.dtype}: labels must be numbers (class indices or targets).")
+    allowed = loss_fn.label_dtypes()
+    takes_ints = any(d.kind in "iu" for d in allowed) or not any(d.kind == "f" for d in allowed)
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)):
+            bad = int(np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).any(axis=1))[0])
+            raise InputError(f"Sample {bad} of {source} has label {y[bad]}: every label must be a finite number.")
+        if takes_ints and np.all(y == np.round(y)):
+            y = y.astype(np.int64)  # integer-valued floats (NPZ saved as float64) are class indices, as in CSV
+    classes = _class_count(logits_shape)
+    if y.dtype.kind in "iu" and y.ndim == 1 and classes is not None:
+        bad = np.flatnonzero((y < 0) | (y >= classes))
+        if len(bad):
+            first = int(bad[0])
+            hint = (
+                "negative labels (such as -1 for 'unlabelled') are not classes: drop those samples"
+                if y[first] < 0
+                else "check --label-column, or give the model one output per class"
+            )
+            raise InputError(
+                f"{len(bad)} label(s) of {source} are not classes of the model's {classes} outputs, e.g. sample "
+                f"{first} has label {int(y[first])} (labels must be in [0, {classes})): {hint}."
+            )
+    return y
+
+
 def _label_array(y: np.ndarray, loss_fn: nn.LossFn, logits_shape: tuple) -> np.ndarray:
     """Labels in a dtype (and, for per-class targets, a shape) the loss takes."""
     allowed = loss_fn.label_dtypes()
@@ -694,7 +840,7 @@ def _is_classification(loss_fn: nn.LossFn, labels: np.ndarray, logits_shape: tup
     return (labels.dtype.kind in "iub" and labels.ndim == 1) or "CrossEntropy" in name or "NLL" in name
 
 
-def _save_curve(path: str, history: list[dict]) -> str | None:
+def _save_curve(path: str, history: list[dict], title: str) -> str | None:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -714,25 +860,23 @@ def _save_curve(path: str, history: list[dict]) -> str | None:
     handles, labels = axes.get_legend_handles_labels()
     if all(h["val_accuracy"] is not None for h in history):
         twin = axes.twinx()
-        twin.plot(epochs, [h["val_accuracy"] for h in history], color="tab:green", marker=".", label="val accuracy")
-        twin.set_ylabel("validation accuracy")
+        accuracy = [100 * h["val_accuracy"] for h in history]  # percent, as the command line prints it
+        twin.plot(epochs, accuracy, color="tab:green", marker=".", label="val accuracy (%)")
+        twin.set_ylabel("validation accuracy (%)")
         more_handles, more_labels = twin.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     axes.legend(handles, labels, loc="center right")
+    axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    figure.savefig(tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    _write_atomically(path, buffer.getvalue())
     return path
 
 
 def _write_json(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
+    _write_atomically(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def _check_finite(loss: float, where: str, optimizer: optim.Optimizer) -> None:
@@ -769,7 +913,14 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
         raise InputError(f"batch_size must be >= 1, got {config.batch_size}.")
     loss_fn = make_loss(config.loss, config.reduction)
     data = load_data(config)
-    x_train, y_train, x_val, y_val = split(data, config.val_fraction, config.seed)
+    out_dir = pathlib.Path(config.out_dir)
+    checkpoint_path = str(out_dir / CHECKPOINT)
+    if os.path.exists(checkpoint_path) and not config.resume and not config.force:
+        raise InputError(
+            f"{config.out_dir!r} holds the checkpoint of an earlier run: continue it with --resume, overwrite it "
+            "with --force, or choose another --out-dir."
+        )
+    x_train, _, _, _ = split(data, config.val_fraction, config.seed)
 
     backbone, description = resolve_model(config.model, x_train[: config.batch_size].astype(np.float32))
     if len(backbone.inputs) != 1 or len(backbone.outputs) != 1:
@@ -785,8 +936,10 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
             "to the model."
         )
     fixed = info.shape is not None and len(info.shape) > 0 and isinstance(info.shape[0], int)
-    x_train, x_val = x_train.astype(info.dtype), x_val.astype(info.dtype)
     logits_shape = tuple(backbone.outputs[0].shape or ())
+    data = dataclasses.replace(data, y=check_labels(data.y, loss_fn, logits_shape, data.source))
+    x_train, y_train, x_val, y_val = split(data, config.val_fraction, config.seed)
+    x_train, x_val = x_train.astype(info.dtype), x_val.astype(info.dtype)
     classification = _is_classification(loss_fn, y_train, logits_shape)
     y_train = _label_array(y_train, loss_fn, logits_shape)
     y_val = _label_array(y_val, loss_fn, logits_shape)
@@ -809,9 +962,8 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
     eval_cell = nn.WithLossCell(backbone, make_loss(config.loss, "none")).variant([info.dtype, y_train.dtype])
     evaluate = _Evaluator(backbone, eval_cell, config.batch_size, fixed, classification, providers)
 
-    out_dir = pathlib.Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = str(out_dir / CHECKPOINT)
+    remove_stale_temporaries(out_dir)
     history: list[dict] = []
     start_epoch = 0
     if config.resume:
@@ -825,63 +977,120 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
         description, data.source, len(x_train), len(x_val), loss_fn, optimizer,
     )
     steps = len(x_train) // config.batch_size if fixed else math.ceil(len(x_train) / config.batch_size)
+    notes = []
+    if config.resume and start_epoch >= config.epochs:
+        notes.append(
+            f"the checkpoint is at epoch {start_epoch} and --epochs is {config.epochs}: nothing left to train; "
+            f"raise --epochs to train on (e.g. --epochs {start_epoch + 10})."
+        )
     started = time.perf_counter()
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        epoch_start = time.perf_counter()
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(x_train))
-        loss_sum, seen = 0.0, 0
-        for step, index in enumerate(_batches(len(x_train), config.batch_size, order, fixed), 1):
-            xb, yb = x_train[index], y_train[index]
-            loss, grads = grad_fn(to_device(xb), to_device(yb))
-            with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below, by the loss
-                optimizer.step(grads)
-                loss_value = float(np.mean(_device.to_host(loss)))
-            if config.reduction == "sum":
-                loss_value /= len(index)  # report the mean per sample, like the validation loss
-            _check_finite(loss_value, f"epoch {epoch}, step {step}", optimizer)
-            loss_sum += loss_value * len(index)
-            seen += len(index)
+    try:
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            record = _train_epoch(
+                epoch, config, x_train, y_train, fixed, steps, grad_fn, to_device, optimizer, progress
+            )
+            with np.errstate(over="ignore", invalid="ignore"):
+                record["val_loss"], record["val_accuracy"] = evaluate(x_val, y_val)
+            _check_finite(record["val_loss"], f"the validation after epoch {epoch}", optimizer)
+            record["seconds"] = time.perf_counter() - record.pop("started")
+            history.append(record)
+            save_checkpoint(checkpoint_path, backbone, optimizer, {"epoch": epoch, "history": history})
+            logger.debug("epoch %d: %s", epoch, record)
             if progress is not None:
-                elapsed = time.perf_counter() - epoch_start
-                progress(StepEvent(epoch, config.epochs, step, steps, loss_value, seen / max(elapsed, 1e-9)))
-        train_seconds = time.perf_counter() - epoch_start
-        with np.errstate(over="ignore", invalid="ignore"):
-            val_loss, val_accuracy = evaluate(x_val, y_val)
-        _check_finite(val_loss, f"the validation after epoch {epoch}", optimizer)
-        record = {
-            "epoch": epoch,
-            "train_loss": loss_sum / max(seen, 1),
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-            "seconds": time.perf_counter() - epoch_start,
-            "samples_per_second": seen / max(train_seconds, 1e-9),
-        }
-        history.append(record)
-        save_checkpoint(checkpoint_path, backbone, optimizer, {"epoch": epoch, "history": history})
-        logger.debug("epoch %d: %s", epoch, record)
-        if progress is not None:
-            progress(EpochEvent(epochs=config.epochs, **record))
+                progress(EpochEvent(epochs=config.epochs, **record))
+    except KeyboardInterrupt as interrupt:
+        if not os.path.exists(checkpoint_path) or not history:
+            raise TrainingInterrupted(None, None) from interrupt
+        load_checkpoint(checkpoint_path, backbone, optimizer)  # the saved epoch's weights, not a partial epoch
+        saved = history[-1]["epoch"]
+        result = _finish(config, data, description, backbone, optimizer, history, evaluate, x_val, y_val,
+                         len(x_train), time.perf_counter() - started, start_epoch, checkpoint_path, notes,
+                         interrupted=True)
+        raise TrainingInterrupted(saved, result) from interrupt
     seconds = time.perf_counter() - started
+    if not os.path.exists(checkpoint_path):
+        save_checkpoint(checkpoint_path, backbone, optimizer, {"epoch": start_epoch, "history": history})
+    return _finish(config, data, description, backbone, optimizer, history, evaluate, x_val, y_val,
+                   len(x_train), seconds, start_epoch, checkpoint_path, notes)
 
+
+def _train_epoch(
+    epoch: int,
+    config: TrainConfig,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    fixed: bool,
+    steps: int,
+    grad_fn: ForwardValueAndGrad,
+    to_device: Callable[[np.ndarray], Any],
+    optimizer: optim.Optimizer,
+    progress: Callable[[StepEvent | EpochEvent], None] | None,
+) -> dict:
+    """One epoch of steps; returns its history record (validation fields still to fill in)."""
+    epoch_start = time.perf_counter()
+    order = np.random.default_rng([config.seed, epoch]).permutation(len(x_train))
+    loss_sum, seen = 0.0, 0
+    for step, index in enumerate(_batches(len(x_train), config.batch_size, order, fixed), 1):
+        xb, yb = x_train[index], y_train[index]
+        loss, grads = grad_fn(to_device(xb), to_device(yb))
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below, by the loss
+            optimizer.step(grads)
+            loss_value = float(np.mean(_device.to_host(loss)))
+        if config.reduction == "sum":
+            loss_value /= len(index)  # report the mean per sample, like the validation loss
+        _check_finite(loss_value, f"epoch {epoch}, step {step}", optimizer)
+        loss_sum += loss_value * len(index)
+        seen += len(index)
+        if progress is not None:
+            elapsed = time.perf_counter() - epoch_start
+            progress(StepEvent(epoch, config.epochs, step, steps, loss_value, seen / max(elapsed, 1e-9)))
+    train_seconds = time.perf_counter() - epoch_start
+    return {
+        "epoch": epoch,
+        "train_loss": loss_sum / max(seen, 1),
+        "val_loss": None,
+        "val_accuracy": None,
+        "started": epoch_start,
+        "samples_per_second": seen / max(train_seconds, 1e-9),
+    }
+
+
+def _finish(
+    config: TrainConfig,
+    data: Dataset,
+    description: str,
+    backbone: Network,
+    optimizer: optim.Optimizer,
+    history: list[dict],
+    evaluate: _Evaluator,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    train_samples: int,
+    seconds: float,
+    start_epoch: int,
+    checkpoint_path: str,
+    notes: list[str],
+    interrupted: bool = False,
+) -> TrainResult:
+    """Writes the inference model, the loss curve and the metrics; returns the result."""
     if not history:  # nothing trained and nothing resumed: still report where the model stands
         val_loss, val_accuracy = evaluate(x_val, y_val)
     else:
         val_loss, val_accuracy = history[-1]["val_loss"], history[-1]["val_accuracy"]
-    if not os.path.exists(checkpoint_path):
-        save_checkpoint(checkpoint_path, backbone, optimizer, {"epoch": start_epoch, "history": history})
-
+    out_dir = pathlib.Path(config.out_dir)
     model_path = str(out_dir / MODEL)
     converted = config.model is not None and not _is_model_path(config.model)
-    samples = np.concatenate([x_train, x_train])[: config.batch_size + 1]
-    deployable, notes = deployable_model(backbone, converted, samples)
+    samples = np.resize(x_val, (config.batch_size + 1, *x_val.shape[1:]))  # x_val repeated as needed
+    deployable, model_notes = deployable_model(backbone, converted, samples)
     _export.save_model(deployable, model_path)
-    curve_path = _save_curve(str(out_dir / CURVE), history) if history else None
+    title = f"{description} on {data.source}"
+    curve_path = _save_curve(str(out_dir / CURVE), history, title) if history else None
     metrics_path = str(out_dir / METRICS)
     result = TrainResult(
         history=history,
         val_loss=val_loss,
         val_accuracy=val_accuracy,
-        train_samples=len(x_train),
+        train_samples=train_samples,
         val_samples=len(x_val),
         seconds=seconds,
         start_epoch=start_epoch,
@@ -889,14 +1098,19 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
         checkpoint_path=checkpoint_path,
         curve_path=curve_path,
         metrics_path=metrics_path,
-        notes=notes,
+        notes=[*notes, *model_notes],
     )
+    settings = dataclasses.asdict(config)
+    settings["learning_rate"] = optimizer.learning_rate  # the effective values, defaults resolved
+    if hasattr(optimizer, "momentum"):
+        settings["momentum"] = optimizer.momentum
     _write_json(
         metrics_path,
         {
             "model": description,
             "data": data.source,
-            "config": dataclasses.asdict(config),
+            "config": settings,
+            "interrupted": interrupted,
             **{k: v for k, v in dataclasses.asdict(result).items() if k != "history"},
             "history": history,
         },

@@ -70,6 +70,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _column_arg(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text  # a header name
+
+
 def _shapes(pairs: list[tuple[str, tuple[int, ...]]] | None) -> dict[str, tuple[int, ...]]:
     return dict(pairs or [])
 
@@ -112,6 +119,17 @@ def _add_loss_options(parser: argparse.ArgumentParser, default: str | None) -> N
     )
 
 
+def _with_parent(subparsers: Any, parent: argparse.ArgumentParser) -> Any:
+    """Makes every command that ``subparsers`` adds take ``parent``'s options too."""
+    add_parser = subparsers.add_parser
+
+    def add_with_parent(*args: Any, **kwargs: Any) -> argparse.ArgumentParser:
+        return add_parser(*args, parents=[parent, *kwargs.pop("parents", [])], **kwargs)
+
+    subparsers.add_parser = add_with_parent
+    return subparsers
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``onnxgrad`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -120,7 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"onnxgrad {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr (-vv: debug)")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # -v also after the command (`onnxgrad train -v`); SUPPRESS keeps a -v given before it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output on stderr (-vv: debug)"
+    )
+    commands = _with_parent(parser.add_subparsers(dest="command", metavar="COMMAND"), verbose)
 
     inspect = commands.add_parser(
         "inspect",
@@ -199,7 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--x-key", default=defaults.x_key, help="NPZ array of inputs (default: x)")
     train.add_argument("--y-key", default=defaults.y_key, help="NPZ array of labels (default: y)")
     train.add_argument(
-        "--label-column", type=int, default=defaults.label_column, help="CSV label column (default: -1, the last)"
+        "--label-column",
+        type=_column_arg,
+        default=defaults.label_column,
+        metavar="COLUMN",
+        help="CSV label column: an index (negative counts from the end) or a header name (default: -1, the last)",
     )
     _add_loss_options(train, defaults.loss)
     train.add_argument(
@@ -207,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rates = ", ".join(f"{k} {v:g}" for k, v in _train.OPTIMIZERS.items())
     train.add_argument("--lr", type=float, metavar="RATE", help=f"learning rate (default: {rates})")
-    train.add_argument("--momentum", type=float, default=defaults.momentum, help="sgd/momentum (default: 0.9)")
+    train.add_argument(
+        "--momentum", type=float, default=defaults.momentum, help="default: 0 for sgd (plain SGD), 0.9 for momentum"
+    )
     train.add_argument("--nesterov", action="store_true", help="Nesterov momentum (sgd, momentum)")
     train.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="L2 penalty (default: 0)")
     train.add_argument("--beta1", type=float, default=defaults.beta1, help="Adam (default: 0.9)")
@@ -227,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
         const="",
         metavar="CHECKPOINT",
         help=f"continue from a checkpoint (default: OUT_DIR/{_train.CHECKPOINT}) up to --epochs",
+    )
+    train.add_argument(
+        "--force", action="store_true", help=f"start afresh, overwriting OUT_DIR/{_train.CHECKPOINT} of an earlier run"
     )
     train.add_argument(
         "--progress",
@@ -252,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         "onnxruntime-cann, Python 3.12+), graphs are built in a builder environment: a Python 3.11 virtual "
         "environment run as a subprocess ($ONNXGRAD_BUILDER_DIR, default ~/.cache/onnxgrad/builder).",
     )
-    actions = builder.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = _with_parent(builder.add_subparsers(dest="action", metavar="ACTION", required=True), verbose)
     install = actions.add_parser("install", help="create the builder environment (does nothing if it works)")
     install.add_argument("--python", metavar="PYTHON", help="the Python 3.11 to use (default: found on PATH/pyenv)")
     install.add_argument("--force", action="store_true", help="recreate it even if it works")
@@ -426,6 +458,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         out_dir=args.out_dir,
         resume=resume,
+        force=args.force,
         provider=args.provider,
     )
     show_bar = sys.stderr.isatty() if args.progress is None else args.progress
@@ -449,6 +482,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Entry point
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null, so that Python's flush at exit cannot fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (e.g. captured by a test)
+        pass
 
 
 def _one_line(text: str) -> str:
@@ -487,15 +529,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.debug("traceback", exc_info=True)
         print(f"onnxgrad: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # the reader (e.g. `| head`) stopped reading: not an error to report
+        _silence_stdout()
+        return EXIT_ERROR
     except OSError as err:
         logger.debug("traceback", exc_info=True)
         where = f"{err.filename}: " if err.filename else ""
         print(f"onnxgrad: error: {where}{_one_line(err.strerror or err)}", file=sys.stderr)
         return EXIT_ERROR
-    except BrokenPipeError:  # the reader (e.g. `| head`) stopped reading: not an error to report
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_ERROR
+    except _train.TrainingInterrupted as interrupt:
+        if interrupt.epoch is None:
+            print("\nonnxgrad: interrupted before the first epoch finished: nothing saved", file=sys.stderr)
+        else:
+            result = interrupt.result
+            print(
+                f"\nonnxgrad: interrupted; saved epoch {interrupt.epoch} to {result.checkpoint_path}, "
+                f"{result.model_path} and {result.metrics_path}. Continue with: onnxgrad train --resume "
+                f"--out-dir {args.out_dir} (and the same options)",
+                file=sys.stderr,
+            )
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("\nonnxgrad: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

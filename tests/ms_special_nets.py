@@ -89,6 +89,13 @@ class IntCastWeight(nn.Cell):
         return ops.cast(x, ms.float32) * self.w * 2.5
 
 
+class MixedMul(nn.Cell):
+    """An int input times a float input (MindSpore promotes the int to float32)."""
+
+    def construct(self, x, y):
+        return x * y * 1.5
+
+
 class IntMathThenCast(nn.Cell):
     """Int math, then a Cast into float math whose gradient, 2.5, MindSpore truncates at the Cast."""
 

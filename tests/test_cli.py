@@ -464,3 +464,16 @@ def test_grad_on_a_cnn_writes_a_standard_graph_that_runs_standalone(capsys, tmp_
     names = [o.name for o in written.graph.output]
     assert names == ["loss", "onnxgrad/loss", "x_grad", "cw_grad", "cb_grad", "fw_grad", "fb_grad"]
     _assert_same(got, [loss, loss, dx, *dweights], names)
+
+
+@pytest.mark.parametrize("command", [["inspect", DIGITS], ["inspect", "--json", DIGITS]])
+def test_closed_pipe_exits_silently(command):
+    # `onnxgrad inspect model.onnx | head -1`: the reader is gone before the output is written.
+    reader, writer = os.pipe()
+    os.close(reader)
+    with os.fdopen(writer, "wb") as stdout:
+        done = subprocess.run(
+            [sys.executable, "-m", "onnxgrad", *command], stdout=stdout, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT, env={**os.environ, "GLOG_v": "3"}, timeout=120, check=False,
+        )
+    assert done.stderr == "", done.stderr

@@ -239,6 +239,8 @@ INT_CASES = {
     "cast_times_weight": IntCase(
         "IntCastWeight", (X_INT,), (("get_all", True), ("get_by_list", True)), weights=True,
         notes="the float gradient 3.75 truncated to 3 at the Cast"),
+    "mixed_int_float": IntCase(
+        "MixedMul", (X_INT, X_FLOAT), (("get_all", True),), notes="the int input's gradient 1.5 * y, truncated"),
     "truncated_at_each_cast": IntCase(
         "IntMathThenCast", (X_INT, _int(4, 5, -6)), (("get_all", True),),
         notes="2.5 truncates to 2 at the Cast, before int math multiplies it by 3 (6, not 7)"),

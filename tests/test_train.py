@@ -5,6 +5,7 @@ models, progress output and argument errors."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -229,26 +230,27 @@ def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(capsys, tmp_
     checkpoint = run_dir / "checkpoint.npz"
     before = checkpoint.read_bytes()
 
-    real_write = _train._write_npz
+    real_write = _train._write_file
 
-    def write_half_then_fail(handle, arrays):
-        import io
-
-        buffer = io.BytesIO()
-        real_write(buffer, arrays)
-        handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    def write_half_then_fail(handle, data):
+        handle.write(data[: len(data) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_train, "_write_npz", write_half_then_fail)
+    monkeypatch.setattr(_train, "_write_file", write_half_then_fail)
     code, out, err = run(capsys, "train", "--out-dir", run_dir, "--epochs", "4", "--resume")
     assert code == 1 and out == ""
-    assert err.strip().splitlines()[-1] == "onnxgrad: error: No space left on device"
+    # One clean line: no traceback beside it.
+    assert re.fullmatch(
+        r"onnxgrad: error: Cannot write '.*checkpoint\.npz' \(No space left on device\): free some disk space or "
+        r"choose another --out-dir \(the previous file is intact\)\.\n",
+        err,
+    ), err
     assert checkpoint.read_bytes() == before, "the previous checkpoint was damaged"
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
         ["checkpoint.npz", "loss_curve.png", "metrics.json", "model.onnx"]
     ), "a temporary checkpoint was left behind"
 
-    monkeypatch.setattr(_train, "_write_npz", real_write)
+    monkeypatch.setattr(_train, "_write_file", real_write)
     resumed = train_json(capsys, run_dir, "--epochs", "4", "--resume")
     straight = train_json(capsys, tmp_path / "straight", "--epochs", "4")
     assert resumed["start_epoch"] == 2
@@ -406,3 +408,187 @@ def test_bad_arguments(capsys, tmp_path, monkeypatch, args, code, message):
         assert len(err.strip().splitlines()) == 1 or "diverges" in message or err.strip().splitlines()[-1].startswith(
             "onnxgrad: error: "
         )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Labels, checkpoints, interruption and the other rough edges of a first run
+
+
+def _npz(tmp_path, y, x=None) -> pathlib.Path:
+    digits_x, _ = _digits()
+    path = tmp_path / "data.npz"
+    np.savez(path, x=digits_x[: len(y)] if x is None else x, y=y)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (np.r_[np.arange(10), 10] % 11, r"1 label\(s\) of .* are not classes of the model's 10 outputs, e\.g\. sample "
+         r"10 has label 10 \(labels must be in \[0, 10\)\): check --label-column"),
+        (np.r_[np.arange(10), -1], r"sample 10 has label -1 .*negative labels \(such as -1 for 'unlabelled'\) are "
+         r"not classes: drop those samples"),
+        (np.array(list("abcdefghijk")), r"have dtype <U1: labels must be numbers"),
+        (np.r_[np.arange(10), np.nan], r"Sample 10 of .* has label nan: every label must be a finite number"),
+    ],
+    ids=["too-large", "minus-one", "strings", "nan"],
+)
+def test_bad_labels_are_refused_before_training(capsys, tmp_path, labels, message):
+    # Before: GatherElements' internal error (too large), or 0% accuracy trained silently (-1).
+    data = _npz(tmp_path, labels)
+    code, out, err = run(capsys, "train", "--data", data, "--out-dir", tmp_path / "run", "--epochs", "1")
+    assert code == 1 and out == "", err
+    assert re.search(message, err), err
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_label_count_must_match_the_inputs(capsys, tmp_path):
+    x, y = _digits()
+    data = _npz(tmp_path, y[:50], x=x[:60])
+    code, _, err = run(capsys, "train", "--data", data, "--out-dir", tmp_path / "run")
+    assert code == 1 and "has 60 inputs but 50 labels: give one label per sample" in err
+
+
+def test_integer_valued_float64_npz_labels_are_class_indices(capsys, tmp_path):
+    x, y = _digits()
+    as_int = train_json(capsys, tmp_path / "int", "--data", _npz(tmp_path, y, x), "--epochs", "2")
+    as_float = train_json(capsys, tmp_path / "float", "--data", _npz(tmp_path, y.astype(np.float64), x), "--epochs", "2")
+    assert [h["val_loss"] for h in as_float["history"]] == [h["val_loss"] for h in as_int["history"]]
+
+
+def test_label_column_by_header_name(capsys, tmp_path):
+    x, y = _digits()
+    table = np.column_stack([y[:400], x[:400]])
+    path = tmp_path / "data.csv"
+    header = ",".join(["digit", *(f"p{i}" for i in range(64))])
+    np.savetxt(path, table, delimiter=",", header=header, comments="", fmt="%g")
+    by_name = train_json(capsys, tmp_path / "name", "--data", path, "--label-column", "digit", "--epochs", "2")
+    by_index = train_json(capsys, tmp_path / "index", "--data", path, "--label-column", "0", "--epochs", "2")
+    assert [h["val_loss"] for h in by_name["history"]] == [h["val_loss"] for h in by_index["history"]]
+    code, _, err = run(capsys, "train", "--data", path, "--label-column", "label", "--out-dir", tmp_path / "bad")
+    assert code == 1 and "has no column named 'label' (its header has ['digit', 'p0'," in err
+
+
+def test_second_run_refuses_to_overwrite_a_checkpoint(capsys, tmp_path):
+    train_json(capsys, tmp_path, "--epochs", "1")
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    code, out, err = run(capsys, "train", "--out-dir", tmp_path, "--epochs", "1")
+    assert code == 1 and out == ""
+    assert "holds the checkpoint of an earlier run: continue it with --resume, overwrite it with --force" in err
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+    forced = train_json(capsys, tmp_path, "--epochs", "2", "--force")
+    assert forced["start_epoch"] == 0 and len(forced["history"]) == 2
+
+
+def test_resume_at_the_final_epoch_says_there_is_nothing_to_train(capsys, tmp_path):
+    train_json(capsys, tmp_path, "--epochs", "2")
+    code, out, err = run(capsys, "train", "--out-dir", tmp_path, "--epochs", "2", "--resume")
+    assert code == 0 and "trained 0 epoch(s) (resumed after epoch 2)" in out
+    assert "note: the checkpoint is at epoch 2 and --epochs is 2: nothing left to train; raise --epochs" in err
+
+
+def test_ctrl_c_saves_the_last_epoch_and_says_how_to_resume(capsys, tmp_path, monkeypatch):
+    real_epoch = _train._train_epoch
+
+    def interrupted_in_epoch_3(epoch, *args, **kwargs):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return real_epoch(epoch, *args, **kwargs)
+
+    monkeypatch.setattr(_train, "_train_epoch", interrupted_in_epoch_3)
+    code, out, err = run(capsys, "train", "--out-dir", tmp_path, "--epochs", "5")
+    assert code == 130
+    assert re.search(r"interrupted; saved epoch 2 to .*checkpoint\.npz, .*model\.onnx and .*metrics\.json\. "
+                     r"Continue with: onnxgrad train --resume --out-dir", err), err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["interrupted"] is True and [h["epoch"] for h in metrics["history"]] == [1, 2]
+    with np.load(tmp_path / "checkpoint.npz") as archive:
+        saved = {k[len("param/"):]: archive[k] for k in archive.files if k.startswith("param/")}
+    model_weights = _weights(str(tmp_path / "model.onnx"))
+    for name, value in saved.items():  # the model holds the saved epoch's weights
+        np.testing.assert_array_equal(model_weights[name], value, err_msg=name)
+
+    monkeypatch.setattr(_train, "_train_epoch", real_epoch)
+    resumed = train_json(capsys, tmp_path, "--epochs", "3", "--resume")
+    assert resumed["start_epoch"] == 2 and len(resumed["history"]) == 3
+
+
+def test_sgd_is_plain_and_metrics_record_the_effective_hyperparameters(capsys, tmp_path):
+    result = train_json(capsys, tmp_path, "--epochs", "1", "--optimizer", "sgd")
+    config = json.loads(pathlib.Path(result["metrics_path"]).read_text())["config"]
+    assert config["learning_rate"] == 0.1 and config["momentum"] == 0.0
+    with np.load(result["checkpoint_path"]) as archive:
+        assert not [k for k in archive.files if "momentum" in k], "plain SGD keeps no momentum buffer"
+    momentum = train_json(capsys, tmp_path / "m", "--epochs", "1", "--optimizer", "momentum")
+    config = json.loads(pathlib.Path(momentum["metrics_path"]).read_text())["config"]
+    assert config["learning_rate"] == 0.1 and config["momentum"] == 0.9
+
+
+def test_verbose_flag_after_the_command(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "-v", "--out-dir", tmp_path, "--epochs", "0")
+    assert code == 0 and "onnxgrad: INFO: training " in err
+
+
+def test_loss_curve_has_a_title_and_percent_accuracy(capsys, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    figures = []
+    real_savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figures.append(self), real_savefig(self, *a, **k)))
+    result = train_json(capsys, tmp_path, "--epochs", "2")
+    (figure,) = figures
+    axes, twin = figure.axes
+    assert "digits_mlp.onnx on sklearn digits" in axes.get_title()
+    assert twin.get_ylabel() == "validation accuracy (%)"
+    accuracy = twin.get_lines()[0].get_ydata()
+    assert accuracy[-1] == pytest.approx(100 * result["val_accuracy"])
+
+
+def test_stale_temporary_files_of_killed_runs_are_removed(capsys, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # that process has exited
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        tmp_path.mkdir(exist_ok=True)
+        stale = [tmp_path / f"checkpoint.npz.tmp-{dead_pid}", tmp_path / f".model.onnx.tmp-{dead_pid}",
+                 tmp_path / f"loss_curve.png.tmp-{dead_pid}.png"]
+        live = tmp_path / f"checkpoint.npz.tmp-{alive.pid}"
+        for path in [*stale, live]:
+            path.write_bytes(b"partial")
+        try:
+            train_json(capsys, tmp_path, "--epochs", "1")
+        finally:
+            alive.kill()
+    assert not any(p.exists() for p in stale)
+    assert live.exists(), "a running writer's file must stay"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("torch.nn:Linear", r"'torch\.nn:Linear' cannot be built without arguments \(.*missing 2 required positional "
+         r"arguments.*\): point --model at an instance, or at a function that builds the network"),
+        ("train_nets:torch_wrong_input", r"'train_nets:torch_wrong_input' does not run on the data: .*784x10.*The "
+         r"data's samples have shape \[64\] and dtype float32: make the network's first layer take samples of that "
+         r"shape, or pass data \(--data\)"),
+    ],
+    ids=["class-needing-arguments", "input-size"],
+)
+def test_torch_module_errors_give_advice_for_the_command_line(capsys, tmp_path, spec, message):
+    pytest.importorskip("torch")
+    code, out, err = run(capsys, "train", "--model", spec, "--out-dir", tmp_path, "--epochs", "1")
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and re.search(message, err), err
+    assert "example inputs with the shapes" not in err  # the Python API's advice, not the CLI's
+
+
+def test_mindspore_export_prints_no_deprecation_warning(tmp_path):
+    pytest.importorskip("mindspore")
+    env = {k: v for k, v in os.environ.items() if k != "GLOG_v"}  # MindSpore's default log level
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT)])
+    done = subprocess.run(
+        [sys.executable, "-m", "onnxgrad", "train", "--model", "train_nets:mindspore_mlp", "--epochs", "1",
+         "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "will be deleted" not in done.stderr and "mindspore.onnx.export" not in done.stderr

@@ -67,3 +67,10 @@ def torch_batch_reshape():
 
     torch.manual_seed(0)
     return BatchReshape()
+
+
+def torch_wrong_input():
+    """A PyTorch module for 28x28 images: the 8x8 digits do not fit it."""
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Linear(784, 10))
