@@ -1001,8 +1001,9 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
     except KeyboardInterrupt as interrupt:
         if not os.path.exists(checkpoint_path) or not history:
             raise TrainingInterrupted(None, None) from interrupt
-        load_checkpoint(checkpoint_path, backbone, optimizer)  # the saved epoch's weights, not a partial epoch
-        saved = history[-1]["epoch"]
+        # The saved epoch's weights and history, not a partial epoch (nor one whose checkpoint write was cut off).
+        meta = load_checkpoint(checkpoint_path, backbone, optimizer)
+        history, saved = list(meta.get("history", [])), int(meta.get("epoch", 0))
         result = _finish(config, data, description, backbone, optimizer, history, evaluate, x_val, y_val,
                          len(x_train), time.perf_counter() - started, start_epoch, checkpoint_path, notes,
                          interrupted=True)
