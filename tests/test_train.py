@@ -592,3 +592,23 @@ def test_mindspore_export_prints_no_deprecation_warning(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "will be deleted" not in done.stderr and "mindspore.onnx.export" not in done.stderr
+
+
+def test_quick_start_installs_no_framework_and_ci_runs_the_readme_test_command():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    frameworks = ("torch", "mindspore", "tensorflow", "jax", "transformers")
+
+    def names(requirements):
+        return [re.split(r"[<>=!;\[ ]", r, maxsplit=1)[0].lower() for r in requirements]
+
+    # The core install and the main job's extras (README: `.[cpu,train]`) pull no framework.
+    for group in (project["dependencies"], *(project["optional-dependencies"][e] for e in ("cpu", "train"))):
+        assert not [n for n in names(group) if n.startswith(frameworks)], group
+    readme = (ROOT / "README.md").read_text()
+    assert '.venv/bin/pip install -e ".[cpu,train]" && .venv/bin/onnxgrad train' in readme
+    test_install = 'python3 -m venv .venv && .venv/bin/pip install -q -e ".[all]"'
+    assert f"{test_install} && .venv/bin/python -m pytest -q" in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_install in ci and ".venv/bin/python -m pytest -q" in ci
