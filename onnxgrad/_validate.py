@@ -12,6 +12,7 @@ model, and refuses with a :class:`ModelError` that names the tensor or node and 
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import onnx
@@ -220,6 +221,8 @@ def _check_nodes(nodes, where: str, constants: dict[str, onnx.TensorProto], rank
         if node.domain in ("", "ai.onnx"):
             if node.op_type in _LOSSES:
                 _check_loss(node, label, ranks)
+            elif node.op_type == "Einsum":
+                _check_einsum(node, label, ranks)
             if node.op_type == "Constant" and len(node.output) == 1:
                 for attr in node.attribute:
                     if attr.name == "value" and attr.HasField("t"):
@@ -255,6 +258,33 @@ def _check_loss(node: onnx.NodeProto, label: str, ranks: dict[str, int]) -> None
             f"{label}'s scores {node.input[0]!r} have rank {ranks[node.input[0]]}; the loss takes [N, C, ...] "
             "scores: add the batch axis (Unsqueeze) before the loss."
         )
+
+
+_EINSUM_TERM = re.compile(r"[a-zA-Z]*(\.\.\.)?[a-zA-Z]*")
+
+
+def _check_einsum(node: onnx.NodeProto, label: str, ranks: dict[str, int]) -> None:
+    """The equation has one term per input, of letters (and one optional ellipsis) matching each
+    declared rank: ONNX's shape inference segfaults on an equation that does not fit its inputs."""
+    equation = next((a.s.decode() for a in node.attribute if a.name == "equation"), "").replace(" ", "")
+    lhs, _, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    problem = ""
+    if len(terms) != len(node.input):
+        problem = f"{len(terms)} input terms for {len(node.input)} inputs"
+    elif not all(_EINSUM_TERM.fullmatch(t) for t in [*terms, rhs]):
+        problem = "terms must be letters with at most one '...'"
+    elif set(rhs.replace("...", "")) - set(lhs.replace("...", "")) or len(set(rhs)) < len(rhs.replace("...", ".")):
+        problem = "the output term repeats a letter or uses one no input has"
+    else:
+        for term, name in zip(terms, node.input):
+            letters = len(term.replace("...", ""))
+            rank = ranks.get(name)
+            if rank is not None and (letters > rank if "..." in term else letters != rank):
+                problem = f"term {term!r} does not fit input {name!r} of rank {rank}"
+                break
+    if problem:
+        raise ModelError(f"{label} has equation {equation!r}: {problem}. Fix the equation (e.g. 'ij,jk->ik').")
 
 
 def _body(node: onnx.NodeProto, name: str) -> onnx.GraphProto | None:

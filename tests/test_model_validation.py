@@ -90,6 +90,11 @@ REFUSED = {
         g (float[4, 3] x, int64[4] t) => (float l) { l = NegativeLogLikelihoodLoss <reduction = "average"> (x, t) }""",
         r"reduction='average': use 'none', 'sum' or 'mean'",
     ),
+    "einsum_equation_not_fitting_its_input": (
+        """<ir_version: 8, opset_import: ["": 17]>
+        g (float[2, 2, 3, 3] x) => (float y) { y = Einsum <equation = "NOTSET"> (x) }""",
+        r"equation 'NOTSET': term 'NOTSET' does not fit input 'x' of rank 4",
+    ),
     "opset_25": (
         """<ir_version: 10, opset_import: ["": 25]>
         g (float[2] x) => (float[2] y) { y = Relu(x) }""",
