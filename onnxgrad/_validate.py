@@ -64,7 +64,7 @@ def validate(model: onnx.ModelProto) -> None:
             _check_boundary(kind, value)
     for value in [*graph.input, *graph.output, *graph.value_info]:
         _check_declared_shape(value)
-    _check_graph(graph, constants={})
+    _check_graph(graph, constants={}, opsets=model.opset_import)
     for function in model.functions:
         _check_nodes(function.node, f"function {function.domain}.{function.name}", constants={})
 
@@ -188,7 +188,7 @@ def walk_nodes(nodes):
             yield from walk_nodes(graph.node)
 
 
-def _check_graph(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto]) -> None:
+def _check_graph(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto], opsets=()) -> None:
     constants = dict(constants)
     for init in graph.initializer:
         _check_tensor(init, "initializer")
@@ -199,10 +199,22 @@ def _check_graph(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto])
         if v.type.WhichOneof("value") == "tensor_type" and v.type.tensor_type.HasField("shape")
     }
     ranks.update({init.name: len(init.dims) for init in graph.initializer})
-    _check_nodes(graph.node, f"graph {graph.name!r}", constants, ranks)
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in [*graph.input, *graph.value_info, *graph.output]
+        if v.type.WhichOneof("value") == "tensor_type" and v.type.tensor_type.elem_type
+    }
+    types.update({init.name: init.data_type for init in graph.initializer})
+    opset = next((o.version for o in opsets if o.domain in ("", "ai.onnx")), None)
+    for node in graph.node:
+        if opset is not None and node.domain in ("", "ai.onnx"):
+            _check_input_types(node, opset, types)
+    _check_nodes(graph.node, f"graph {graph.name!r}", constants, ranks, opsets)
 
 
-def _check_nodes(nodes, where: str, constants: dict[str, onnx.TensorProto], ranks: dict[str, int] | None = None) -> None:
+def _check_nodes(
+    nodes, where: str, constants: dict[str, onnx.TensorProto], ranks: dict[str, int] | None = None, opsets=()
+) -> None:
     ranks = ranks or {}
     for node in nodes:
         label = f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node (output {list(node.output)})"
@@ -234,7 +246,39 @@ def _check_nodes(nodes, where: str, constants: dict[str, onnx.TensorProto], rank
             elif node.op_type == "If":
                 _check_if(node, label)
         for graph in subgraphs(node):
-            _check_graph(graph, constants)
+            _check_graph(graph, constants, opsets)
+
+
+def _check_input_types(node: onnx.NodeProto, opset: int, types: dict[str, int]) -> None:
+    """Declared input types must be ones the op's schema allows, the same for inputs sharing a
+    type variable: ONNX's shape inference segfaults on some mismatches (ConvInteger on floats)."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return  # the checker reports unknown ops
+    formals = list(schema.inputs)
+    if not formals:
+        return
+    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+    bound: dict[str, tuple[str, str]] = {}
+    for k, name in enumerate(node.input):
+        formal = formals[min(k, len(formals) - 1)]
+        if not name or name not in types or formal.type_str not in allowed:
+            continue
+        actual = f"tensor({_type_name(types[name])})"
+        label = f"{node.op_type} node {node.name or list(node.output)!r}"
+        if actual not in allowed[formal.type_str]:
+            raise ModelError(
+                f"{label} input {name!r} is a {actual}; {node.op_type}-{schema.since_version} takes "
+                f"{sorted(allowed[formal.type_str])} there. Cast the input (or fix its declared type)."
+            )
+        first = bound.setdefault(formal.type_str, (name, actual))
+        heterogeneous = formal.option == onnx.defs.OpSchema.FormalParameterOption.Variadic and not formal.is_homogeneous
+        if first[1] != actual and not heterogeneous:
+            raise ModelError(
+                f"{label} inputs {first[0]!r} ({first[1]}) and {name!r} ({actual}) must have the same type: "
+                "Cast one of them."
+            )
 
 
 def _is_text(data: bytes) -> bool:
