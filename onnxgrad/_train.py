@@ -674,6 +674,34 @@ def _rename_output(model: onnx.ModelProto, new: str) -> None:
     model.graph.output[0].name = new
 
 
+def _batch_free_reshapes(graph: onnx.GraphProto, batch: int) -> None:
+    """Reshapes to a constant shape that starts with the batch size copy the input's first size instead.
+
+    Exporters fold ``x.view(x.size(0), -1)`` to the traced batch; ``0`` in a
+    Reshape's shape keeps the input's size. Whether that was right is checked
+    on data afterwards (:func:`deployable_model`).
+    """
+    constants = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+    taken = {name for node in graph.node for name in (*node.input, *node.output)} | set(constants)
+    for node in graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in constants:
+            continue
+        if any(a.name == "allowzero" and a.i for a in node.attribute):
+            continue
+        shape = constants[node.input[1]]
+        if shape.ndim != 1 or not len(shape) or shape[0] != batch:
+            continue
+        name = f"{node.input[1]}/batch_free"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        graph.initializer.append(onnx.numpy_helper.from_array(np.concatenate([[0], shape[1:]]).astype(shape.dtype), name))
+        node.input[1] = name
+
+
 def _with_symbolic_batch(model: onnx.ModelProto) -> onnx.ModelProto | None:
     """A copy whose input and output batch sizes are symbolic (None when the batch is not a fixed size)."""
     dims = [v.type.tensor_type.shape.dim for v in (*model.graph.input[:1], *model.graph.output[:1])]
@@ -687,6 +715,7 @@ def _with_symbolic_batch(model: onnx.ModelProto) -> onnx.ModelProto | None:
         if shape and shape[0].HasField("dim_value") and shape[0].dim_value == batch:
             shape[0].dim_param = BATCH_DIM
     del copy.graph.value_info[:]  # inferred again for the new sizes
+    _batch_free_reshapes(copy.graph, batch)
     return copy
 
 

@@ -74,3 +74,20 @@ def torch_wrong_input():
     import torch
 
     return torch.nn.Sequential(torch.nn.Linear(784, 10))
+
+
+def torch_batch_mean():
+    """A PyTorch module whose rows depend on the whole batch (logits centred on the batch mean)."""
+    import torch
+
+    class BatchMean(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            logits = self.fc(x)
+            return logits - logits.mean(dim=0, keepdim=True)
+
+    torch.manual_seed(0)
+    return BatchMean()
