@@ -95,6 +95,12 @@ REFUSED = {
         g (float[2, 2, 3, 3] x) => (float y) { y = Einsum <equation = "NOTSET"> (x) }""",
         r"equation 'NOTSET': term 'NOTSET' does not fit input 'x' of rank 4",
     ),
+    "input_type_the_op_does_not_take": (
+        """<ir_version: 8, opset_import: ["": 17]>
+        g (float[2, 4] x, float[4, 1, 2, 2] w) => (int32[1] y) { y = ConvInteger(x, w) }""",
+        r"ConvInteger node \['y'\] input 'x' is a tensor\(float\); ConvInteger-10 takes \['tensor\(int8\)', "
+        r"'tensor\(uint8\)'\] there",
+    ),
     "opset_25": (
         """<ir_version: 10, opset_import: ["": 25]>
         g (float[2] x) => (float[2] y) { y = Relu(x) }""",
