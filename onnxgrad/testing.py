@@ -198,7 +198,7 @@ def check_grads(
         _check_like(name, grad, x)
 
     # Where the differences are taken: a float64 copy when it reproduces the outputs, else the network.
-    copy = _float64_copy(network, arrays, outputs, weight_names)
+    copy = _float64_copy(network, arrays, outputs)
     if copy is not None:
         evaluated, eval_arrays, eval_params = copy
         eval_sens = [s.astype(np.float64) for s in sens_arrays]
@@ -287,7 +287,7 @@ def _retype_graph(graph: onnx.GraphProto) -> None:
 
 
 def _float64_copy(
-    network: Network, arrays: Sequence[np.ndarray], outputs: Sequence[np.ndarray], weight_names: Sequence[str]
+    network: Network, arrays: Sequence[np.ndarray], outputs: Sequence[np.ndarray]
 ) -> tuple[Network, list[np.ndarray], dict[str, Parameter]] | None:
     """A float64 copy of a float32 network with float64 copies of the arguments and weights.
 
