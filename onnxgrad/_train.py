@@ -470,6 +470,21 @@ def _frontend_for(obj: Any, spec: str) -> _frontend.Frontend | None:
         ) from err
 
 
+#: How the front-ends' errors for a network that cannot run on the example inputs begin their advice.
+_EXAMPLE_ADVICE = ("Pass example inputs", "Check that the example inputs")
+
+
+def _misfit_detail(message: str) -> str | None:
+    """The front-end's error without its advice, when it says the network failed on the example inputs
+    (PyTorch: forward raised; MindSpore: the export failed on a shape); None for other export failures."""
+    torch_misfit = "failed on the example inputs" in message
+    mindspore_misfit = "could not export" in message and any(w in message for w in ("dimension", "shape"))
+    if not (torch_misfit or mindspore_misfit):
+        return None
+    cuts = [message.find(advice) for advice in _EXAMPLE_ADVICE if advice in message]
+    return message[: min(cuts)].rstrip() if cuts else message
+
+
 def resolve_model(spec: str | None, example: np.ndarray) -> tuple[Network, str]:
     """The model to train as a Network, converting a framework object if needed.
 
@@ -512,11 +527,12 @@ def resolve_model(spec: str | None, example: np.ndarray) -> tuple[Network, str]:
     try:
         model = frontend.export([example])
     except ConversionError as err:
-        if "failed on the example inputs" not in str(err):
+        detail = _misfit_detail(str(err))
+        if detail is None:
             raise
-        # The front-end's advice (pass other example inputs) is for the Python API; the CLI has the data.
+        # The front-end's advice (other example inputs) is for the Python API; the CLI has the data.
         raise InputError(
-            f"{spec!r} does not run on the data: {str(err).split('). ')[0]}). The data's samples have shape "
+            f"{spec!r} does not run on the data: {detail} The data's samples have shape "
             f"{list(example.shape[1:])} and dtype {example.dtype}: make the network's first layer take samples "
             "of that shape, or pass data (--data) whose samples fit the network."
         ) from err

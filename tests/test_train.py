@@ -569,23 +569,29 @@ def test_stale_temporary_files_of_killed_runs_are_removed(capsys, tmp_path):
     assert live.exists(), "a running writer's file must stay"
 
 
+_FIT = r"The data's samples have shape \[64\] and dtype float32: make the network's first layer take samples of that "
+
+
 @pytest.mark.parametrize(
-    ("spec", "message"),
+    ("spec", "framework", "message"),
     [
-        ("torch.nn:Linear", r"'torch\.nn:Linear' cannot be built without arguments \(.*missing 2 required positional "
-         r"arguments.*\): point --model at an instance, or at a function that builds the network"),
-        ("train_nets:torch_wrong_input", r"'train_nets:torch_wrong_input' does not run on the data: .*784x10.*The "
-         r"data's samples have shape \[64\] and dtype float32: make the network's first layer take samples of that "
-         r"shape, or pass data \(--data\)"),
+        ("torch.nn:Linear", "torch", r"'torch\.nn:Linear' cannot be built without arguments \(.*missing 2 required "
+         r"positional arguments.*\): point --model at an instance, or at a function that builds the network"),
+        ("train_nets:torch_wrong_input", "torch",
+         r"'train_nets:torch_wrong_input' does not run on the data: .*784x10.*" + _FIT),
+        ("train_nets:mindspore_wrong_input", "mindspore",
+         r"'train_nets:mindspore_wrong_input' does not run on the data: .*784.*" + _FIT),
     ],
-    ids=["class-needing-arguments", "input-size"],
+    ids=["class-needing-arguments", "torch-input-size", "mindspore-input-size"],
 )
-def test_torch_module_errors_give_advice_for_the_command_line(capsys, tmp_path, spec, message):
-    pytest.importorskip("torch")
-    code, out, err = run(capsys, "train", "--model", spec, "--out-dir", tmp_path, "--epochs", "1")
+def test_framework_model_errors_give_advice_for_the_command_line(capsys, tmp_path, monkeypatch, spec, framework,
+                                                                 message):
+    pytest.importorskip(framework)
+    monkeypatch.chdir(tmp_path)  # MindSpore writes its analyze_fail report into the current folder
+    code, out, err = run(capsys, "train", "--model", spec, "--out-dir", tmp_path / "run", "--epochs", "1")
     assert code == 1 and out == ""
-    assert len(err.strip().splitlines()) == 1 and re.search(message, err), err
-    assert "example inputs with the shapes" not in err  # the Python API's advice, not the CLI's
+    assert re.search(message, err.strip().splitlines()[-1]), err
+    assert not [advice for advice in _train._EXAMPLE_ADVICE if advice in err]  # the Python API's advice
 
 
 def test_mindspore_export_prints_no_deprecation_warning(tmp_path):

@@ -91,3 +91,10 @@ def torch_batch_mean():
 
     torch.manual_seed(0)
     return BatchMean()
+
+
+def mindspore_wrong_input():
+    """A MindSpore Cell for 28x28 images: the 8x8 digits do not fit it."""
+    import mindspore.nn as msnn
+
+    return msnn.SequentialCell([msnn.Dense(784, 10)])
