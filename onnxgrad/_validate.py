@@ -72,8 +72,10 @@ def validate(model: onnx.ModelProto) -> None:
 def _check_boundary(kind: str, value: onnx.ValueInfoProto) -> None:
     which = value.type.WhichOneof("value")
     if which != "tensor_type":
+        what = {"sequence_type": "sequence", "optional_type": "optional", "map_type": "map",
+                "sparse_tensor_type": "sparse tensor"}.get(which, "value of no type")
         raise ModelError(
-            f"Graph {kind} {value.name!r} is a {which or 'value of no type'}, not a tensor: onnxgrad passes numeric "
+            f"Graph {kind} {value.name!r} is a {what}, not a tensor: onnxgrad passes numeric "
             f"tensors in and out. Make the {kind} a tensor (e.g. ConcatFromSequence a sequence, "
             "OptionalGetElement an optional) or remove it."
         )

@@ -334,9 +334,18 @@ def make_mutant(seeds: list[bytes], rng: random.Random) -> bytes:
         for _ in range(rng.randint(1, 4)):
             data[rng.randrange(len(data))] = rng.randrange(256)
         return bytes(data)
-    model = onnx.load_from_string(blob)
-    for _ in range(rng.randint(1, 3)):
-        _mutate_proto(model, rng)
+    # Half the mutants are redrawn (a few times) until onnx.checker accepts them, so that the cases
+    # reach onnxgrad's own checks, the builder and ONNX Runtime instead of stopping at the checker.
+    tries = 5 if rng.random() < 0.5 else 1
+    for _ in range(tries):
+        model = onnx.load_from_string(blob)
+        for _ in range(rng.randint(1, 3)):
+            _mutate_proto(model, rng)
+        try:
+            onnx.checker.check_model(model)
+            break
+        except Exception:
+            continue
     return model.SerializeToString()
 
 

@@ -44,7 +44,7 @@ REFUSED = {
     "sequence_output": (
         """<ir_version: 8, opset_import: ["": 17]>
         g (float[2] x) => (seq(float) s) { s = SequenceConstruct(x) }""",
-        r"Graph output 's' is a sequence_type, not a tensor.*ConcatFromSequence",
+        r"Graph output 's' is a sequence, not a tensor.*ConcatFromSequence",
     ),
     "recursive_function": (
         """<ir_version: 8, opset_import: ["": 17, "local": 1]>
