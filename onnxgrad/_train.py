@@ -8,10 +8,12 @@ scikit-learn's bundled 8x8 digits), a loss from :mod:`onnxgrad.nn` and an
 optimizer from :mod:`onnxgrad.optim`. Training runs on the ONNX graph:
 ``ForwardValueAndGrad`` gives the loss and weight gradients and the optimizer
 updates the weights in place. Each epoch it evaluates on the validation split
-and writes a checkpoint atomically; at the end it writes, in ``out_dir``:
+and writes a checkpoint atomically; at the end (or on Ctrl-C, for the last
+finished epoch) it writes, in ``out_dir``:
 
 - ``model.onnx``: the trained model for inference (no loss, no backward; the
-  weights are initializers), which a bare ``onnxruntime.InferenceSession`` runs;
+  weights are initializers; a symbolic batch size where the graph allows, see
+  :func:`deployable_model`), which a bare ``onnxruntime.InferenceSession`` runs;
 - ``checkpoint.npz``: weights, optimizer state and history (resume from it);
 - ``loss_curve.png``: train and validation loss (and accuracy) per epoch;
 - ``metrics.json``: the configuration, per-epoch history and final metrics.
@@ -943,9 +945,12 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
         The history, final metrics and output paths.
 
     Raises:
-        InputError: bad data, names, hyperparameters or checkpoint.
+        InputError: bad data, labels, names, hyperparameters or checkpoint; an
+            earlier run's checkpoint in ``out_dir`` without ``resume`` or
+            ``force``; an output that cannot be written (a full disk).
         ModelError: an unreadable model file.
         ConversionError: a framework model could not be exported.
+        TrainingInterrupted: Ctrl-C; the last finished epoch is saved.
 
     Example:
         >>> result = train(TrainConfig(epochs=5, out_dir="runs/quick"))
