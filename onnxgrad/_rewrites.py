@@ -12,7 +12,7 @@ and correct built-in gradients:
   read (the builder differentiates Y only), Pad other than constant mode,
   ReduceProd (a tree of Muls, exact at zeros), RNN/GRU/LSTM (unrolled),
   GridSample (every mode and padding, 1 to 3 spatial axes),
-  NegativeLogLikelihoodLoss, AffineGrid, CenterCropPad, DFT, ReverseSequence,
+  NegativeLogLikelihoodLoss, AffineGrid, CenterCropPad, DFT, STFT, ReverseSequence,
   MaxUnpool and Col2Im (constant sizes), Det (up to 4 x 4);
   ConvTranspose and Resize have gradients but no ConvTransposeGrad/ResizeGrad
   kernel on CPU;
@@ -1142,6 +1142,51 @@ def _center_crop_pad(node, w, types) -> bool:
     return True
 
 
+def _fourier(w: GraphWriter, parts: list[str], length: int, onesided: bool, inverse: bool,
+             dtype) -> tuple[str, str]:
+    """``(real, imag)`` of the discrete Fourier transform along the last axis of ``parts`` (the real
+    part, and the imaginary part if any): MatMuls with constant cosine and sine matrices."""
+    angle = 2 * np.pi * np.outer(np.arange(length), np.arange(length // 2 + 1 if onesided else length)) / length
+    scale, sign = (1.0 / length, 1.0) if inverse else (1.0, -1.0)
+    cos, sin = w.constant(np.cos(angle) * scale, dtype), w.constant(np.sin(angle) * scale * sign, dtype)
+    # (re + i im) (cos + i sin), sin carrying the direction's sign
+    real = w.op("MatMul", parts[0], cos)
+    imag = w.op("MatMul", parts[0], sin)
+    if len(parts) > 1:
+        real = w.op("Sub", real, w.op("MatMul", parts[1], sin))
+        imag = w.op("Add", imag, w.op("MatMul", parts[1], cos))
+    return real, imag
+
+
+def _stft(node, w, types) -> bool:
+    """STFT as frames gathered from the signal, times the window, then the Fourier MatMuls (static
+    shape, constant frame_step and frame_length): no gradient in the builder. The window gets a
+    gradient too."""
+    signal = node.input[0]
+    shape = _shape(types, signal)
+    inputs = list(node.input) + ["", "", ""]
+    step = _constant(w, inputs[1])
+    window = inputs[2] or None
+    window_shape = _shape(types, window) if window else None
+    length = _constant(w, inputs[3]) if inputs[3] else None
+    if shape is None or step is None or not _is_float(types, signal) or (window and window_shape is None):
+        return False
+    if length is None and window_shape is None:
+        return False
+    frame = int(length) if length is not None else window_shape[0]
+    step = int(step)
+    frames = (shape[1] - frame) // step + 1
+    dtype = helper.tensor_dtype_to_np_dtype(types[signal][0])
+    index = w.constant(np.arange(frames)[:, None] * step + np.arange(frame)[None, :], np.int64)
+    parts = []
+    for k in range(shape[-1]):
+        part = w.op("Gather", w.op("Gather", signal, w.constant(np.array(k, np.int64)), axis=-1), index, axis=1)
+        parts.append(w.op("Mul", part, window) if window else part)
+    real, imag = _fourier(w, parts, frame, bool(_attr(node, "onesided", 1)), False, dtype)
+    w.node("Concat", [w.unsqueeze(real, [3]), w.unsqueeze(imag, [3])], node.output, axis=-1)
+    return True
+
+
 def _dft(node, w, types) -> bool:
     """DFT as MatMuls with constant cosine and sine matrices along its axis (static shape, constant
     dft_length and axis): no gradient in the builder."""
@@ -1174,15 +1219,7 @@ def _dft(node, w, types) -> bool:
     order = [a for a in range(rank - 1) if a != axis] + [axis]
     if order != list(range(rank - 1)):
         parts = [w.op("Transpose", p, perm=order) for p in parts]
-    angle = 2 * np.pi * np.outer(np.arange(length), np.arange(length // 2 + 1 if onesided else length)) / length
-    scale, sign = (1.0 / length, 1.0) if inverse else (1.0, -1.0)
-    cos, sin = w.constant(np.cos(angle) * scale, dtype), w.constant(np.sin(angle) * scale * sign, dtype)
-    # (re + i im) (cos + i sin), sin carrying the direction's sign
-    real = w.op("MatMul", parts[0], cos)
-    imag = w.op("MatMul", parts[0], sin)
-    if len(parts) > 1:
-        real = w.op("Sub", real, w.op("MatMul", parts[1], sin))
-        imag = w.op("Add", imag, w.op("MatMul", parts[1], cos))
+    real, imag = _fourier(w, parts, length, onesided, inverse, dtype)
     if order != list(range(rank - 1)):
         back = [order.index(a) for a in range(rank - 1)]
         real, imag = w.op("Transpose", real, perm=back), w.op("Transpose", imag, perm=back)
@@ -1755,6 +1792,7 @@ _REWRITES: dict[str, Rewrite] = {
     "GridSample": _grid_sample,
     "AffineGrid": _affine_grid,
     "DFT": _dft,
+    "STFT": _stft,
     "ReverseSequence": _reverse_sequence,
     "MaxUnpool": _max_unpool,
     "Col2Im": _col2im,
