@@ -247,6 +247,8 @@ def _check_nodes(
                 _check_scan(node, label)
             elif node.op_type == "If":
                 _check_if(node, label)
+            elif node.op_type in ("ConstantOfShape", "Expand", "Range"):
+                _check_created_size(node, label, constants)
         for graph in subgraphs(node):
             _check_graph(graph, constants, opsets)
 
@@ -384,15 +386,38 @@ def _passes_condition(body: onnx.GraphProto) -> bool:
 
 
 def _scalar(tensor: onnx.TensorProto | None) -> int | None:
+    array = _array(tensor)
+    if array is None or array.size != 1 or not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
+        return None
+    return int(array.reshape(()))
+
+
+def _check_created_size(node: onnx.NodeProto, label: str, constants: dict[str, onnx.TensorProto]) -> None:
+    """Tensors made from a constant shape or range must fit: ONNX Runtime would try to allocate them."""
+    values = [_array(constants.get(name)) if name else None for name in node.input]
+    if node.op_type == "Range":
+        if len(values) < 3 or any(v is None or v.size != 1 for v in values):
+            return
+        start, limit, delta = (float(v.reshape(())) for v in values)
+        count = 0.0 if delta == 0 else max((limit - start) / delta, 0.0)
+        if count > MAX_ELEMENTS:
+            raise ModelError(
+                f"{label} makes {count:.0f} values from constant start {start:g}, limit {limit:g} and delta "
+                f"{delta:g}; onnxgrad accepts at most {MAX_ELEMENTS}. Fix the constants."
+            )
+        return
+    shape = values[0] if node.op_type == "ConstantOfShape" else values[1] if len(values) > 1 else None
+    if shape is not None and np.issubdtype(shape.dtype, np.integer):
+        _check_size([int(d) for d in shape.ravel()], f"{label} makes a tensor of constant shape {shape.tolist()}")
+
+
+def _array(tensor: onnx.TensorProto | None) -> np.ndarray | None:
     if tensor is None or tensor.data_location == onnx.TensorProto.EXTERNAL:
         return None
     try:
-        array = onnx.numpy_helper.to_array(tensor)
+        return onnx.numpy_helper.to_array(tensor)
     except Exception:  # an undecodable value: _check_tensor reports the tensor itself
         return None
-    if array.size != 1 or not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
-        return None
-    return int(array.reshape(()))
 
 
 def _check_scan(node: onnx.NodeProto, label: str) -> None:

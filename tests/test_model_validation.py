@@ -101,6 +101,25 @@ REFUSED = {
         r"ConvInteger node \['y'\] input 'x' is a tensor\(float\); ConvInteger-10 takes \['tensor\(int8\)', "
         r"'tensor\(uint8\)'\] there",
     ),
+    "constant_of_shape_of_2_50_elements": (
+        """<ir_version: 8, opset_import: ["": 17]>
+        g (float[2] x) => (float[A, B] y) {
+            s = Constant <value = int64[2] {1048576, 1073741824}> ()
+            y = ConstantOfShape(s)
+        }""",
+        r"ConstantOfShape node .* makes a tensor of constant shape \[1048576, 1073741824\]: 1125899906842624 "
+        r"elements is more than onnxgrad accepts",
+    ),
+    "range_of_2_40_values": (
+        """<ir_version: 8, opset_import: ["": 17]>
+        g (float[2] x) => (float[N] y) {
+            a = Constant <value = float {0.}> ()
+            b = Constant <value = float {1099511627776.}> ()
+            d = Constant <value = float {1.}> ()
+            y = Range(a, b, d)
+        }""",
+        r"Range node .* makes 1099511627776 values",
+    ),
     "opset_25": (
         """<ir_version: 10, opset_import: ["": 25]>
         g (float[2] x) => (float[2] y) { y = Relu(x) }""",
