@@ -53,6 +53,23 @@ def test_one_forward_value_and_grad_from_many_threads(rows, resident, monkeypatc
             np.testing.assert_array_equal(a, b, err_msg=f"call {k}")
 
 
+def test_eight_thousand_calls_from_eight_threads_match_serial_calls():
+    # The bar: 8,000 concurrent calls, each equal to the serial call on the same batch.
+    cell = _cell()
+    fvg = onnxgrad.ForwardValueAndGrad(cell, cell.trainable_params(), get_all=True, get_by_list=True)
+    batches = _batches(40, 16)
+    expected = [_flat(fvg(x, y)) for x, y in batches]
+
+    def work(index: int) -> int:
+        x, y = batches[index % len(batches)]
+        for a, b in zip(_flat(fvg(x, y)), expected[index % len(batches)]):
+            np.testing.assert_array_equal(a, b, err_msg=f"call {index}")
+        return index
+
+    with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
+        assert len(list(pool.map(work, range(8000)))) == 8000
+
+
 def test_network_forward_from_many_threads():
     net = onnxgrad.load(str(DIGITS))
     xs = [x for x, _ in _batches(THREADS * CALLS, 32)]
