@@ -189,6 +189,7 @@ def test_train_on_a_device_matches_training_on_the_host(optimizer, monkeypatch, 
         monkeypatch.setattr(_device, "RESIDENT_ON_CPU", resident)
         config = _train.TrainConfig(
             epochs=2, batch_size=64, optimizer=optimizer, weight_decay=0.01, nesterov=optimizer != "adam",
+            momentum=None if optimizer == "adam" else 0.9,
             out_dir=str(tmp_path / out),
         )
         return _train.train(config)
