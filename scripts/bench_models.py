@@ -435,3 +435,102 @@ def mindspore_model(case: ModelCase) -> tuple[Any, list[Any]]:
     else:
         loss = nn.SoftmaxCrossEntropyWithLogits()
     return nn.WithLossCell(backbone, loss), params
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Real architectures (``benchmark.py --real``): transformers' own implementations, built from configs with seeded
+# random weights (nothing is downloaded). Needs the ``bench`` extra.
+
+REAL_BATCH = 2
+REAL_IMAGE = 64  # 3x64x64 images
+REAL_CLASSES = 10
+REAL_SEQ = 64
+
+
+@dataclasses.dataclass
+class RealCase:
+    """One real architecture: the model with its loss, and the call's inputs.
+
+    Attributes:
+        name: short name.
+        title: what it is, for the table.
+        module: an ``nn.Module`` whose forward takes ``inputs`` and returns the scalar loss
+            (cross-entropy of the model's logits).
+        inputs: forward's positional tensors (the last one the int64 labels).
+    """
+
+    name: str
+    title: str
+    module: Any
+    inputs: tuple
+
+
+def _hf_image(config_class: str, model_class: str, **config: Any) -> Callable[[], Any]:
+    return lambda: _hf(config_class, model_class, num_labels=REAL_CLASSES, **config)
+
+
+def _hf(config_class: str, model_class: str, **config: Any) -> Any:
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    model = getattr(transformers, model_class)(getattr(transformers, config_class)(**config)).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            # No two parameters equal (LayerNorm's ones, zero biases): the hand export would merge them.
+            param.add_(torch.randn_like(param) * 0.02)
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                # Away from ReLU6's clip boundary ties (see tests/test_hf_models.py).
+                module.running_mean.normal_(0.0, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+    return model
+
+
+REAL_MODELS: dict[str, tuple[str, Callable[[], Any], str]] = {
+    # name: (title, model builder, input kind)
+    "resnet18": ("ResNet-18 (transformers ResNet, basic blocks 2-2-2-2)", _hf_image(
+        "ResNetConfig", "ResNetForImageClassification", layer_type="basic", depths=[2, 2, 2, 2],
+        hidden_sizes=[64, 128, 256, 512], embedding_size=64), "image"),
+    "mobilenet_v2": ("MobileNetV2 1.0 (transformers)", _hf_image(
+        "MobileNetV2Config", "MobileNetV2ForImageClassification", image_size=REAL_IMAGE), "image"),
+    "efficientnet_b0": ("EfficientNet-B0 (transformers, no dropout)", _hf_image(
+        "EfficientNetConfig", "EfficientNetForImageClassification", image_size=REAL_IMAGE, width_coefficient=1.0,
+        depth_coefficient=1.0, hidden_dim=1280, dropout_rate=0.0, drop_connect_rate=0.0), "image"),
+    # Patch 2: the last stage (4x4 tokens) stays larger than the window; at or below it Swin clamps the
+    # window in a Python branch the converter cannot tell from a value branch, and refuses.
+    "swin_t": ("Swin-T (transformers, patch 2, window 2)", _hf_image(
+        "SwinConfig", "SwinForImageClassification", image_size=REAL_IMAGE, patch_size=2, window_size=2), "image"),
+    "bert_small": ("BERT encoder, 4 layers x 256, 4 heads, seq 64 (transformers)", lambda: _hf(
+        "BertConfig", "BertForSequenceClassification", vocab_size=1000, hidden_size=256, num_hidden_layers=4,
+        num_attention_heads=4, intermediate_size=1024, max_position_embeddings=REAL_SEQ,
+        num_labels=REAL_CLASSES, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0), "text"),
+}
+
+
+def real_model(name: str) -> RealCase:
+    """Builds a real architecture with its loss and seeded inputs."""
+    import torch
+    from torch.nn import functional as F
+
+    title, build_model, kind = REAL_MODELS[name]
+    model = build_model()
+    rng = np.random.default_rng(0)
+    labels = torch.from_numpy(rng.integers(0, REAL_CLASSES, size=REAL_BATCH))
+
+    if kind == "image":
+        x = torch.from_numpy(rng.normal(size=(REAL_BATCH, 3, REAL_IMAGE, REAL_IMAGE)).astype(np.float32))
+    else:
+        x = torch.from_numpy(rng.integers(1, 1000, size=(REAL_BATCH, REAL_SEQ)))
+    keyword = "pixel_values" if kind == "image" else "input_ids"
+
+    class WithLoss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x, labels):
+            return F.cross_entropy(self.model(**{keyword: x}).logits, labels)
+
+    return RealCase(name, title, WithLoss().eval(), (x, labels))

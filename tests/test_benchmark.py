@@ -6,6 +6,7 @@ ONNX Runtime's on the same gradient graph, and PyTorch's. No timing is asserted.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -29,6 +30,7 @@ def _load_benchmark():
 
 
 benchmark = _load_benchmark()
+bench_models = benchmark.bench_models
 
 
 def _results(system: str) -> dict[str, np.ndarray]:
@@ -113,3 +115,33 @@ def test_plain_onnxruntime_column(tmp_path):
     assert len(plain["samples_ms"]) == 2
     assert report["models"]["tiny"]["derived"]["plain_over_onnxgrad"] > 0
     assert "plain ORT / default" in completed.stdout
+
+
+# --- Real architectures (--real) ------------------------------------------------
+
+
+def test_real_check_names_each_mismatching_gradient():
+    reference = (np.float32(2.0), {"fc.weight": np.ones([2, 2], np.float32), "fc.bias": np.zeros([2], np.float32)})
+    grads = {"fc.weight": np.full([2, 2], 1.1, np.float32)}
+    assert benchmark._real_check("file", np.float32(2.0), grads, reference) == [
+        "file grad[fc.weight]: max abs err 0.1", "file grad[fc.bias]: missing"]
+    assert benchmark._real_check("module", np.float32(2.0), dict(reference[1]), reference) == []
+
+
+def test_real_architecture_on_a_tiny_bert(monkeypatch):
+    """The --real path end to end on a BERT small enough for CI: both routes checked against autograd, timed."""
+    pytest.importorskip("torch", reason="PyTorch is optional")
+    pytest.importorskip("transformers", reason="transformers is optional (the 'bench' extra)")
+    tiny = lambda: bench_models._hf(  # noqa: E731
+        "BertConfig", "BertForSequenceClassification", vocab_size=1000, hidden_size=16, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=24, max_position_embeddings=bench_models.REAL_SEQ,
+        num_labels=bench_models.REAL_CLASSES, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    monkeypatch.setitem(bench_models.REAL_MODELS, "bert_tiny", ("a tiny BERT", tiny, "text"))
+    settings = dataclasses.replace(benchmark.QUICK, rounds=2, batch_seconds=0.002)
+    record = benchmark.real_architecture("bert_tiny", settings)
+    assert record["check"] == "ok"
+    for timer in benchmark.REAL_TIMERS:
+        assert len(record["systems"][timer]["samples_ms"]) == 2
+        assert record["first_call_s"][timer] > 0
+    assert record["module_over_file"] > 0 and record["file_over_torch"] > 0
+    assert "| bert_tiny: a tiny BERT |" in benchmark.real_tables({"bert_tiny": record})
