@@ -8,7 +8,6 @@ flat lists of values and gradients, and nests them as MindSpore 2.10 does.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterable
 from typing import Any, Sequence
 
@@ -127,10 +126,7 @@ class _SharedState:
 def _rebind_sessions(network: Network) -> None:
     """Points the network's CPU sessions at its parameters' current buffers."""
     for compiled in network._compiled.values():
-        session = compiled.session
-        if not session.resident:  # device sessions bind device copies, refreshed through _mirror_stale
-            session._binding, session._bound = session._new_binding()
-            session._local = threading.local()  # other threads' bindings point at the old buffers
+        compiled.session.rebind_parameters()
 
 
 def _resolve(network: Any) -> Network | _FrameworkTarget:

@@ -168,6 +168,14 @@ class Session:
                     binding.bind_output(name, "cpu")
         return binding, {}
 
+    def rebind_parameters(self) -> None:
+        """Points a host session's bindings at its parameters' current buffers, after a
+        parameter's buffer was replaced (device sessions bind device copies and refresh those
+        themselves). Other threads' bindings are dropped and rebuilt on their next call."""
+        if not self.resident:
+            self._binding, self._bound = self._new_binding()
+            self._local = threading.local()
+
     def _thread_binding(self) -> tuple[Any, dict]:
         if threading.get_ident() == self._owner:
             return self._binding, self._bound
