@@ -16,8 +16,8 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from onnxgrad import _device, _network
-from onnxgrad._network import Parameter
+from onnxgrad import _device, _parameter
+from onnxgrad._parameter import Parameter
 from onnxgrad._ort import ort
 from onnxgrad.errors import InputError, RuntimeFailure, UnsupportedGradientError
 
@@ -57,6 +57,10 @@ _shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _shared_lock = threading.Lock()
 
 
+#: Keys of ``session_config`` that set ``SessionOptions`` attributes (thread pool sizes) instead of config entries.
+_OPTION_ATTRIBUTES = ("intra_op_num_threads", "inter_op_num_threads")
+
+
 def _open(
     model: onnx.ModelProto, providers: list, config: Mapping[str, str], share_key: Hashable | None
 ) -> ort.InferenceSession:
@@ -68,6 +72,9 @@ def _open(
     options = ort.SessionOptions()
     options.log_severity_level = 3
     for key, value in config.items():
+        if key in _OPTION_ATTRIBUTES:  # SessionOptions attributes, not config entries
+            setattr(options, key, int(value))
+            continue
         try:
             options.add_session_config_entry(key, value)
         except Exception as err:
@@ -116,7 +123,8 @@ class Session:
             lifetime.
         outputs: the output names to fetch, in order.
         output_types: ``(shape, dtype)`` per output, or None where unknown.
-        session_config: ORT session config entries (``add_session_config_entry``).
+        session_config: ORT session config entries (``add_session_config_entry``);
+            ``intra_op_num_threads`` and ``inter_op_num_threads`` set the thread pools' sizes.
         share_key: sessions opened with the same key (the same graph,
             providers and config) share one ORT session; each keeps its own binding.
     """
@@ -139,7 +147,7 @@ class Session:
         self.resident = _device.resident(self.device)
         self.input_names = graph_inputs - set(self._parameters)
         self._preallocate = False
-        self._host_writes_seen = _network._host_writes_pending
+        self._host_writes_seen = _parameter._host_writes_pending
         if not self.resident:
             on_cpu = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers)
             known = output_types is not None and all(t is not None for t in output_types)
@@ -195,11 +203,11 @@ class Session:
         binding, bound = self._thread_binding()
         if self.resident:
             return self._run_resident(binding, bound, feeds, on_device)
-        if _network._host_writes_pending != self._host_writes_seen:  # a device step wrote some parameter
+        if _parameter._host_writes_pending != self._host_writes_seen:  # a device step wrote some parameter
             for param in self._parameters.values():
                 if param._host_stale:
                     param._sync_host()
-            self._host_writes_seen = _network._host_writes_pending
+            self._host_writes_seen = _parameter._host_writes_pending
         self._bind_inputs(binding, feeds)
         results = None
         if self._preallocate:
