@@ -5,7 +5,10 @@ transformer encoder block) it times one call that returns the loss and the
 gradients of the first input and of every weight:
 
 - ``onnxgrad``: ``ForwardValueAndGrad(WithLossCell(net, loss), ..., get_all=True,
-  get_by_list=True)``, numpy in and out;
+  get_by_list=True)``, numpy in and out, called from one thread (the fast path);
+  ``onnxgrad_threads``: the same object called from ``--caller-threads`` threads
+  at once (default 4), each thread's results first checked equal to the serial
+  call's; its time is the batch's wall time over all threads' calls;
 - ``onnxgrad_plain``: the same call in another environment (``--plain-python``,
   e.g. Python 3.12 with the newest plain ``onnxruntime``): the standard-op
   graph on a runtime without training kernels, built by the builder
@@ -38,7 +41,7 @@ under the tables.
 Threads: ORT ``intra_op_num_threads`` (raw sessions), ``torch.set_num_threads``,
 MindSpore ``threads_num`` and ``OMP_NUM_THREADS`` all get ``--threads``
 (default 2). onnxgrad's sessions take ORT's default, one thread per physical
-core, since onnxgrad exposes no session options; the JSON records both.
+core (the benchmark passes no session_config); the JSON records both.
 
 Usage::
 
@@ -80,7 +83,7 @@ import bench_models  # noqa: E402
 
 #: Worker processes and the timers each one offers, in table order.
 WORKERS: dict[str, tuple[str, ...]] = {
-    "onnxgrad": ("onnxgrad",),
+    "onnxgrad": ("onnxgrad", "onnxgrad_threads"),
     "onnxgrad_plain": ("onnxgrad_plain",),
     "ort": ("ort", "ort_iobinding", "ort_forward"),
     "torch": ("torch",),
@@ -91,6 +94,7 @@ WORKERS: dict[str, tuple[str, ...]] = {
 #: Column titles of the timers.
 TITLES = {
     "onnxgrad": "onnxgrad FVG",
+    "onnxgrad_threads": "onnxgrad FVG, threads",
     "onnxgrad_plain": "onnxgrad FVG, plain ORT",
     "ort": "raw ORT run",
     "ort_iobinding": "ORT IOBinding",
@@ -117,6 +121,8 @@ NEEDS = {"onnxgrad": "onnxruntime", "onnxgrad_plain": "onnxruntime", "ort": "onn
 REFERENCE = "ort"  # every system is cross-checked against raw ORT's results
 RTOL, ATOL = 1e-3, 1e-4
 GEMM_SIZE = 1024
+#: Threads that share one ForwardValueAndGrad in the ``onnxgrad_threads`` timer (``--caller-threads``).
+CALLER_THREADS = 4
 
 # The issue's targets, checked in the summary.
 TARGET_RATIO_ORT = 1.05
@@ -143,6 +149,7 @@ class Settings:
         busy_retries: times a batch is rerun while other processes used more than
             ``BUSY_RETRY`` of the CPUs during it (the least disturbed attempt counts).
         threads: threads per system.
+        caller_threads: Python threads sharing one ``ForwardValueAndGrad`` (``onnxgrad_threads``).
         setup_timeout: seconds a worker may take to load, or to answer one command.
     """
 
@@ -153,6 +160,7 @@ class Settings:
     calib_seconds: float
     busy_retries: int
     threads: int = 2
+    caller_threads: int = CALLER_THREADS
     setup_timeout: float = 900.0
     plain_python: str | None = None
 
@@ -175,12 +183,15 @@ class Runner:
             graph, a compiled graph, sessions), fills ``timers`` if needed, and
             returns ``{"loss" | "x" | weight name: array}`` for the cross-check.
         timers: ``{timer name: one call}``.
+        batches: ``{timer name: run this many calls}`` for timers that spread a
+            batch over threads (their ``timers`` entry is one call, for warm-up).
         info: anything else worth recording (build breakdown, thread settings).
         finish: called on the last result of a timed batch (waits for asynchronous work).
     """
 
     prime: Callable[[], dict[str, np.ndarray]]
     timers: dict[str, Callable[[], Any]] = dataclasses.field(default_factory=dict)
+    batches: dict[str, Callable[[int], Any]] = dataclasses.field(default_factory=dict)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     finish: Callable[[Any], None] = lambda result: None
 
@@ -198,8 +209,39 @@ def _onnx_cell(case: bench_models.ModelCase):
     return onnxgrad.nn.WithLossCell(net, bench_models.onnx_loss(case))
 
 
-def setup_onnxgrad(case: bench_models.ModelCase, threads: int, timer: str = "onnxgrad") -> Runner:
-    """onnxgrad's ForwardValueAndGrad, numpy in and out; the first call builds the gradient graph."""
+def _threaded_batch(call: Callable[[], Any], threads: int) -> Callable[[int], Any]:
+    """Runs ``calls`` calls of ``call`` spread over ``threads`` threads at once; returns each thread's last result."""
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="caller")
+
+    def work(n: int) -> Any:
+        result = None
+        for _ in range(n):
+            result = call()
+        return result
+
+    def batch(calls: int) -> list[Any]:
+        shares = [calls // threads + (k < calls % threads) for k in range(threads)]
+        return list(pool.map(work, [n for n in shares if n]))
+
+    return batch
+
+
+def _same_results(a: Any, b: Any) -> bool:
+    """Whether two nested result structures hold equal arrays."""
+    if isinstance(a, (tuple, list)):
+        return isinstance(b, (tuple, list)) and len(a) == len(b) and all(map(_same_results, a, b))
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def setup_onnxgrad(
+    case: bench_models.ModelCase, threads: int, timer: str = "onnxgrad", caller_threads: int = CALLER_THREADS
+) -> Runner:
+    """onnxgrad's ForwardValueAndGrad, numpy in and out; the first call builds the gradient graph.
+
+    The default system also times the same object called from ``caller_threads`` threads at once.
+    """
     import onnxruntime
 
     import onnxgrad
@@ -209,13 +251,28 @@ def setup_onnxgrad(case: bench_models.ModelCase, threads: int, timer: str = "onn
     fvg = onnxgrad.ForwardValueAndGrad(cell, params, get_all=True, get_by_list=True)
     x, label = case.x, case.label
 
+    def call():
+        return fvg(x, label)
+
+    runner = Runner(prime=lambda: {}, timers={timer: call})
+    if timer == "onnxgrad" and caller_threads > 1:
+        runner.timers["onnxgrad_threads"] = call
+        runner.batches["onnxgrad_threads"] = _threaded_batch(call, caller_threads)
+
     def prime():
-        loss, ((dx, _), weight_grads) = fvg(x, label)
+        first = call()
+        if runner.batches:  # numerics before timing: every thread's result equals the serial call's
+            wrong = [r for r in runner.batches["onnxgrad_threads"](4 * caller_threads) if not _same_results(r, first)]
+            if wrong:
+                raise RuntimeError(f"{len(wrong)} of {caller_threads} threads got results unlike the serial call's")
+        loss, ((dx, _), weight_grads) = first
         return {"loss": loss, "x": dx, **{p.name: g for p, g in zip(params, weight_grads)}}
 
-    info = {"intra_op_num_threads": "ORT default (onnxgrad exposes no session options)",
-            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
-    return Runner(prime, {timer: lambda: fvg(x, label)}, info)
+    runner.prime = prime
+    # onnxgrad's sessions take ORT's default intra-op threads: the benchmark passes no session_config.
+    runner.info = {"intra_op_num_threads": "ORT default", "caller_threads": caller_threads,
+                   "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    return runner
 
 
 def setup_ort(case: bench_models.ModelCase, threads: int) -> Runner:
@@ -363,7 +420,7 @@ def setup_mindspore(case: bench_models.ModelCase, threads: int, graph_mode: bool
     return Runner(prime, {name: step}, info, finish)
 
 
-def setup(system: str, model: str, threads: int) -> Runner:
+def setup(system: str, model: str, threads: int, caller_threads: int = CALLER_THREADS) -> Runner:
     """Loads ``system`` with ``model`` in this process (no call yet)."""
     if model == "gemm":
         if system != "ort":
@@ -371,7 +428,7 @@ def setup(system: str, model: str, threads: int) -> Runner:
         return setup_gemm(threads)
     case = bench_models.build(model)
     if system in ("onnxgrad", "onnxgrad_plain"):
-        return setup_onnxgrad(case, threads, system)
+        return setup_onnxgrad(case, threads, system, caller_threads)
     if system == "ort":
         return setup_ort(case, threads)
     if system == "torch":
@@ -382,8 +439,11 @@ def setup(system: str, model: str, threads: int) -> Runner:
 
 
 def _run_batch(runner: Runner, timer: str, calls: int) -> float:
-    fn = runner.timers[timer]
     start = time.perf_counter()
+    if timer in runner.batches:
+        runner.batches[timer](calls)
+        return time.perf_counter() - start
+    fn = runner.timers[timer]
     result = None
     for _ in range(calls):
         result = fn()
@@ -392,6 +452,13 @@ def _run_batch(runner: Runner, timer: str, calls: int) -> float:
 
 
 def _run_for(runner: Runner, timer: str, seconds: float, min_calls: int = 1) -> tuple[int, float]:
+    if timer in runner.batches:  # whole threaded batches, a few calls per thread each
+        batch, calls, start = runner.batches[timer], 0, time.perf_counter()
+        while calls < min_calls or time.perf_counter() - start < seconds:
+            n = 4 * (runner.info.get("caller_threads") or 1)
+            batch(n)
+            calls += n
+        return calls, time.perf_counter() - start
     fn = runner.timers[timer]
     calls = 0
     start = time.perf_counter()
@@ -453,7 +520,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def worker_main(system: str, threads: int, results_dir: str) -> int:
+def worker_main(system: str, threads: int, results_dir: str, caller_threads: int = CALLER_THREADS) -> int:
     """A worker process: one system, any number of models.
 
     Loads the system (:func:`load`) and answers ``{"loaded": true}``, then serves
@@ -506,7 +573,7 @@ def worker_main(system: str, threads: int, results_dir: str) -> int:
                 break
             if command == "prime":
                 model, seconds, min_calls = args[0], float(args[1]), int(args[2])
-                runner, setup_s = _timed(lambda: setup(system, model, threads))
+                runner, setup_s = _timed(lambda: setup(system, model, threads, caller_threads))
                 results, first = _timed(runner.prime)
                 runners[model] = runner
                 for timer in runner.timers:
@@ -579,6 +646,7 @@ class Worker:
         python = settings.plain_python if system == "onnxgrad_plain" and settings.plain_python else sys.executable
         command = [
             python, os.path.abspath(__file__), "--worker", system, "--threads", threads,
+            "--caller-threads", str(settings.caller_threads),
             "--results", str(tmp),
         ]
         self._stderr = open(self.stderr_path, "wb")
@@ -893,6 +961,9 @@ def derive(name: str, record: dict[str, Any], gemm: dict[str, Any] | None) -> di
         out["onnxgrad_minus_ort_us"] = (og - ort_ms) * 1e3
     if og and torch_ms:
         out["onnxgrad_over_torch"] = og / torch_ms
+    if og and median("onnxgrad_threads"):
+        # Per-call time (batch wall time over all threads' calls), threads against the single-threaded fast path.
+        out["threads_over_single"] = median("onnxgrad_threads") / og
     if og and median("onnxgrad_plain"):
         out["plain_over_onnxgrad"] = median("onnxgrad_plain") / og
     if ort_ms and torch_ms:
@@ -959,8 +1030,8 @@ def tables(report: dict[str, Any], systems: list[str]) -> str:
         "",
         "| model | onnxgrad / ORT | onnxgrad − ORT (µs) | onnxgrad / PyTorch | ORT / PyTorch | MS PyNative / ORT "
         "| MS graph / ORT | onnxgrad build (s) | fwd+bwd / fwd onnxgrad (ORT) | GFLOP/s onnxgrad (ORT) "
-        "| plain ORT / default |",
-        "|---|" + "---:|" * 10,
+        "| plain ORT / default | onnxgrad threads / 1 thread |",
+        "|---|" + "---:|" * 11,
     ]
     for name, model in report["models"].items():
         d = model["derived"]
@@ -974,6 +1045,7 @@ def tables(report: dict[str, Any], systems: list[str]) -> str:
             _fmt(d.get("onnxgrad_over_ort")), _fmt(d.get("onnxgrad_minus_ort_us")), _fmt(d.get("onnxgrad_over_torch")),
             _fmt(d.get("ort_over_torch")), _fmt(d.get("ms_pynative_over_ort")), _fmt(d.get("ms_graph_over_ort")),
             _fmt(d.get("onnxgrad_build_s")), ratio, gflops, _fmt(d.get("plain_over_onnxgrad")),
+            _fmt(d.get("threads_over_single")),
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     workers = [w for w in WORKERS if w in systems]
@@ -987,6 +1059,10 @@ def tables(report: dict[str, Any], systems: list[str]) -> str:
     for name, model in report["models"].items():
         cells = [_fmt(first_call_s(model["systems"].get(w, {}))) for w in workers]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "onnxgrad_threads" in timers:
+        lines += ["", f"onnxgrad FVG, threads: {report['settings']['caller_threads']} threads call one "
+                  "ForwardValueAndGrad at once; ms per call is the batch's wall time over all their calls "
+                  "(threads / 1 thread < 1: more calls per second than one thread)."]
     gemm = report.get("gemm")
     if gemm and "gflops" in gemm:
         lines += ["", f"ORT float32 GEMM {gemm['size']}³: {gemm['gflops']:.0f} GFLOP/s "
@@ -1285,6 +1361,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 15, --quick 3)")
     parser.add_argument("--batch-seconds", type=float, help="target seconds per timed batch (default 0.2)")
     parser.add_argument("--threads", type=int, help="threads per system (default 2)")
+    parser.add_argument("--caller-threads", type=int,
+                        help=f"threads sharing one ForwardValueAndGrad in the onnxgrad_threads column "
+                        f"(default {CALLER_THREADS}; 1 drops the column)")
     parser.add_argument("--check-only", action="store_true", help="cross-check the systems, time nothing")
     parser.add_argument("--no-gemm", action="store_true", help="skip ORT's GEMM measurement")
     parser.add_argument(
@@ -1301,14 +1380,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        return worker_main(args.worker, args.threads or 2, args.results or tempfile.gettempdir())
+        return worker_main(args.worker, args.threads or 2, args.results or tempfile.gettempdir(),
+                           args.caller_threads or CALLER_THREADS)
 
     models = [] if args.real else _names(args.models or ",".join(bench_models.MODELS), list(bench_models.MODELS),
                                          "models")
     systems = _names(args.systems, list(WORKERS), "systems")
     settings = QUICK if args.quick else FULL
     overrides = {k: v for k, v in {"rounds": args.rounds, "batch_seconds": args.batch_seconds,
-                                   "threads": args.threads, "plain_python": args.plain_python}.items()
+                                   "threads": args.threads, "plain_python": args.plain_python,
+                                   "caller_threads": args.caller_threads}.items()
                  if v is not None}
     if args.check_only:  # first calls only
         overrides.update(warmup_seconds=0.0, warmup_calls=0)

@@ -60,6 +60,24 @@ def test_pytorch_matches_raw_ort(raw_ort):
     assert benchmark.compare(raw_ort, _results("torch")) == []
 
 
+def test_threaded_batch_spreads_the_calls_over_the_threads():
+    import threading
+
+    together, local, seen = threading.Barrier(3, timeout=30), threading.local(), []
+
+    def call():
+        if not hasattr(local, "met"):  # the three threads' first calls wait for each other: they run at once
+            local.met = together.wait() is not None
+        seen.append(threading.current_thread().name)
+        return len(seen)
+
+    batch = benchmark._threaded_batch(call, 3)
+    assert len(batch(7)) == 3  # one last result per thread
+    assert len(seen) == 7 and len(set(seen)) == 3
+    assert benchmark._same_results((np.ones(2), [np.zeros(1)]), (np.ones(2), [np.zeros(1)]))
+    assert not benchmark._same_results((np.ones(2), [np.zeros(1)]), (np.ones(2), [np.ones(1)]))
+
+
 def test_compare_names_each_mismatching_tensor():
     reference = {"loss": np.zeros([1], np.float32), "fc.weight": np.ones([2, 2], np.float32)}
     other = {"loss": np.zeros([], np.float32), "fc.weight": np.full([2, 2], 1.1, np.float32)}
@@ -73,7 +91,7 @@ def test_command_line_run_on_tiny(tmp_path):
     report_path = tmp_path / "report.json"
     completed = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--models", "tiny", "--systems", "onnxgrad,ort", "--rounds", "2",
-         "--batch-seconds", "0.002", "--no-gemm", "--json", str(report_path)],
+         "--batch-seconds", "0.002", "--no-gemm", "--caller-threads", "3", "--json", str(report_path)],
         capture_output=True, text=True, timeout=120,
     )
     assert completed.returncode == 0, completed.stderr
@@ -82,10 +100,13 @@ def test_command_line_run_on_tiny(tmp_path):
     systems = report["models"]["tiny"]["systems"]
     assert systems["ort"]["check"] == "reference"
     assert systems["onnxgrad"]["check"] == "ok"
-    for timer in ("onnxgrad", "ort", "ort_iobinding", "ort_forward"):
+    for timer in ("onnxgrad", "onnxgrad_threads", "ort", "ort_iobinding", "ort_forward"):
         assert len(systems[timer]["samples_ms"]) == 2
         assert systems[timer]["median_ms"] > 0
-    assert report["models"]["tiny"]["derived"]["onnxgrad_over_ort"] > 0
+    assert systems["onnxgrad"]["info"]["caller_threads"] == 3
+    derived = report["models"]["tiny"]["derived"]
+    assert derived["onnxgrad_over_ort"] > 0 and derived["threads_over_single"] > 0
+    assert "onnxgrad FVG, threads: 3 threads call one ForwardValueAndGrad" in completed.stdout
 
 
 def _plain_python() -> str | None:
