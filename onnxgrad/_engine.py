@@ -17,7 +17,7 @@ import onnx
 from onnxgrad import _cache, _device, _gradient, _lower, _prepare
 from onnxgrad._network import Network
 from onnxgrad._session import Session, check_providers
-from onnxgrad.errors import GradientBuildError, InputError, RuntimeFailure
+from onnxgrad.errors import GradientBuildError, InputError, OnnxGradError, RuntimeFailure
 
 __all__ = ["GradSpec", "GradientModel", "make_spec", "gradient_model", "run", "forward", "check_arguments"]
 
@@ -163,18 +163,37 @@ def gradient_model(network: Network, spec: GradSpec, input_shapes: Sequence[Sequ
     cached = _cache.lookup(key)
     if cached is not None:
         return GradientModel(*cached, key=key)
-    prepared = _prepare.prepare(
-        network.model, [i.name for i in network.inputs], shapes, spec.inputs, spec.weights, spec.sens,
-        spec.contributing,
+    prepared = _staged(
+        "graph preparation", _prepare.prepare, network.model, [i.name for i in network.inputs], shapes, spec.inputs,
+        spec.weights, spec.sens, spec.contributing,
     )
     model, layout = prepared.model, prepared.layout
     outputs = [o.name for o in network.outputs]
     if layout.xs:
-        model = _lower.lower(_gradient.build_gradient_graph(model, _prepare.LOSS, layout.xs), prepared.types)
+        model = _staged("gradient builder", _gradient.build_gradient_graph, model, _prepare.LOSS, layout.xs)
+        model = _staged("lowering and optimization", _lower.lower, model, prepared.types)
         outputs += [_gradient.grad_name(x) for x in layout.xs]
-    _lower.declare_output_shapes(model)
+    _staged("output shape declaration", _lower.declare_output_shapes, model)
     _cache.store(key, model, layout, outputs)
     return GradientModel(model, layout, outputs, key)
+
+
+def _staged(stage: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Runs one build stage; an exception that is not an onnxgrad error becomes a GradientBuildError naming it.
+
+    The stages refuse what they cannot handle with onnxgrad errors, so anything else escaping one is a bug.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except OnnxGradError:
+        raise
+    except Exception as err:
+        text = " ".join(str(err).split())[:300] or "no message"
+        raise GradientBuildError(
+            f"onnxgrad's {stage} stage failed with {type(err).__name__} ({text}) while building the gradient graph: "
+            "a bug in onnxgrad, not in your call. Please report it with the model file and this message "
+            "(the original traceback is chained below); meanwhile, asking for fewer gradients may avoid it."
+        ) from err
 
 
 def _bound(network: Network) -> dict:

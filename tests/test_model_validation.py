@@ -176,6 +176,31 @@ def test_loop_within_bounds_still_works():
         onnxgrad.ForwardValueAndGrad(net, get_all=True)(x)
 
 
+@pytest.mark.parametrize("module, stage", [("_prepare", "graph preparation"), ("_gradient", "gradient builder"),
+                                           ("_lower", "lowering and optimization")])
+def test_a_stray_exception_in_a_build_stage_becomes_a_gradient_build_error(module, stage, monkeypatch, fresh_cache):
+    # A bug in a stage must reach the user as an onnxgrad error naming the stage and how to report it.
+    import importlib
+
+    target = {"_prepare": "prepare", "_gradient": "build_gradient_graph", "_lower": "lower"}[module]
+
+    owner = importlib.import_module(f"onnxgrad.{module}")
+    real = getattr(owner, target)
+
+    def broken(*args, **kwargs):
+        if sys._getframe(1).f_globals["__name__"] == "onnxgrad._engine":  # the stage itself, not a helper call
+            raise KeyError("some_tensor")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, target, broken)
+    net = onnxgrad.load(parser.parse_model(
+        """<ir_version: 8, opset_import: ["": 17]> g (float[2] x) => (float[2] y) { y = Mul(x, x) }"""))
+    with pytest.raises(onnxgrad.GradientBuildError, match=rf"{stage} stage failed with KeyError \('some_tensor'\)"
+                       r".*Please report it with the model file") as caught:
+        onnxgrad.ForwardValueAndGrad(net, get_all=True)(np.ones(2, np.float32))
+    assert isinstance(caught.value.__cause__, KeyError)
+
+
 def _external_model(folder, location: str) -> str:
     """A MatMul model whose weight is read from ``location`` (relative to ``folder``)."""
     model = parser.parse_model(
