@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 from onnx import helper, shape_inference
 
-from onnxgrad import _custom_gradients, _lower
+from onnxgrad import _custom_gradients, _lower, _validate
 from onnxgrad._graph import FLOAT_TYPES, GraphWriter, default_opset
 from onnxgrad._rewrites import _constant, apply_rewrites
 from onnxgrad.errors import UnsupportedGradientError
@@ -376,6 +376,7 @@ def prepare(
     apply_rewrites(prepared, w, types)
     _declare_optional_outputs(graph, w)
     _split_duplicate_inputs(graph, w)
+    _validate.guard_trip_counts(prepared)
     types = infer_types(prepared)
 
     outputs = [o.name for o in graph.output]

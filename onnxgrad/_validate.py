@@ -7,6 +7,11 @@ gradient builder, a Loop with a constant trip count of 2**40 grows memory until 
 killed, and an initializer whose data does not fill its declared shape fails deep in numpy.
 :func:`validate` looks for each of these in pure Python, before any native code sees the
 model, and refuses with a :class:`ModelError` that names the tensor or node and the fix.
+
+A trip count computed at run time (a graph input, or arithmetic on one) cannot be read at
+load: :func:`guard_trip_counts` puts a check in front of each such Loop in the graph that
+onnxgrad runs, and :func:`trip_count_failure` turns its failure into an :class:`InputError`
+naming the Loop, before the first iteration allocates anything.
 """
 
 from __future__ import annotations
@@ -18,13 +23,19 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxgrad.errors import ModelError
+from onnxgrad.errors import InputError, ModelError
 
-__all__ = ["MAX_TRIP_COUNT", "MAX_ELEMENTS", "validate", "check_external_data", "all_graphs", "walk_nodes"]
+__all__ = [
+    "MAX_TRIP_COUNT", "MAX_ELEMENTS", "validate", "check_external_data", "all_graphs", "walk_nodes",
+    "guard_trip_counts", "trip_count_failure",
+]
 
-#: The largest constant Loop trip count accepted: every iteration is unrolled into the
-#: gradient graph's saved state, so a larger one exhausts memory rather than computing.
+#: The largest Loop trip count accepted, constant (checked at load) or computed (checked at run
+#: time, before the Loop starts): a Loop's scan outputs grow with every iteration, so a larger one
+#: exhausts memory rather than computing.
 MAX_TRIP_COUNT = 1 << 20
+#: Name prefix of the run-time trip-count check's failing node; the Loop's name follows.
+TRIP_GUARD_PREFIX = "onnxgrad/trip_count_guard/"
 #: The largest element count of a declared dimension or tensor accepted (int32 indexing
 #: limits of several ONNX Runtime kernels, and far beyond any host's memory in float32 ×8).
 MAX_ELEMENTS = 1 << 31
@@ -372,6 +383,65 @@ def _check_loop(node: onnx.NodeProto, label: str, constants: dict[str, onnx.Tens
             f"{label} has no trip count and its body returns its condition unchanged, so it never ends: "
             "give the Loop a trip count or compute the condition in the body."
         )
+
+
+def guard_trip_counts(model: onnx.ModelProto) -> None:
+    """Puts a run-time check of ``MAX_TRIP_COUNT`` in front of every Loop whose trip count is not a constant.
+
+    The check feeds the trip count on unchanged when it is within the cap; past it, a Reshape
+    named ``TRIP_GUARD_PREFIX + <Loop name>`` fails before the Loop runs (ONNX has no assert op),
+    which :func:`trip_count_failure` recognises. Modifies ``model`` (onnxgrad's prepared copy).
+    """
+    for graph in all_graphs(model.graph):
+        constant = {init.name for init in graph.initializer}
+        constant |= {out for node in graph.node if node.op_type == "Constant" for out in node.output}
+        nodes = []
+        for node in graph.node:
+            trip = node.input[0] if node.op_type == "Loop" and node.domain in ("", "ai.onnx") and node.input else ""
+            if trip and trip not in constant:
+                guarded, checks = _trip_guard(node, trip)
+                nodes += checks
+                node.input[0] = guarded
+            nodes.append(node)
+        if len(nodes) != len(graph.node):
+            del graph.node[:]
+            graph.node.extend(nodes)
+
+
+def _trip_guard(loop: onnx.NodeProto, trip: str) -> tuple[str, list[onnx.NodeProto]]:
+    """The nodes that check ``trip`` against the cap, and the name of the trip count they pass on."""
+    loop_name = loop.name or loop.output[0]
+    prefix = f"{TRIP_GUARD_PREFIX}{loop_name}/"
+
+    def const(name: str, value: np.ndarray) -> onnx.NodeProto:
+        return helper.make_node("Constant", [], [prefix + name], value=onnx.numpy_helper.from_array(value))
+
+    nodes = [
+        const("cap", np.array(MAX_TRIP_COUNT, np.int64)),
+        const("zero", np.array(0, np.int64)),
+        const("fits", np.array([1], np.int64)),
+        const("does_not_fit", np.array([2], np.int64)),
+        helper.make_node("Greater", [trip, prefix + "cap"], [prefix + "over"]),
+        helper.make_node("Where", [prefix + "over", prefix + "does_not_fit", prefix + "fits"], [prefix + "shape"]),
+        # Fails past the cap: one element cannot take the shape [2].
+        helper.make_node("Reshape", [prefix + "zero", prefix + "shape"], [prefix + "probe"],
+                         name=TRIP_GUARD_PREFIX + loop_name),
+        helper.make_node("ReduceMax", [prefix + "probe"], [prefix + "no_change"], keepdims=0),
+        helper.make_node("Add", [trip, prefix + "no_change"], [prefix + "trip"]),
+    ]
+    return prefix + "trip", nodes
+
+
+def trip_count_failure(message: str) -> InputError | None:
+    """The error to raise for an ONNX Runtime failure of a :func:`guard_trip_counts` check, else None."""
+    match = re.search(re.escape(TRIP_GUARD_PREFIX) + r"([^']*)'", message)
+    if match is None:
+        return None
+    return InputError(
+        f"Loop node {match.group(1)!r} was asked for more than {MAX_TRIP_COUNT} iterations by a trip count computed "
+        f"at run time; onnxgrad refuses more (onnxgrad._validate.MAX_TRIP_COUNT), since a Loop's scan outputs grow "
+        "with every iteration until memory runs out. Pass inputs that give a smaller trip count."
+    )
 
 
 def _passes_condition(body: onnx.GraphProto) -> bool:

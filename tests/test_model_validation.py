@@ -201,6 +201,44 @@ def test_a_stray_exception_in_a_build_stage_becomes_a_gradient_build_error(modul
     assert isinstance(caught.value.__cause__, KeyError)
 
 
+RUNTIME_TRIPS = """<ir_version: 8, opset_import: ["": 17]>
+g (float[2] x, int64 n) => (float[2] y, float[N, 2] steps) {{
+    c = Constant <value = bool {{1}}> ()
+    m = {trips}
+    y, steps = Loop(m, c, x) <body = body (int64 i, bool cin, float[2] a) => (bool cout, float[2] b, float[2] s) {{
+        cout = Identity(cin)
+        b = Add(a, a)
+        s = Identity(b)
+    }}>
+}}"""
+
+
+@pytest.mark.parametrize("trips", ["Identity(n)", "Add(n, n)"], ids=["graph_input", "computed"])
+def test_a_trip_count_computed_at_run_time_is_capped_before_the_loop_runs(trips):
+    # Before the check, a scan output grew with each of 2**40 iterations until the process was killed;
+    # the child's address space is capped so that a regression fails here instead of exhausting the machine.
+    code = textwrap.dedent(
+        f"""
+        import resource, numpy as np, onnx, onnxgrad
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+        net = onnxgrad.load(onnx.parser.parse_model({RUNTIME_TRIPS.format(trips=trips)!r}))
+        x = np.array([1.0, -0.5], np.float32)
+        y, steps = net(x, np.array(2, np.int64))  # 2 or 4 iterations: doubling each time
+        n = len(steps)
+        assert n in (2, 4) and np.array_equal(y, x * 2.0**n), (y, steps)
+        assert np.array_equal(steps, x * 2.0 ** np.arange(1, n + 1)[:, None])
+        try:
+            net(x, np.array(1 << 40, np.int64))
+        except onnxgrad.InputError as err:
+            print(err)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"Loop node 'y' was asked for more than 1048576 iterations by a trip count computed at run "
+                     r"time; .*Pass inputs that give a smaller trip count", proc.stdout), proc.stdout
+
+
 def _external_model(folder, location: str) -> str:
     """A MatMul model whose weight is read from ``location`` (relative to ``folder``)."""
     model = parser.parse_model(
