@@ -98,9 +98,9 @@ import onnx
 from onnx import helper
 
 from onnxgrad._frontend import BUFFER_MAP_KEY, Frontend, set_parameter_map
-from onnxgrad.converters._common import fold_static_shapes, initializer_mismatch, rearranged_copy
 from onnxgrad._graph import TensorInfo, default_opset
 from onnxgrad._versions import MAX_IR_VERSION, MAX_OPSET
+from onnxgrad.converters._common import fold_static_shapes, initializer_mismatch, rearranged_copy
 from onnxgrad.errors import ConversionError, InputError
 
 __all__ = ["DEFAULT_EXPORTER", "DYNAMO_OPSET", "EXPORTERS", "OPSET", "TorchFrontend", "frontend", "to_onnx"]

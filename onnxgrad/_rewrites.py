@@ -40,8 +40,8 @@ from onnx import helper, numpy_helper
 
 from onnxgrad import _custom_gradients as cg
 from onnxgrad._custom_gradients import DOMAIN
-from onnxgrad._standard_gradients import ones_like
 from onnxgrad._graph import FLOAT_TYPES, GraphWriter
+from onnxgrad._standard_gradients import ones_like
 
 __all__ = ["apply_rewrites"]
 

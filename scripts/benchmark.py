@@ -573,7 +573,7 @@ def worker_main(system: str, threads: int, results_dir: str, caller_threads: int
                 break
             if command == "prime":
                 model, seconds, min_calls = args[0], float(args[1]), int(args[2])
-                runner, setup_s = _timed(lambda: setup(system, model, threads, caller_threads))
+                runner, setup_s = _timed(lambda: setup(system, model, threads, caller_threads))  # noqa: B023 (called at once)
                 results, first = _timed(runner.prime)
                 runners[model] = runner
                 for timer in runner.timers:
@@ -880,7 +880,7 @@ def time_rounds(workers: dict[str, Worker], model: str, settings: Settings, reco
 def _least_disturbed(worker: Worker, command: str, settings: Settings) -> dict[str, Any]:
     """Runs a timed batch, again (up to ``busy_retries`` times) while other processes disturbed it."""
     best = None
-    for attempt in range(settings.busy_retries + 1):
+    for attempt in range(settings.busy_retries + 1):  # noqa: B007 (read after the loop)
         answer = worker.ask(command)
         if best is None or (answer["others_cpu"] or 0.0) < (best["others_cpu"] or 0.0):
             best = answer
@@ -1194,6 +1194,7 @@ def real_architecture(name: str, settings: Settings, check_only: bool = False) -
     # OpenMP barrier waits for a preempted thread. Read when PyTorch first starts its OpenMP pool.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import onnx
+
     import torch
 
     import onnxgrad
@@ -1277,7 +1278,7 @@ def real_architecture(name: str, settings: Settings, check_only: bool = False) -
             order = REAL_TIMERS[round_ % 3:] + REAL_TIMERS[: round_ % 3]  # nobody always runs first
             for timer in order:
                 n = max(1, round(settings.batch_seconds / per_call[timer]))
-                _, seconds = _timed(lambda: [calls[timer]() for _ in range(n)])
+                _, seconds = _timed(lambda: [calls[timer]() for _ in range(n)])  # noqa: B023 (called at once)
                 samples[timer].append(1e3 * seconds / n)
     for timer in REAL_TIMERS:
         record["systems"][timer] = {"samples_ms": samples[timer], "median_ms": float(np.median(samples[timer]))}

@@ -23,7 +23,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import node_corpus  # noqa: E402
-
 from onnxgrad import _rewrites  # noqa: E402
 
 

@@ -8,9 +8,9 @@ onnxgrad" claim run in subprocesses.
 from __future__ import annotations
 
 import json
-import re
 import os
 import pathlib
+import re
 import subprocess
 import sys
 

@@ -11,12 +11,13 @@ import pytest
 
 ms = pytest.importorskip("mindspore")
 from mindspore import ParameterTuple as MsParameterTuple  # noqa: E402
-from mindspore import Tensor, nn as ms_nn, ops  # noqa: E402
+from mindspore import Tensor, ops  # noqa: E402
+from mindspore import nn as ms_nn  # noqa: E402
 
 import ms_nets  # noqa: E402
 import onnxgrad  # noqa: E402
-from onnxgrad import nn  # noqa: E402
 from float64 import to_float64  # noqa: E402
+from onnxgrad import nn  # noqa: E402
 from onnxgrad.testing import check_grads  # noqa: E402
 from treecompare import assert_trees_close  # noqa: E402
 

@@ -9,7 +9,6 @@ installed, re-records its networks and checks the stored values are current.
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import pytest

@@ -391,7 +391,7 @@ def test_shape_check_skipped_during_export_is_accepted():
 
 class Warns(nn.Module):
     def forward(self, x):
-        warnings.warn("forward says hello", UserWarning)
+        warnings.warn("forward says hello", UserWarning, stacklevel=1)
         return x * 2
 
 

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Callable
 
 import numpy as np
+
 import torch
 import torch.nn.functional as F
 from torch import nn
