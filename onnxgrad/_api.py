@@ -16,6 +16,7 @@ import onnx
 
 from onnxgrad import _engine, _frontend
 from onnxgrad._network import Network, Parameter, load
+from onnxgrad._spec import GradSpec, RunOptions
 from onnxgrad.errors import InputError
 
 __all__ = ["ForwardValueAndGrad", "value_and_grad"]
@@ -120,13 +121,7 @@ class _SharedState:
             moved = True
         self.keys = keys
         if moved:
-            _rebind_sessions(network)
-
-
-def _rebind_sessions(network: Network) -> None:
-    """Points the network's CPU sessions at its parameters' current buffers."""
-    for compiled in network._compiled.values():
-        compiled.session.rebind_parameters()
+            _engine.rebind_parameters(network)
 
 
 def _resolve(network: Any) -> Network | _FrameworkTarget:
@@ -171,13 +166,13 @@ class _GradFunction:
     def __init__(
         self,
         network: Any,
+        *,
         grad_position: int | tuple[int, ...] | str | None,
         weights: Any,
         has_aux: bool,
         return_ids: bool,
         sens_param: bool,
-        providers: Any,
-        session_config: Any = None,
+        options: RunOptions,
     ) -> None:
         self._target = _resolve(network)
         self._grad_position = grad_position
@@ -185,9 +180,7 @@ class _GradFunction:
         self._has_aux = has_aux
         self._return_ids = return_ids
         self._sens_param = sens_param
-        self._providers = providers
-        self._session_config = session_config
-        _engine.make_spec(providers=providers)  # fail early on a bad provider
+        self._options = options
         # Per network (a loss cell's label-dtype variants, a framework's signatures): spec and ids.
         self._plans: dict[Network, tuple] = {}
 
@@ -214,7 +207,7 @@ class _GradFunction:
         if plan is None:
             plan = self._plans[network] = self._plan(network, mapping)
         spec, positions, weight_ids, missing = plan
-        values, input_grads, weight_grads = _engine.run(network, spec, arrays, sens)
+        values, input_grads, weight_grads = _engine.run(network, arrays, spec=spec, options=self._options, sens=sens)
         if missing:
             weight_grads = _with_missing(weight_grads, missing)
 
@@ -254,9 +247,7 @@ class _GradFunction:
         if self._has_aux and len(network.outputs) < 2:
             raise InputError("has_aux=True needs a network with at least two outputs (the first is differentiated).")
         contributing = (0,) if self._has_aux else None
-        spec = _engine.make_spec(
-            positions, weight_names, self._sens_param, contributing, self._providers, self._session_config
-        )
+        spec = GradSpec(inputs=positions, weights=weight_names, sens=self._sens_param, contributing=contributing)
         return spec, positions, weight_ids, missing
 
     def _resolve_weights(self, network: Network, mapping: dict[str, str]):
@@ -393,10 +384,14 @@ class ForwardValueAndGrad:
             position = None if get_by_list else 0
         self.get_all, self.get_by_list, self.sens_param = get_all, get_by_list, sens_param
         self.weights = weights
-        # Without get_by_list MindSpore ignores the weights.
         self._fn = _GradFunction(
-            network, position, tuple(weights) if get_by_list else None, False, False, sens_param, providers,
-            session_config,
+            network,
+            grad_position=position,
+            weights=tuple(weights) if get_by_list else None,  # without get_by_list MindSpore ignores them
+            has_aux=False,
+            return_ids=False,
+            sens_param=sens_param,
+            options=RunOptions(providers, session_config),  # checked here: a bad provider fails early
         )
 
     def __call__(self, *inputs: Any, **kwargs: Any) -> tuple[Any, Any]:
@@ -448,7 +443,15 @@ def value_and_grad(
         raise InputError(f"grad_position must be an int, a tuple of ints or None, got {grad_position!r}.")
     if weights is not None and not _is_single(weights):
         weights = tuple(weights)
-    grad_fn = _GradFunction(fn, grad_position, weights, has_aux, return_ids, False, providers, session_config)
+    grad_fn = _GradFunction(
+        fn,
+        grad_position=grad_position,
+        weights=weights,
+        has_aux=has_aux,
+        return_ids=return_ids,
+        sens_param=False,
+        options=RunOptions(providers, session_config),  # checked here: a bad provider fails early
+    )
 
     def value_and_grad_fn(*inputs: Any, **kwargs: Any) -> tuple[Any, Any]:
         return grad_fn(*inputs, **kwargs)

@@ -1,46 +1,37 @@
 """The shared core of ``ForwardValueAndGrad``, ``value_and_grad`` and ``Network.__call__``.
 
-``run`` checks the arguments, compiles (once per spec and input signature) a
-gradient graph and a session, runs it, and returns flat lists: the forward
-values, one gradient per requested input, one per requested weight. How those
-lists nest is the facade's business.
+``run`` checks the arguments, compiles (once per spec, run options and input
+signature) a gradient graph and a session, runs it, and returns flat lists:
+the forward values, one gradient per requested input, one per requested
+weight. How those lists nest is the facade's business.
+
+The engine owns its state: each network's compiled sessions live in one
+opaque slot (``Network._engine_state``) that only this module reads or writes.
+The engine knows networks through their public surface (inputs, outputs,
+parameters, model) and two hooks a loss cell overrides: ``_for_dtypes`` (the
+cell for a label dtype) and ``_value_check`` (label ranges).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import onnx
 
 from onnxgrad import _cache, _device, _gradient, _lower, _prepare
-from onnxgrad._network import Network
-from onnxgrad._session import Session, check_providers
+from onnxgrad._session import Session
+from onnxgrad._spec import GradSpec, RunOptions
 from onnxgrad.errors import GradientBuildError, InputError, OnnxGradError, RuntimeFailure
 
-__all__ = ["GradSpec", "GradientModel", "make_spec", "gradient_model", "run", "forward", "check_arguments"]
+if TYPE_CHECKING:  # typing only: _network imports this module to run a network
+    from onnxgrad._network import Network
 
-
-@dataclasses.dataclass(frozen=True)
-class GradSpec:
-    """What to differentiate.
-
-    Attributes:
-        inputs: positions of the inputs whose gradients are returned.
-        weights: names of the parameters whose gradients are returned.
-        sens: whether the caller passes the sensitivities.
-        contributing: outputs that feed the gradient (None: all).
-        providers: ONNX Runtime providers (hashable form).
-        session_config: ONNX Runtime session config entries, as sorted (key, value) pairs.
-    """
-
-    inputs: tuple[int, ...] = ()
-    weights: tuple[str, ...] = ()
-    sens: bool = False
-    contributing: tuple[int, ...] | None = None
-    providers: tuple = ("CPUExecutionProvider",)
-    session_config: tuple = ()
+__all__ = [
+    "GradSpec", "RunOptions", "GradientModel", "gradient_model", "run", "forward", "check_arguments",
+    "rebind_parameters",
+]
 
 
 @dataclasses.dataclass
@@ -51,19 +42,30 @@ class _Compiled:
     shapes_checked: bool = False
 
 
+class _State:
+    """What the engine keeps per network (in ``Network._engine_state``)."""
+
+    __slots__ = ("compiled", "fast")
+
+    def __init__(self) -> None:
+        # Compiled gradient graphs and sessions, keyed by (spec, options, input signature).
+        self.compiled: dict[Any, _Compiled] = {}
+        # (spec, options, signature of already-checked arguments) -> (variant, compiled), for the hot path.
+        self.fast: dict[Any, tuple[Network, _Compiled]] = {}
+
+
+def _state(network: Network) -> _State:
+    state = network._engine_state
+    if state is None:
+        state = network._engine_state = _State()
+    return state
+
+
 _FORWARD = GradSpec()
+_DEFAULT_OPTIONS = RunOptions()
 
-
-def _hashable(providers: Any) -> tuple:
-    return tuple(
-        (p[0], tuple(sorted(p[1].items()))) if isinstance(p, tuple) else p for p in check_providers(providers)
-    )
-
-
-def make_spec(inputs=(), weights=(), sens=False, contributing=None, providers=None, session_config=None) -> GradSpec:
-    """A GradSpec with checked providers and session config."""
-    config = tuple(sorted((str(k), str(v)) for k, v in (session_config or {}).items()))
-    return GradSpec(tuple(inputs), tuple(weights), bool(sens), contributing, _hashable(providers), config)
+#: Kept for scripts/benchmark.py until it moves into a package: ``make_spec(inputs=..., weights=...)``.
+make_spec = GradSpec
 
 
 def _c_contiguous(array: np.ndarray) -> np.ndarray:
@@ -90,7 +92,7 @@ def check_arguments(network: Network, args: Sequence[Any]) -> tuple[Network, lis
     given = [a if isinstance(a, np.ndarray) or _device.is_ortvalue(a) else None for a in args]
     types = [_device.shape_and_dtype(g) if g is not None else None for g in given]
     dtypes = [t[1] if t is not None else info.dtype for t, info in zip(types, network.inputs)]
-    network = network.variant(dtypes)
+    network = network._for_dtypes(dtypes)
     arrays = []
     for arg, array, info in zip(args, given, network.inputs):
         if array is None:
@@ -164,8 +166,8 @@ def gradient_model(network: Network, spec: GradSpec, input_shapes: Sequence[Sequ
     if cached is not None:
         return GradientModel(*cached, key=key)
     prepared = _staged(
-        "graph preparation", _prepare.prepare, network.model, [i.name for i in network.inputs], shapes, spec.inputs,
-        spec.weights, spec.sens, spec.contributing,
+        "graph preparation", _prepare.prepare, network.model, input_names=[i.name for i in network.inputs],
+        shapes=shapes, spec=spec,
     )
     model, layout = prepared.model, prepared.layout
     outputs = [o.name for o in network.outputs]
@@ -211,39 +213,50 @@ def _output_types(built: GradientModel) -> list | None:
     return types
 
 
-def _compile(network: Network, spec: GradSpec, arrays: list[np.ndarray]) -> _Compiled:
+def _compile(network: Network, spec: GradSpec, options: RunOptions, arrays: list[np.ndarray]) -> _Compiled:
     signature = tuple((shape, dtype.str) for shape, dtype in map(_device.shape_and_dtype, arrays))
-    key = (spec, signature)
-    compiled = network._compiled.get(key)
+    key = (spec, options, signature)
+    compiled_by_key = _state(network).compiled
+    compiled = compiled_by_key.get(key)
     if compiled is not None:
         return compiled
     built = gradient_model(network, spec, [signature_shape for signature_shape, _ in signature])
-    providers = list(_unhash(spec.providers))
+    providers = options.provider_list()
     model = _lower.for_provider(built.model, _device.device_of(providers)[0])
     session = Session(
         model, providers, _bound(network), built.outputs, _output_types(built),
-        session_config=dict(spec.session_config), share_key=(built.key, spec.providers, spec.session_config),
+        session_config=options.config_dict(), share_key=(built.key, options.providers, options.session_config),
     )
     compiled = _Compiled(session, built.layout, len(network.outputs))
-    network._compiled[key] = compiled
+    compiled_by_key[key] = compiled
     return compiled
 
 
-#: Compiled signatures (spec and argument shapes) a network keeps; the oldest go first.
+#: Compiled signatures (spec, options and argument shapes) a network keeps; the oldest go first.
 MAX_SIGNATURES = 64
 
 
 def _trim_signatures(root: Network, network: Network) -> None:
     """Bounds a network's compiled sessions: a new batch size each call would otherwise add one each."""
-    while len(network._compiled) > MAX_SIGNATURES:
-        old = network._compiled.pop(next(iter(network._compiled)))
-        for fast_key, (_, compiled) in list(root._fast.items()):
+    compiled_by_key, fast = _state(network).compiled, _state(root).fast
+    while len(compiled_by_key) > MAX_SIGNATURES:
+        old = compiled_by_key.pop(next(iter(compiled_by_key)))
+        for fast_key, (_, compiled) in list(fast.items()):
             if compiled is old:
-                root._fast.pop(fast_key, None)
+                fast.pop(fast_key, None)
 
 
-def _unhash(providers: tuple) -> list:
-    return [(p[0], dict(p[1])) if isinstance(p, tuple) else p for p in providers]
+def rebind_parameters(network: Network) -> None:
+    """Points the network's sessions at its parameters' current buffers (after they were replaced)."""
+    state = network._engine_state
+    for compiled in state.compiled.values() if state is not None else ():
+        compiled.session.rebind_parameters()
+
+
+def compiled_sessions(network: Network) -> dict[tuple[GradSpec, RunOptions, tuple], Session]:
+    """The network's sessions by (spec, options, input signature), oldest first (for tests and tools)."""
+    state = network._engine_state
+    return {key: c.session for key, c in state.compiled.items()} if state is not None else {}
 
 
 def _check_sens(
@@ -290,14 +303,20 @@ def _check_sens(
 
 
 def run(
-    network: Network, spec: GradSpec, args: Sequence[Any], sens: Any = None
+    network: Network,
+    args: Sequence[Any],
+    *,
+    spec: GradSpec,
+    options: RunOptions = _DEFAULT_OPTIONS,
+    sens: Any = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Runs forward and backward.
 
     Args:
         network: the network.
-        spec: what to differentiate.
         args: the network inputs.
+        spec: what to differentiate.
+        options: how to run (providers, session config).
         sens: the sensitivities (only with ``spec.sens``): an array for one
             output, a tuple or list with one array per output otherwise.
 
@@ -308,16 +327,16 @@ def run(
     key = None
     on_device = None
     try:  # the fast path: numpy arrays of a signature seen before, already checked and compiled
-        key = (spec, tuple((a.shape, a.dtype, a.flags.c_contiguous) for a in args))
-        network, compiled = network._fast[key]
+        key = (spec, options, tuple((a.shape, a.dtype, a.flags.c_contiguous) for a in args))
+        network, compiled = network._engine_state.fast[key]
         arrays = args
     except (AttributeError, KeyError):
         root = network
         network, arrays = check_arguments(network, args)
-        compiled = _compile(network, spec, arrays)
+        compiled = _compile(network, spec, options, arrays)
         _trim_signatures(root, network)
         if key is not None and all(a is b for a, b in zip(arrays, args)):  # args were fine as given
-            root._fast[key] = (network, compiled)
+            _state(root).fast[key] = (network, compiled)
         if any(_device.is_ortvalue(a) for a in arrays):  # OrtValues in: OrtValues out, where they are
             on_device = [True] * (compiled.n_outputs + len(compiled.layout.xs))
     if network._value_check is not None:
@@ -340,17 +359,18 @@ def run(
 
     device = (session.device if session.resident else _device.CPU) if on_device else None
     input_grads = [_input_grad(arrays[pos], layout.input_targets[pos], grads, device) for pos in spec.inputs]
-    params = network._parameters
     weight_grads = []
     for name in spec.weights:
         shadow = _prepare.int_shadow_name(name)
         if name in layout.weight_targets:
             weight_grads.append(grads[name])
-        elif shadow in layout.weight_targets:  # an int Parameter
-            grad = _int_gradient(np.asarray(_device.to_host(grads[shadow])), params[name].dtype, shadow)
+            continue
+        param = network.parameters_dict()[name]  # rare: an int Parameter, or one the outputs do not use
+        if shadow in layout.weight_targets:
+            grad = _int_gradient(np.asarray(_device.to_host(grads[shadow])), param.dtype, shadow)
             weight_grads.append(grad if device is None else _device.to_device(grad, device))
         else:
-            weight_grads.append(_zeros(params[name].shape, params[name].dtype, device))
+            weight_grads.append(_zeros(param.shape, param.dtype, device))
     return values, input_grads, weight_grads
 
 
@@ -405,12 +425,8 @@ def _int_gradient(shadow_grad: np.ndarray, dtype: np.dtype, name: str) -> np.nda
 
 
 def forward(
-    network: Network, args: Sequence[Any], spec: GradSpec = _FORWARD
+    network: Network, args: Sequence[Any], *, options: RunOptions = _DEFAULT_OPTIONS
 ) -> np.ndarray | tuple[np.ndarray, ...]:
-    """The network's forward values: one array, or a tuple for several outputs.
-
-    ``spec`` asks for no gradients; it carries the providers and session config
-    (``make_spec(providers=..., session_config=...)``).
-    """
-    values, _, _ = run(network, spec, args)
+    """The network's forward values: one array, or a tuple for several outputs."""
+    values, _, _ = run(network, args, spec=_FORWARD, options=options)
     return values[0] if len(values) == 1 else tuple(values)

@@ -258,8 +258,9 @@ def export_gradient(
 
     Example:
         >>> net = onnxgrad.nn.WithLossCell(onnxgrad.load("models/digits_mlp.onnx"),
-        ...                                onnxgrad.nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean"))
-        >>> exported = export_gradient(net.variant([np.float32, np.int64]), shapes={"x": [32, 64]})
+        ...                                onnxgrad.nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean"),
+        ...                                label_dtype=np.int64)
+        >>> exported = export_gradient(net, shapes={"x": [32, 64]})
         >>> [o.name for o in exported.outputs][:3]
         ['loss', 'onnxgrad/loss', 'fc1.weight_grad']
     """
@@ -271,7 +272,7 @@ def export_gradient(
             f"(inputs {[i.name for i in network.inputs]}, weights {list(network.parameters_dict())})."
         )
     input_shapes, notes = concrete_shapes(network, shapes)
-    spec = _engine.make_spec(positions, weight_names, sens)
+    spec = _engine.GradSpec(inputs=positions, weights=weight_names, sens=sens)
     built = _engine.gradient_model(network, spec, input_shapes)
     prepared = built.layout
     model = onnx.ModelProto()

@@ -1,18 +1,22 @@
-"""Small helpers for reading and writing ONNX graphs: tensor metadata, unique
-names, and node emitters that follow the model's opset (ReduceSum and
-Unsqueeze moved ``axes`` from an attribute to an input in opset 13)."""
+"""Small helpers for reading and writing ONNX graphs: tensor metadata, the
+type table shape inference gives, unique names, and node emitters that follow
+the model's opset (ReduceSum and Unsqueeze moved ``axes`` from an attribute to
+an input in opset 13)."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper, numpy_helper, shape_inference
 
-__all__ = ["TensorInfo", "GraphWriter", "default_opset", "tensor_infos", "FLOAT_TYPES"]
+__all__ = [
+    "TensorInfo", "GraphWriter", "default_opset", "tensor_infos", "FLOAT_TYPES", "TensorType", "TypeTable",
+    "infer_types",
+]
 
 #: ONNX element types treated as differentiable.
 FLOAT_TYPES = frozenset(
@@ -70,6 +74,76 @@ class TensorInfo:
                 d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
             )
         return cls(value_info.name, shape, np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)))
+
+
+class TensorType(NamedTuple):
+    """A tensor's element type and shape, as inference knows them.
+
+    Attributes:
+        elem: the ONNX ``TensorProto`` element type; 0 when unknown.
+        shape: one size per axis (None where unknown); None when even the rank is unknown.
+    """
+
+    elem: int
+    shape: tuple[int | None, ...] | None
+
+
+#: What the table says of a tensor it does not know.
+UNKNOWN = TensorType(0, None)
+
+
+class TypeTable(dict):
+    """``{tensor name: TensorType}`` for one graph, read through small typed accessors.
+
+    A plain dict of ``(elem, shape)`` tuples underneath, so code that unpacks
+    entries keeps working; read it with :meth:`elem`, :meth:`shape` and friends
+    rather than ``types.get(name, (0, None))[0]``.
+    """
+
+    def type_of(self, name: str) -> TensorType:
+        """The tensor's type; :data:`UNKNOWN` when the table does not know it."""
+        return self.get(name, UNKNOWN)
+
+    def elem(self, name: str) -> int:
+        """The tensor's ONNX element type; 0 when unknown."""
+        return self.get(name, UNKNOWN)[0]
+
+    def shape(self, name: str) -> tuple[int | None, ...] | None:
+        """The tensor's shape (None entries for unknown sizes); None when the rank is unknown."""
+        return self.get(name, UNKNOWN)[1]
+
+    def static_shape(self, name: str) -> tuple[int, ...] | None:
+        """The tensor's shape when every size is known, else None."""
+        shape = self.shape(name)
+        return None if shape is None or None in shape else tuple(shape)
+
+    def rank(self, name: str) -> int | None:
+        """The tensor's rank; None when unknown."""
+        shape = self.shape(name)
+        return None if shape is None else len(shape)
+
+    def is_float(self, name: str) -> bool:
+        """Whether the tensor is known to have a differentiable (float) type."""
+        return self.elem(name) in FLOAT_TYPES
+
+
+def infer_types(model: onnx.ModelProto) -> TypeTable:
+    """The type of every tensor ONNX shape inference types (graph inputs, values, outputs, initializers)."""
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # inference is a help, never a requirement
+        inferred = model
+    graph = inferred.graph
+    types = TypeTable()
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        tensor = value.type.tensor_type
+        shape = None
+        if tensor.HasField("shape"):
+            shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        types[value.name] = TensorType(tensor.elem_type, shape)
+    for init in graph.initializer:
+        types[init.name] = TensorType(init.data_type, tuple(init.dims))
+    return types
 
 
 def tensor_infos(value_infos: Iterable[onnx.ValueInfoProto], exclude: Iterable[str] = ()) -> tuple[TensorInfo, ...]:

@@ -27,7 +27,7 @@ import onnx
 from onnx import helper
 
 from onnxgrad import _engine, _export, _prepare
-from onnxgrad._graph import FLOAT_TYPES, TensorInfo
+from onnxgrad._graph import FLOAT_TYPES, TensorInfo, infer_types
 from onnxgrad._network import Network, load
 from onnxgrad.errors import (
     GradientBuildError,
@@ -270,7 +270,7 @@ def _find_blocking_types(
     network: Network, shapes: list[tuple[int, ...]], types: Mapping[str, tuple]
 ) -> tuple[set[str], str | None]:
     """Op types without a gradient on some path, and another build error if one stops the search."""
-    spec = _engine.make_spec(range(len(network.inputs)), list(network.parameters_dict()))
+    spec = _engine.GradSpec(inputs=range(len(network.inputs)), weights=list(network.parameters_dict()))
     present = {node.op_type for node in network.model.graph.node}
     blocked: set[str] = set()
     candidate = network
@@ -428,7 +428,7 @@ def _inspect_network(
 
     counts = collections.Counter((node.domain or "", node.op_type) for node in _all_nodes(graph))
 
-    types = _prepare.infer_types(network.model if input_shapes is None else _concrete_model(network, input_shapes))
+    types = infer_types(network.model if input_shapes is None else _concrete_model(network, input_shapes))
     float_outputs = {o.name for o in network.outputs if o.is_float}
     reach = _prepare.gradient_sources(graph, float_outputs, types) if float_outputs else set()
 

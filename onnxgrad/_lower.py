@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxgrad._graph import GraphWriter, default_opset
+from onnxgrad._graph import GraphWriter, default_opset, infer_types
 from onnxgrad.errors import GradientBuildError, UnsupportedGradientError
 
 __all__ = ["lower", "nonstandard_nodes", "is_standard", "declare_output_shapes", "for_provider"]
@@ -770,8 +770,6 @@ def declare_output_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     onnx's full check refuses an output whose declared type has no shape
     while inference finds one.
     """
-    from onnxgrad._prepare import infer_types
-
     missing = [o for o in model.graph.output if not o.type.tensor_type.HasField("shape")]
     if missing:
         types = infer_types(model)
@@ -811,8 +809,6 @@ def lower(model: onnx.ModelProto, types: dict) -> onnx.ModelProto:
         UnsupportedGradientError: a node has no standard-op lowering.
         GradientBuildError: a lowering lacks a static shape it needs.
     """
-    from onnxgrad._prepare import infer_types
-
     functions = {(f.domain, f.name) for f in model.functions}
     # Shapes of the builder's own tensors become known as the kernels before them are lowered,
     # so lowering runs in passes, re-inferring types, until every node is standard.
@@ -871,8 +867,6 @@ def for_provider(model: onnx.ModelProto, device_kind: str) -> onnx.ModelProto:
     """
     if device_kind != "cann" or not any(n.op_type == "Gemm" and n.domain in ("", "ai.onnx") for n in model.graph.node):
         return model
-    from onnxgrad._prepare import infer_types
-
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     graph = copy.graph

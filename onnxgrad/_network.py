@@ -1,4 +1,4 @@
-"""Networks over ONNX graphs: :func:`load`, :class:`Network`, :class:`Parameter`.
+"""Networks over ONNX graphs: :func:`load` and :class:`Network` (weights: ``_parameter``).
 
 A Network owns a private copy of the model. Its trainable initializers are
 moved out of the graph into :class:`Parameter` buffers and become graph inputs
@@ -10,142 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxgrad import _frontend, _validate, _versions
+from onnxgrad import _engine, _frontend, _validate, _versions
+from onnxgrad._gradient import GRAD_SUFFIX
 from onnxgrad._graph import FLOAT_TYPES, TensorInfo, tensor_infos
-from onnxgrad.errors import InputError, ModelError, OnnxGradError
+from onnxgrad._parameter import Parameter, ParameterTuple
+from onnxgrad._prepare import LOSS
+from onnxgrad.errors import ModelError, OnnxGradError
 
 __all__ = ["Parameter", "ParameterTuple", "Network", "load"]
-
-
-# Bumped whenever a device copy becomes newer than its host buffer, so that CPU sessions,
-# which read host buffers, know when to read some back.
-_host_writes_pending = 0
-
-
-class Parameter:
-    """A trainable weight of a :class:`Network`: an ONNX initializer's value.
-
-    The array is owned by the network and bound to its ONNX Runtime sessions;
-    assign through :attr:`value` or :meth:`set_data` (both copy into the same
-    buffer), or update ``param.value`` in place, and the next call sees it.
-
-    Args:
-        value: the initial value (copied).
-        name: the ONNX initializer name.
-    """
-
-    __slots__ = ("name", "_value", "_mirror", "_mirror_device", "_mirror_stale", "_host_stale")
-
-    def __init__(self, value: Any, name: str) -> None:
-        self.name = name
-        self._value = np.array(value, order="C", copy=True)
-        # The copy on a device (see _device): an OrtValue, and which side holds the newest value.
-        self._mirror: Any = None
-        self._mirror_device: tuple[str, int] | None = None
-        self._mirror_stale = False
-        self._host_stale = False
-
-    @property
-    def value(self) -> np.ndarray:
-        """The live buffer (not a copy): in-place updates are seen by the next call.
-
-        Where the newest value is on a device (after an optimizer step there),
-        it is read back first.
-        """
-        if self._host_stale:
-            self._sync_host()
-        if self._mirror is not None:
-            self._mirror_stale = True  # the caller may write into the buffer
-        return self._value
-
-    def _sync_host(self) -> None:
-        np.copyto(self._value, self._mirror.numpy())
-        self._host_stale = False
-
-    def _on_device(self, device: tuple[str, int]) -> Any:
-        """The parameter as an OrtValue on ``device``, uploaded only when the host has changed."""
-        from onnxgrad import _device
-
-        if self._mirror_device != device:
-            if self._host_stale:
-                self._sync_host()
-            self._mirror, self._mirror_device = _device.to_device(self._value, device), device
-        elif self._mirror_stale:
-            self._mirror.update_inplace(self._value)
-        self._mirror_stale = False
-        return self._mirror
-
-    def _adopt(self, value: Any, device: tuple[str, int]) -> None:
-        """Takes ``value`` (an OrtValue on ``device``) as the newest value; the host copy is now stale."""
-        global _host_writes_pending
-        self._mirror, self._mirror_device = value, device
-        self._mirror_stale, self._host_stale = False, True
-        _host_writes_pending += 1
-
-    @value.setter
-    def value(self, new: Any) -> None:
-        self.set_data(new)
-
-    def set_data(self, new: Any) -> None:
-        """Copies ``new`` into the parameter's buffer; shape and dtype must match."""
-        array = np.asarray(new)
-        if array.shape != self._value.shape:
-            raise InputError(
-                f"Parameter {self.name!r} has shape {list(self._value.shape)}, got a value of shape "
-                f"{list(array.shape)}: pass an array of the parameter's shape."
-            )
-        if array.dtype != self._value.dtype:
-            raise InputError(
-                f"Parameter {self.name!r} has dtype {self._value.dtype}, got {array.dtype}: "
-                f"convert with .astype(np.{self._value.dtype})."
-            )
-        np.copyto(self._value, array)
-        self._host_stale = False
-        if self._mirror is not None:
-            self._mirror_stale = True
-
-    def asnumpy(self) -> np.ndarray:
-        """A copy of the current value (MindSpore's spelling)."""
-        if self._host_stale:
-            self._sync_host()
-        return self._value.copy()
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The parameter's shape."""
-        return self._value.shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        """The parameter's numpy dtype."""
-        return self._value.dtype
-
-    def __repr__(self) -> str:
-        return f"Parameter(name={self.name!r}, shape={list(self.shape)}, dtype={self.dtype})"
-
-
-class ParameterTuple(tuple):
-    """A tuple of :class:`Parameter` with unique names, like MindSpore's ``ParameterTuple``."""
-
-    def __new__(cls, iterable: Iterable[Parameter] = ()) -> ParameterTuple:
-        items = tuple(iterable)
-        seen = set()
-        for item in items:
-            if not isinstance(item, Parameter):
-                raise InputError(
-                    f"ParameterTuple holds onnxgrad.Parameter objects, got {type(item).__name__}: "
-                    "take them from network.trainable_params()."
-                )
-            if item.name in seen:
-                raise InputError(f"ParameterTuple has {item.name!r} twice: pass each parameter once.")
-            seen.add(item.name)
-        return super().__new__(cls, items)
 
 
 class Network:
@@ -168,10 +46,6 @@ class Network:
         names = set(self._parameters) | set(self._buffers) | {init.name for init in model.graph.initializer}
         self.inputs: tuple[TensorInfo, ...] = tensor_infos(model.graph.input, exclude=names)
         self.outputs: tuple[TensorInfo, ...] = tensor_infos(model.graph.output)
-        # Compiled gradient graphs and sessions, keyed by spec and input signature (see _engine).
-        self._compiled: dict[Any, Any] = {}
-        # (spec, signature of already-checked arguments) -> (variant, compiled), for the hot path.
-        self._fast: dict[Any, Any] = {}
         self._digest: str | None = None
 
     @property
@@ -199,17 +73,18 @@ class Network:
         frozen weights), by initializer name: never differentiated, but updates are seen."""
         return dict(self._buffers)
 
-    def variant(self, dtypes: Sequence[np.dtype]) -> Network:
-        """The network to run for arguments of these dtypes (itself, except for loss cells)."""
+    # Hooks the engine calls and a loss cell overrides: the network to run for arguments of
+    # these dtypes (a loss cell's label dtype), and a check of argument values before each call.
+    def _for_dtypes(self, dtypes: Sequence[np.dtype]) -> Network:
         return self
 
-    #: Checks argument values before every call (loss cells: label ranges); None for none.
     _value_check = None
+
+    #: The engine's compiled sessions for this network: opaque, read and written only by ``_engine``.
+    _engine_state: Any = None
 
     def __call__(self, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         """Runs the forward pass; returns one array, or a tuple for several outputs."""
-        from onnxgrad import _engine
-
         return _engine.forward(self, inputs)
 
     def __repr__(self) -> str:
@@ -279,9 +154,6 @@ def _rename_reserved(graph: onnx.GraphProto) -> dict[str, str]:
         ``{old name: new name}`` for the renamed tensors (graph inputs, outputs and weights
         included: their new names are what ``Network.inputs``, ``outputs`` and parameters show).
     """
-    from onnxgrad._gradient import GRAD_SUFFIX
-    from onnxgrad._prepare import LOSS
-
     internal = LOSS[: LOSS.index("/") + 1]
     graphs = list(_validate.all_graphs(graph))
     names = set()

@@ -31,18 +31,21 @@ Identity.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import onnx
-from onnx import helper, shape_inference
+from onnx import helper
 
-from onnxgrad import _custom_gradients, _lower, _validate
-from onnxgrad._graph import FLOAT_TYPES, GraphWriter, default_opset
+from onnxgrad import _custom_gradients, _lower
+from onnxgrad._graph import FLOAT_TYPES, GraphWriter, default_opset, infer_types
 from onnxgrad._rewrites import _constant, apply_rewrites
 from onnxgrad.errors import UnsupportedGradientError
 
-__all__ = ["LOSS", "SENS_PREFIX", "Layout", "Prepared", "prepare", "infer_types", "gradient_sources", "stopped_inputs"]
+if TYPE_CHECKING:
+    from onnxgrad._spec import GradSpec
+
+__all__ = ["LOSS", "SENS_PREFIX", "Layout", "Prepared", "prepare", "gradient_sources", "stopped_inputs"]
 
 LOSS = "onnxgrad/loss"
 SENS_PREFIX = "onnxgrad/sens_"
@@ -119,25 +122,6 @@ class Prepared:
     model: onnx.ModelProto
     layout: Layout
     types: dict[str, tuple[int, tuple | None]] = dataclasses.field(default_factory=dict)
-
-
-def infer_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple | None]]:
-    """``{tensor: (elem_type, shape)}`` for every tensor ONNX shape inference types."""
-    try:
-        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:  # inference is a help, never a requirement
-        inferred = model
-    graph = inferred.graph
-    types: dict[str, tuple[int, tuple | None]] = {}
-    for value in [*graph.input, *graph.value_info, *graph.output]:
-        tensor = value.type.tensor_type
-        shape = None
-        if tensor.HasField("shape"):
-            shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
-        types[value.name] = (tensor.elem_type, shape)
-    for init in graph.initializer:
-        types[init.name] = (init.data_type, tuple(init.dims))
-    return types
 
 
 def _concretize(graph: onnx.GraphProto, shapes: dict[str, Sequence[int]]) -> None:
@@ -342,13 +326,7 @@ def _refuse_crashing_kernels(graph: onnx.GraphProto, sources: set[str], types: d
 
 
 def prepare(
-    model: onnx.ModelProto,
-    input_names: Sequence[str],
-    shapes: dict[str, Sequence[int]],
-    grad_inputs: Sequence[int],
-    grad_weights: Sequence[str],
-    sens: bool,
-    contributing: Sequence[int] | None,
+    model: onnx.ModelProto, *, input_names: Sequence[str], shapes: dict[str, Sequence[int]], spec: GradSpec
 ) -> Prepared:
     """Builds the model the gradient builder gets, for one call signature.
 
@@ -356,14 +334,14 @@ def prepare(
         model: the network's weight-free graph (not modified).
         input_names: the network's input names, in order.
         shapes: concrete shape of every graph input (network inputs and parameters).
-        grad_inputs: positions of inputs whose gradients are wanted.
-        grad_weights: parameter names whose gradients are wanted.
-        sens: whether sensitivities are graph inputs (else ones).
-        contributing: output indices that feed the loss (None: all).
+        spec: what to differentiate: input positions and parameter names whose
+            gradients are wanted, whether sensitivities are graph inputs (else
+            ones), and the output indices that feed the loss (None: all).
 
     Returns:
         The prepared model and how to read its gradients.
     """
+    grad_inputs, grad_weights, sens, contributing = spec.inputs, spec.weights, spec.sens, spec.contributing
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)
     graph = prepared.graph
@@ -376,7 +354,6 @@ def prepare(
     apply_rewrites(prepared, w, types)
     _declare_optional_outputs(graph, w)
     _split_duplicate_inputs(graph, w)
-    _validate.guard_trip_counts(prepared)
     types = infer_types(prepared)
 
     outputs = [o.name for o in graph.output]

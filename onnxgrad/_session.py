@@ -16,9 +16,8 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from onnxgrad import _device, _network
-from onnxgrad._network import Parameter
-from onnxgrad import _validate
+from onnxgrad import _device, _parameter
+from onnxgrad._parameter import Parameter
 from onnxgrad._ort import ort
 from onnxgrad.errors import InputError, RuntimeFailure, UnsupportedGradientError
 
@@ -148,7 +147,7 @@ class Session:
         self.resident = _device.resident(self.device)
         self.input_names = graph_inputs - set(self._parameters)
         self._preallocate = False
-        self._host_writes_seen = _network._host_writes_pending
+        self._host_writes_seen = _parameter._host_writes_pending
         if not self.resident:
             on_cpu = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers)
             known = output_types is not None and all(t is not None for t in output_types)
@@ -204,11 +203,11 @@ class Session:
         binding, bound = self._thread_binding()
         if self.resident:
             return self._run_resident(binding, bound, feeds, on_device)
-        if _network._host_writes_pending != self._host_writes_seen:  # a device step wrote some parameter
+        if _parameter._host_writes_pending != self._host_writes_seen:  # a device step wrote some parameter
             for param in self._parameters.values():
                 if param._host_stale:
                     param._sync_host()
-            self._host_writes_seen = _network._host_writes_pending
+            self._host_writes_seen = _parameter._host_writes_pending
         self._bind_inputs(binding, feeds)
         results = None
         if self._preallocate:
@@ -254,9 +253,6 @@ class Session:
         try:
             self._session.run_with_iobinding(binding)
         except Exception as err:
-            refused = _validate.trip_count_failure(str(err))
-            if refused is not None:
-                raise refused from err
             raise RuntimeFailure(
                 f"ONNX Runtime failed while running the graph: {_last_line(err)}. "
                 "Check the input values and shapes; if they are right, please report this."

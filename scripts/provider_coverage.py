@@ -88,9 +88,9 @@ def gradient_graph(name: str, device_kind: str = "cann") -> onnx.ModelProto:
     from onnxgrad import _engine, _lower
 
     case = bench_models.build(name)
-    cell = onnxgrad.nn.WithLossCell(onnxgrad.load(case.backbone), bench_models.onnx_loss(case))
-    cell = cell.variant([case.x.dtype, case.label.dtype])
-    spec = _engine.make_spec(inputs=(0,), weights=[p.name for p in cell.trainable_params()])
+    loss = bench_models.onnx_loss(case)
+    cell = onnxgrad.nn.WithLossCell(onnxgrad.load(case.backbone), loss, label_dtype=case.label.dtype)
+    spec = _engine.GradSpec(inputs=(0,), weights=[p.name for p in cell.trainable_params()])
     built = _engine.gradient_model(cell, spec, [case.x.shape, case.label.shape]).model
     return _lower.for_provider(built, device_kind)
 

@@ -12,7 +12,7 @@ import pytest
 
 import onnxgrad
 import onnxgrad.testing
-from onnxgrad import _gradient, nn
+from onnxgrad import _engine, _gradient, nn
 from treecompare import assert_trees_close
 
 MODELS = pathlib.Path(__file__).resolve().parents[1] / "models"
@@ -223,8 +223,9 @@ def test_second_network_and_new_process_reuse_the_built_graph(monkeypatch, fresh
     second.parameters_dict()["w"].value[...] = 0.0  # and each network keeps its own weights
     again = onnxgrad.ForwardValueAndGrad(second, get_all=True)(X)
     assert builds == [1]
-    [compiled_first], [compiled_second] = first._compiled.values(), second._compiled.values()
-    assert compiled_first.session._session is compiled_second.session._session
+    [session_first] = _engine.compiled_sessions(first).values()
+    [session_second] = _engine.compiled_sessions(second).values()
+    assert session_first._session is session_second._session
     np.testing.assert_array_equal(again[1][0], np.zeros_like(X))  # w = 0: no gradient reaches x
     assert_trees_close(onnxgrad.ForwardValueAndGrad(first, get_all=True)(X), expected)
     # A new process finds the graph on disk: simulate by forgetting the memory cache.
@@ -327,7 +328,7 @@ def test_session_config_passes_through_to_onnx_runtime(mlp):
     plain = onnxgrad.ForwardValueAndGrad(mlp, get_all=True)
     quiet = onnxgrad.ForwardValueAndGrad(mlp, get_all=True, session_config=config)
     assert_trees_close(quiet(X), plain(X))
-    by_config = {spec.session_config: c.session._session for (spec, _), c in mlp._compiled.items()}
+    by_config = {options.session_config: s._session for (_, options, _), s in _engine.compiled_sessions(mlp).items()}
     assert len(by_config) == 2 and by_config[()] is not by_config[tuple(config.items())]
     options = by_config[tuple(config.items())].get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
@@ -468,11 +469,9 @@ def test_an_empty_batch_is_a_clear_error(mlp):
 
 
 def test_compiled_signatures_are_bounded(mlp, monkeypatch):
-    from onnxgrad import _engine
-
     monkeypatch.setattr(_engine, "MAX_SIGNATURES", 3)
     fvg = onnxgrad.ForwardValueAndGrad(mlp, get_all=True)
     results = {n: fvg(np.full((n, 3), 0.5, np.float32)) for n in range(1, 7)}
-    assert len(mlp._compiled) == 3 and len(mlp._fast) <= 3
+    assert len(_engine.compiled_sessions(mlp)) == 3 and len(mlp._engine_state.fast) <= 3
     for n, result in results.items():  # evicted signatures compile again, with the same results
         assert_trees_close(fvg(np.full((n, 3), 0.5, np.float32)), result)

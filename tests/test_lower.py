@@ -36,7 +36,8 @@ def _graphs(case):
     floats = tuple(k for k, info in enumerate(network.inputs) if info.is_float)
     shapes = {info.name: a.shape for info, a in zip(network.inputs, args)}
     shapes.update({n: p.shape for n, p in network.parameters_dict().items()})
-    prepared = _prepare.prepare(network.model, [i.name for i in network.inputs], shapes, floats, weights, True, None)
+    spec = _engine.GradSpec(inputs=floats, weights=weights, sens=True)
+    prepared = _prepare.prepare(network.model, input_names=[i.name for i in network.inputs], shapes=shapes, spec=spec)
     if not prepared.layout.xs:
         pytest.skip("nothing to differentiate")  # shape-only cases
     raw = _gradient.build_gradient_graph(prepared.model, _prepare.LOSS, prepared.layout.xs)
@@ -136,7 +137,7 @@ def test_contrib_activations_lower_and_match_finite_differences(name):
     network = onnxgrad.load(model)
     x = rng.standard_normal((3, 4)).astype(np.float32)
     onnxgrad.testing.check_grads(network, [x])
-    spec = _engine.make_spec((0,), tuple(network.parameters_dict()))
+    spec = _engine.GradSpec(inputs=(0,), weights=tuple(network.parameters_dict()))
     built = _engine.gradient_model(network, spec, [x.shape])
     assert _lower.nonstandard_nodes(built.model) == []
 
@@ -165,7 +166,7 @@ def test_api_graphs_run_on_the_reference_evaluator():
     _, network, args = _network_and_args(case)
     grad_fn = onnxgrad.ForwardValueAndGrad(network, weights=network.trainable_params(), get_all=True, get_by_list=True)
     value, (input_grads, weight_grads) = grad_fn(*args)
-    spec = _engine.make_spec((0,), tuple(network.parameters_dict()))
+    spec = _engine.GradSpec(inputs=(0,), weights=tuple(network.parameters_dict()))
     built = _engine.gradient_model(network, spec, [a.shape for a in args])
     feeds = {network.inputs[0].name: args[0], **{n: p.value for n, p in network.parameters_dict().items()}}
     reference = _reference(built.model).run(built.outputs, feeds)

@@ -189,18 +189,26 @@ class WithLossCell(Network):
     """A backbone followed by a loss: MindSpore's ``nn.WithLossCell``.
 
     Called as ``cell(*backbone_inputs, label)``; its output is the loss. It
-    shares the backbone's :class:`~onnxgrad.Parameter` objects.
+    shares the backbone's :class:`~onnxgrad.Parameter` objects. Labels of
+    another dtype the loss takes (int64 class indices for a cell made for
+    int32) are accepted too: a gradient call builds the cell for them once.
 
     Args:
         backbone: a :class:`~onnxgrad.Network` (or a path or ModelProto) with one output.
         loss_fn: a loss from ``onnxgrad.nn``.
+        label_dtype: the label input's dtype (default: the loss's first, see
+            :meth:`LossFn.label_dtypes`).
+
+    Raises:
+        InputError: the backbone has several outputs, ``loss_fn`` is not a loss,
+            or the loss does not take labels of ``label_dtype``.
 
     Example:
         >>> net = onnxgrad.nn.WithLossCell(onnxgrad.load("models/seed_net.onnx"),
         ...                                onnxgrad.nn.SoftmaxCrossEntropyWithLogits())
     """
 
-    def __init__(self, backbone: Network | Any, loss_fn: LossFn, _label_dtype: Any = None) -> None:
+    def __init__(self, backbone: Network | Any, loss_fn: LossFn, label_dtype: Any = None) -> None:
         if not isinstance(backbone, Network):
             backbone = load(backbone)
         if not isinstance(loss_fn, LossFn):
@@ -210,7 +218,7 @@ class WithLossCell(Network):
             )
         self.backbone = backbone
         self.loss_fn = loss_fn
-        model = attach_loss(backbone.model, loss_fn, _label_dtype)
+        model = attach_loss(backbone.model, loss_fn, label_dtype)
         super().__init__(model, backbone.trainable_params(), list(backbone.buffers_dict().values()))
         self._variants: dict[np.dtype, WithLossCell] = {self.inputs[-1].dtype: self}
         axis = loss_fn.class_axis()
@@ -243,11 +251,18 @@ class WithLossCell(Network):
                 f"[0, {self._classes}){extra} for logits with {self._classes} classes."
             )
 
-    def variant(self, dtypes: Sequence[np.dtype]) -> Network:
-        """The cell for this label dtype (built once per dtype the loss takes)."""
+    def _for_dtypes(self, dtypes: Sequence[np.dtype]) -> Network:
+        """The cell for the arguments' label dtype (built once per dtype the loss takes)."""
         dtype = np.dtype(dtypes[-1])
         if dtype not in self._variants:
             if dtype not in self.loss_fn.label_dtypes():
                 return self  # argument checking reports the dtype mismatch
-            self._variants[dtype] = WithLossCell(self.backbone, self.loss_fn, dtype)
+            self._variants[dtype] = WithLossCell(self.backbone, self.loss_fn, label_dtype=dtype)
         return self._variants[dtype]
+
+    def variant(self, dtypes: Sequence[np.dtype]) -> Network:
+        """Deprecated: build ``WithLossCell(backbone, loss_fn, label_dtype=...)`` instead.
+
+        Kept only for ``scripts/benchmark.py`` until it moves into a package.
+        """
+        return self._for_dtypes(dtypes)
