@@ -107,7 +107,7 @@ def builder_python() -> str:
     """
     python, source = _configured_python()
     found = _ready_python(python) if python else None
-    if not found or not found.get("builder"):
+    if python is None or not found or not found.get("builder"):
         where = f"{source} has no working builder" if python else f"there is no builder environment at {source}"
         raise GradientBuildError(
             "This onnxruntime cannot build gradient graphs (only onnxruntime-training-cpu 1.19.2 can) and "
@@ -121,7 +121,7 @@ def use_subprocess() -> bool:
     return os.environ.get("ONNXGRAD_BUILDER") == "subprocess" or not in_process()
 
 
-_worker: subprocess.Popen | None = None
+_worker: subprocess.Popen[str] | None = None
 _worker_lock = threading.Lock()
 
 
@@ -130,11 +130,13 @@ def _request(python: str, folder: str) -> int:
     global _worker
     with _worker_lock:
         for attempt in range(2):  # a worker that died (killed, crashed on a model) is restarted once
-            if _worker is None or _worker.poll() is not None or _worker.args[0] != python:
+            command = [python, str(_WORKER), "--serve"]
+            if _worker is None or _worker.poll() is not None or _worker.args != command:
                 _worker = subprocess.Popen(
-                    [python, str(_WORKER), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL, text=True, bufsize=1,
                 )
+            assert _worker.stdin is not None and _worker.stdout is not None  # both are PIPEs
             try:
                 _worker.stdin.write(folder + "\n")
                 _worker.stdin.flush()
@@ -155,7 +157,8 @@ def _stop_worker() -> None:
         return
     for stream in (worker.stdin, worker.stdout):
         try:
-            stream.close()
+            if stream is not None:
+                stream.close()
         except OSError:
             pass
     try:
