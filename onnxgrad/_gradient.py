@@ -137,7 +137,7 @@ def build_gradient_graph(model: onnx.ModelProto, loss: str, xs: Iterable[str]) -
             if failed:
                 name = failed.group(1)
                 op = next((n.op_type for n in model.graph.node if n.name == name), name)
-            else:
+            elif frame:
                 op = frame.group(1)
                 name = next((n.name for n in model.graph.node if n.op_type == op), "") or "<unnamed>"
             raise UnsupportedGradientError(

@@ -281,7 +281,7 @@ class SGD(Optimizer):
         InputError: a negative hyperparameter, or Nesterov without momentum or with dampening.
     """
 
-    _SLOTS = ("momentum_buffer",)
+    _SLOTS: tuple[str, ...] = ("momentum_buffer",)
 
     def __init__(
         self,

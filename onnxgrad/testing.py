@@ -347,7 +347,8 @@ def _tolerance(dtypes: Sequence[np.dtype], overrides: dict[str, float | None]) -
             raise TypeError(f"check_grads has no tolerances for {dtype}; known: {[str(d) for d in TOLERANCES]}.")
     coarsest = max(dtypes, key=lambda d: np.finfo(d).eps)
     base = TOLERANCES[np.dtype(coarsest)]
-    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(base, **changes)
 
 
 def _check_like(name: str, grad: Any, like: np.ndarray) -> None:
