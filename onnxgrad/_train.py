@@ -34,12 +34,12 @@ import os
 import pathlib
 import re
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import onnx
 
-from onnxgrad import _device, _engine, _export, _frontend, nn, optim
+from onnxgrad import _device, _engine, _export, _frontend, distributed, nn, optim
 from onnxgrad._api import ForwardValueAndGrad
 from onnxgrad._network import Network, ParameterTuple, load
 from onnxgrad.errors import ConversionError, InputError, OnnxGradError
@@ -147,6 +147,18 @@ class TrainConfig:
             ``CUDAExecutionProvider`` (the CPU provider backs up kernels it
             lacks). On a device the weights and the optimizer state stay there
             between steps; only each batch goes over, and the loss comes back.
+        threads: ONNX Runtime's intra-op threads (``intra_op_num_threads``).
+            None: ORT's default (every core) for a single process; under
+            torchrun, the machine's cores divided by its ranks.
+        checkpoint_every: also write a checkpoint (with the sampler's epoch and
+            position) every this many steps; 0: only after each epoch.
+        timeout: under torchrun, seconds a collective waits for a peer before
+            the job fails (a hung peer).
+
+    Under torchrun (``RANK``/``WORLD_SIZE`` set) training is data-parallel:
+    ``batch_size`` is per rank, each rank takes its shard of every batch
+    (:func:`onnxgrad.distributed.shard`), gradients are reduced across the
+    ranks, and rank 0 writes the outputs and reports progress.
     """
 
     model: str | None = None
@@ -171,6 +183,9 @@ class TrainConfig:
     resume: str | None = None
     force: bool = False
     provider: str = "CPUExecutionProvider"
+    threads: int | None = None
+    checkpoint_every: int = 0
+    timeout: float = distributed.DEFAULT_TIMEOUT
 
 
 @dataclasses.dataclass
@@ -216,6 +231,8 @@ class TrainResult:
         metrics_path: the metrics JSON.
         notes: what the user should know about the outputs (e.g. an
             inference model that keeps a fixed batch size).
+        rank: this process's rank (only rank 0 writes the outputs).
+        world_size: the number of data-parallel ranks.
     """
 
     history: list[dict]
@@ -230,6 +247,8 @@ class TrainResult:
     curve_path: str | None
     metrics_path: str
     notes: list[str] = dataclasses.field(default_factory=list)
+    rank: int = 0
+    world_size: int = 1
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -629,13 +648,17 @@ def save_checkpoint(path: str | os.PathLike, network: Network, optimizer: optim.
     Raises:
         InputError: the checkpoint cannot be written (e.g. the disk is full).
     """
-    path = os.fspath(path)
+    # Built in memory: only plain writes can meet a full disk.
+    _write_atomically(os.fspath(path), _checkpoint_bytes(network, optimizer, meta))
+
+
+def _checkpoint_bytes(network: Network, optimizer: optim.Optimizer, meta: dict) -> bytes:
     arrays = {f"param/{p.name}": p.value for p in network.trainable_params()}
     arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
     arrays["meta"] = np.array(json.dumps({"format": _FORMAT, **meta}))
-    buffer = io.BytesIO()  # built in memory: only plain writes can meet a full disk
+    buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    _write_atomically(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def load_checkpoint(path: str | os.PathLike, network: Network, optimizer: optim.Optimizer) -> dict:
@@ -648,8 +671,13 @@ def load_checkpoint(path: str | os.PathLike, network: Network, optimizer: optim.
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputError(f"No checkpoint at {path!r}: train without --resume first, or give the checkpoint's path.")
+    return _restore(path, path, network, optimizer)
+
+
+def _restore(source: str | io.BytesIO, path: str, network: Network, optimizer: optim.Optimizer) -> dict:
+    """Restores a checkpoint read from ``source`` (a file or its bytes); ``path`` names it in errors."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(source, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.keys()}
         meta = json.loads(str(arrays.pop("meta")))
     except Exception as err:
@@ -841,27 +869,32 @@ def _label_array(y: np.ndarray, loss_fn: nn.LossFn, logits_shape: tuple) -> np.n
     )
 
 
-def _batches(n: int, batch_size: int, order: np.ndarray, drop_last: bool) -> Iterator[np.ndarray]:
-    end = n - n % batch_size if drop_last else n
-    for start in range(0, end, batch_size):
-        yield order[start : start + batch_size]
-
-
 class _Evaluator:
     """Validation loss (mean per sample) and accuracy, batch by batch.
 
     The loss comes from a copy of the loss with ``reduction='none'``, so that a
-    fixed-size model's last batch can be padded and the padding dropped.
+    fixed-size model's last batch can be padded and the padding dropped. Under
+    torchrun each rank evaluates every ``world_size``-th sample and the sums
+    are reduced, so every rank gets the metrics of the whole split.
     """
 
     def __init__(
-        self, backbone: Network, cell: Network, batch_size: int, fixed: bool, classification: bool, providers: list
+        self,
+        backbone: Network,
+        cell: Network,
+        batch_size: int,
+        fixed: bool,
+        classification: bool,
+        providers: list,
+        session_config: dict = _NO_SPIN_CONFIG,
     ):
         self.backbone, self.cell = backbone, cell
         self.batch_size, self.fixed, self.classification = batch_size, fixed, classification
-        self.options = _engine.RunOptions(providers, _NO_SPIN_CONFIG)
+        self.spec = _engine.make_spec(providers=providers, session_config=session_config)
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
+        ctx = distributed.context()
+        x, y = x[ctx.rank :: ctx.world_size], y[ctx.rank :: ctx.world_size]
         total_loss, correct, n = 0.0, 0, len(x)
         for start in range(0, n, self.batch_size):
             xb, yb = x[start : start + self.batch_size], y[start : start + self.batch_size]
@@ -870,12 +903,14 @@ class _Evaluator:
                 pad = self.batch_size - real
                 xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
                 yb = np.concatenate([yb, np.repeat(yb[-1:], pad, axis=0)])
-            losses = np.asarray(_engine.forward(self.cell, [xb, yb], options=self.options))[:real]
+            losses = np.asarray(_engine.forward(self.cell, [xb, yb], self.spec))[:real]
             total_loss += float(losses.reshape(real, -1).mean(axis=1).sum())
             if self.classification:
-                logits = np.asarray(_engine.forward(self.backbone, [xb], options=self.options))[:real]
+                logits = np.asarray(_engine.forward(self.backbone, [xb], self.spec))[:real]
                 truth = yb[:real] if yb.ndim == 1 else np.argmax(yb[:real], axis=-1)
                 correct += int(np.sum(np.argmax(logits, axis=-1) == truth))
+        if ctx.distributed:
+            total_loss, correct, n = distributed.all_reduce(np.array([total_loss, correct, n], np.float64)).tolist()
         return total_loss / n, (correct / n if self.classification else None)
 
 
@@ -961,15 +996,25 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
         raise InputError(f"epochs must be >= 0, got {config.epochs}.")
     if config.batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {config.batch_size}.")
+    if config.checkpoint_every < 0:
+        raise InputError(f"checkpoint_every must be >= 0 steps, got {config.checkpoint_every}.")
+    joined = distributed.context().distributed
+    ctx = distributed.init(config.provider, config.timeout)
+    try:
+        return _train(config, progress, ctx)
+    finally:
+        if ctx.distributed and not joined:  # leave only the process group this call joined
+            distributed.shutdown()
+
+
+def _train(
+    config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None] | None, ctx: distributed.Context
+) -> TrainResult:
     loss_fn = make_loss(config.loss, config.reduction)
     data = load_data(config)
     out_dir = pathlib.Path(config.out_dir)
     checkpoint_path = str(out_dir / CHECKPOINT)
-    if os.path.exists(checkpoint_path) and not config.resume and not config.force:
-        raise InputError(
-            f"{config.out_dir!r} holds the checkpoint of an earlier run: continue it with --resume, overwrite it "
-            "with --force, or choose another --out-dir."
-        )
+    resume = _resume_from(config, ctx, checkpoint_path)
     x_train, _, _, _ = split(data, config.val_fraction, config.seed)
 
     backbone, description = resolve_model(config.model, x_train[: config.batch_size].astype(np.float32))
@@ -999,111 +1044,233 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
             "use a smaller batch or more data."
         )
 
-    cell = nn.WithLossCell(backbone, loss_fn, label_dtype=y_train.dtype)
+    cell = nn.WithLossCell(backbone, loss_fn).variant([info.dtype, y_train.dtype])
     params = ParameterTuple(backbone.trainable_params())
     if not params:
         raise InputError("The model has no trainable weights (no float initializers): there is nothing to train.")
     providers = _providers(config.provider)
-    grad_fn = ForwardValueAndGrad(cell, params, get_by_list=True, providers=providers, session_config=_NO_SPIN_CONFIG)
+    session_config = _session_config(config, ctx)
+    grad_fn = ForwardValueAndGrad(cell, params, get_by_list=True, providers=providers, session_config=session_config)
     # On a device, batches go over as OrtValues, so the gradients stay there for the optimizer.
     device = _device.device_of(providers)
     to_device = (lambda a: _device.to_device(a, device)) if _device.resident(device) else (lambda a: a)
     optimizer = make_optimizer(config, params)
-    eval_cell = nn.WithLossCell(backbone, make_loss(config.loss, "none"), label_dtype=y_train.dtype)
-    evaluate = _Evaluator(backbone, eval_cell, config.batch_size, fixed, classification, providers)
+    eval_cell = nn.WithLossCell(backbone, make_loss(config.loss, "none")).variant([info.dtype, y_train.dtype])
+    evaluate = _Evaluator(backbone, eval_cell, config.batch_size, fixed, classification, providers, session_config)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)
-    history: list[dict] = []
-    start_epoch = 0
-    if config.resume:
-        meta = load_checkpoint(config.resume, backbone, optimizer)
-        history = list(meta.get("history", []))
-        start_epoch = int(meta.get("epoch", len(history)))
-        logger.info("resumed from %s after epoch %d", config.resume, start_epoch)
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out_dir)
+    meta = _start_state(ctx, resume, backbone, optimizer)
+    history: list[dict] = list(meta.get("history", []))
+    start_epoch = int(meta.get("epoch", len(history)))
+    position = _resume_position(meta, ctx, config, resume)
+    if resume:
+        logger.info("resumed from %s after epoch %d, step %d", resume, start_epoch, position["step"])
 
     logger.info(
-        "training %s on %s: %d train / %d validation samples, %s, %s",
-        description, data.source, len(x_train), len(x_val), loss_fn, optimizer,
+        "training %s on %s: %d train / %d validation samples, %s, %s, %d rank(s)",
+        description, data.source, len(x_train), len(x_val), loss_fn, optimizer, ctx.world_size,
     )
-    steps = len(x_train) // config.batch_size if fixed else math.ceil(len(x_train) / config.batch_size)
     notes = []
-    if config.resume and start_epoch >= config.epochs:
+    if resume and start_epoch >= config.epochs:
         notes.append(
             f"the checkpoint is at epoch {start_epoch} and --epochs is {config.epochs}: nothing left to train; "
             f"raise --epochs to train on (e.g. --epochs {start_epoch + 10})."
         )
+
+    def save(epoch: int, at: dict | None = None) -> None:
+        """Rank 0 writes the checkpoint: after ``epoch`` epochs, plus ``at`` (the sampler's position) mid-epoch."""
+        if ctx.is_main:
+            position_meta = {"position": at} if at else {}
+            meta = {"epoch": epoch, **position_meta, "history": history}
+            save_checkpoint(checkpoint_path, backbone, optimizer, meta)
+
+    epoch_loop = _EpochLoop(config, ctx, x_train, y_train, fixed, grad_fn, to_device, optimizer,
+                            progress if ctx.is_main else None, save)
     started = time.perf_counter()
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
-            record = _train_epoch(
-                epoch, config, x_train, y_train, fixed, steps, grad_fn, to_device, optimizer, progress
-            )
+            record = _train_epoch(epoch, epoch_loop, position if epoch == start_epoch + 1 else None)
             with np.errstate(over="ignore", invalid="ignore"):
                 record["val_loss"], record["val_accuracy"] = evaluate(x_val, y_val)
             _check_finite(record["val_loss"], f"the validation after epoch {epoch}", optimizer)
             record["seconds"] = time.perf_counter() - record.pop("started")
             history.append(record)
-            save_checkpoint(checkpoint_path, backbone, optimizer, {"epoch": epoch, "history": history})
+            save(epoch)
             logger.debug("epoch %d: %s", epoch, record)
-            if progress is not None:
+            if progress is not None and ctx.is_main:
                 progress(EpochEvent(epochs=config.epochs, **record))
     except KeyboardInterrupt as interrupt:
-        if not os.path.exists(checkpoint_path) or not history:
+        if not ctx.is_main or not os.path.exists(checkpoint_path) or not history:
             raise TrainingInterrupted(None, None) from interrupt
         # The saved epoch's weights and history, not a partial epoch (nor one whose checkpoint write was cut off).
         meta = load_checkpoint(checkpoint_path, backbone, optimizer)
         history, saved = list(meta.get("history", [])), int(meta.get("epoch", 0))
         result = _finish(config, data, description, backbone, optimizer, history, evaluate, x_val, y_val,
                          len(x_train), time.perf_counter() - started, start_epoch, checkpoint_path, notes,
-                         interrupted=True)
+                         ctx, interrupted=True)
         raise TrainingInterrupted(saved, result) from interrupt
     seconds = time.perf_counter() - started
-    if not os.path.exists(checkpoint_path):
-        save_checkpoint(checkpoint_path, backbone, optimizer, {"epoch": start_epoch, "history": history})
+    if ctx.is_main and not os.path.exists(checkpoint_path):
+        save(start_epoch)
     return _finish(config, data, description, backbone, optimizer, history, evaluate, x_val, y_val,
-                   len(x_train), seconds, start_epoch, checkpoint_path, notes)
+                   len(x_train), seconds, start_epoch, checkpoint_path, notes, ctx)
 
 
-def _train_epoch(
-    epoch: int,
-    config: TrainConfig,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    fixed: bool,
-    steps: int,
-    grad_fn: ForwardValueAndGrad,
-    to_device: Callable[[np.ndarray], Any],
-    optimizer: optim.Optimizer,
-    progress: Callable[[StepEvent | EpochEvent], None] | None,
-) -> dict:
-    """One epoch of steps; returns its history record (validation fields still to fill in)."""
-    epoch_start = time.perf_counter()
-    order = np.random.default_rng([config.seed, epoch]).permutation(len(x_train))
-    loss_sum, seen = 0.0, 0
-    for step, index in enumerate(_batches(len(x_train), config.batch_size, order, fixed), 1):
-        xb, yb = x_train[index], y_train[index]
-        loss, grads = grad_fn(to_device(xb), to_device(yb))
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below, by the loss
-            optimizer.step(grads)
+def _session_config(config: TrainConfig, ctx: distributed.Context) -> dict:
+    """ORT session entries: no spinning, and the intra-op threads (the cores shared by the ranks on a machine)."""
+    threads = config.threads
+    if threads is None and ctx.local_world_size > 1:
+        # torchrun's OMP_NUM_THREADS=1 does not reach ORT's pool: each rank would start one thread per core.
+        threads = max(1, (os.cpu_count() or 1) // ctx.local_world_size)
+    if threads is None:
+        return _NO_SPIN_CONFIG
+    if threads < 1:
+        raise InputError(f"threads must be >= 1, got {threads}.")
+    return {**_NO_SPIN_CONFIG, "intra_op_num_threads": str(threads)}
+
+
+def _resume_from(config: TrainConfig, ctx: distributed.Context, checkpoint_path: str) -> str | None:
+    """The checkpoint to start from (rank 0 decides; other ranks get its state): ``--resume``'s, the run's own
+    after torchrun restarted the group, or none.
+
+    Raises:
+        InputError: ``out_dir`` holds an earlier run's checkpoint and neither resume nor force was asked for.
+    """
+    if config.resume:
+        return config.resume
+    if not ctx.is_main or not os.path.exists(checkpoint_path):
+        return None
+    if ctx.restart_count > 0:
+        return checkpoint_path  # torchrun --max-restarts restarted the group: go on from the last checkpoint
+    if not config.force:
+        raise InputError(
+            f"{config.out_dir!r} holds the checkpoint of an earlier run: continue it with --resume, overwrite it "
+            "with --force, or choose another --out-dir."
+        )
+    return None
+
+
+def _start_state(ctx: distributed.Context, resume: str | None, backbone: Network, optimizer: optim.Optimizer) -> dict:
+    """Restores the checkpoint (if any); under torchrun rank 0 sends its weights, optimizer state and
+    checkpoint metadata to every rank, so that all start identical (as DDP does) even where only rank 0's
+    disk holds the checkpoint or a framework model drew different initial weights per rank."""
+    if not ctx.distributed:
+        return load_checkpoint(resume, backbone, optimizer) if resume else {}
+    state: tuple[str, Any] = ("ok", None)
+    meta: dict = {}
+    if ctx.is_main:
+        try:
+            meta = load_checkpoint(resume, backbone, optimizer) if resume else {}
+            state = ("ok", _checkpoint_bytes(backbone, optimizer, meta))
+        except InputError as err:
+            state = ("error", str(err))
+    kind, payload = distributed.broadcast_object(state)
+    if kind == "error":
+        raise InputError(payload)
+    if not ctx.is_main:
+        meta = _restore(io.BytesIO(payload), "rank 0's checkpoint", backbone, optimizer)
+    return meta
+
+
+def _resume_position(meta: dict, ctx: distributed.Context, config: TrainConfig, resume: str | None) -> dict:
+    """Where in its epoch the checkpoint stopped: ``{"step", "global_batch", "loss_sum", "seen"}``.
+
+    Raises:
+        InputError: a mid-epoch checkpoint written with another global batch (ranks x batch size).
+    """
+    position = {"step": 0, "global_batch": ctx.world_size * config.batch_size, "loss_sum": 0.0, "seen": 0}
+    saved = meta.get("position")
+    if not saved:
+        return position
+    if saved["global_batch"] != position["global_batch"]:
+        raise InputError(
+            f"{resume!r} was written mid-epoch with a global batch of {saved['global_batch']} samples (ranks x "
+            f"batch size); this run has {ctx.world_size} x {config.batch_size}: resume with the same number of "
+            "ranks and --batch-size, or from a checkpoint written at the end of an epoch."
+        )
+    return saved
+
+
+def _train_epoch(epoch: int, loop: _EpochLoop, resume: dict | None) -> dict:
+    """One epoch of steps (from ``resume``'s step on); returns its history record (validation still to fill in)."""
+    return loop(epoch, resume)
+
+
+class _EpochLoop:
+    """One epoch of steps on this rank's shard, gradients reduced across the ranks.
+
+    Each step the ranks' batches together hold the samples of one single-process
+    batch of ``world_size * batch_size`` (:func:`distributed.shard`); padding is
+    left out and a mean loss's gradients are weighted by each rank's samples, so
+    the reduced gradient is that batch's gradient whatever the last batch's size.
+    """
+
+    def __init__(self, config: TrainConfig, ctx: distributed.Context, x: np.ndarray, y: np.ndarray, fixed: bool,
+                 grad_fn: ForwardValueAndGrad, to_device: Callable[[np.ndarray], Any], optimizer: optim.Optimizer,
+                 progress: Callable[[StepEvent | EpochEvent], None] | None, save: Callable[..., None]) -> None:
+        self.config, self.ctx, self.x, self.y, self.fixed = config, ctx, x, y, fixed
+        self.grad_fn, self.to_device, self.optimizer = grad_fn, to_device, optimizer
+        self.progress, self.save = progress, save
+
+    def __call__(self, epoch: int, resume: dict | None) -> dict:
+        """Trains ``epoch`` (from ``resume``'s step on); returns its history record (validation still to fill in)."""
+        config, ctx = self.config, self.ctx
+        epoch_start = time.perf_counter()
+        part = distributed.shard(len(self.x), ctx.rank, ctx.world_size, epoch=epoch, seed=config.seed)
+        steps = part.steps(config.batch_size, drop_last=self.fixed)
+        first = resume["step"] if resume else 0
+        loss_sum, seen = (resume["loss_sum"], resume["seen"]) if resume else (0.0, 0)
+        seen_here = 0
+        for step, index in enumerate(part.batches(config.batch_size, drop_last=self.fixed), 1):
+            if step <= first:
+                continue  # done before the checkpoint this run resumed from
+            loss_value, count = self._step(index)
+            _check_finite(loss_value, f"epoch {epoch}, step {step}", self.optimizer)
+            loss_sum += loss_value * count
+            seen += count
+            seen_here += count
+            if self.progress is not None:
+                elapsed = time.perf_counter() - epoch_start
+                self.progress(StepEvent(epoch, config.epochs, step, steps, loss_value, seen_here / max(elapsed, 1e-9)))
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < steps:
+                at = {"step": step, "global_batch": ctx.world_size * config.batch_size, "loss_sum": loss_sum,
+                      "seen": seen}
+                self.save(epoch - 1, at)
+        train_seconds = time.perf_counter() - epoch_start
+        return {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "val_loss": None,
+            "val_accuracy": None,
+            "started": epoch_start,
+            "samples_per_second": seen_here / max(train_seconds, 1e-9),
+        }
+
+    def _step(self, index: np.ndarray) -> tuple[float, int]:
+        """One optimizer step; returns the batch's mean loss per sample and its samples (all ranks together)."""
+        count = len(index)
+        reduction = self.config.reduction
+        if count:
+            loss, grads = self.grad_fn(self.to_device(self.x[index]), self.to_device(self.y[index]))
             loss_value = float(np.mean(_device.to_host(loss)))
-        if config.reduction == "sum":
-            loss_value /= len(index)  # report the mean per sample, like the validation loss
-        _check_finite(loss_value, f"epoch {epoch}, step {step}", optimizer)
-        loss_sum += loss_value * len(index)
-        seen += len(index)
-        if progress is not None:
-            elapsed = time.perf_counter() - epoch_start
-            progress(StepEvent(epoch, config.epochs, step, steps, loss_value, seen / max(elapsed, 1e-9)))
-    train_seconds = time.perf_counter() - epoch_start
-    return {
-        "epoch": epoch,
-        "train_loss": loss_sum / max(seen, 1),
-        "val_loss": None,
-        "val_accuracy": None,
-        "started": epoch_start,
-        "samples_per_second": seen / max(train_seconds, 1e-9),
-    }
+            if reduction == "sum":
+                loss_value /= count  # report the mean per sample, like the validation loss
+        else:  # this rank's share of the last batch is empty: it adds nothing
+            grads = [self.to_device(np.zeros(p.shape, p.dtype)) for p in self.optimizer.params]
+            loss_value = 0.0
+        if self.ctx.distributed:
+            # "none" is differentiated as the sum of its elements.
+            grads, (loss_total,), count = distributed._reduce_grads(
+                grads, "mean" if reduction == "mean" else "sum", count, (loss_value * count,)
+            )
+            count = int(count)
+            loss_value = float(loss_total) / count
+            grads = [g if _device.is_ortvalue(g) else self.to_device(g) for g in grads]
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported by the loss
+            self.optimizer.step(grads)
+        return loss_value, count
 
 
 def _finish(
@@ -1121,21 +1288,17 @@ def _finish(
     start_epoch: int,
     checkpoint_path: str,
     notes: list[str],
+    ctx: distributed.Context,
     interrupted: bool = False,
 ) -> TrainResult:
-    """Writes the inference model, the loss curve and the metrics; returns the result."""
+    """Writes (on rank 0) the inference model, the loss curve and the metrics; returns the result."""
     if not history:  # nothing trained and nothing resumed: still report where the model stands
         val_loss, val_accuracy = evaluate(x_val, y_val)
     else:
         val_loss, val_accuracy = history[-1]["val_loss"], history[-1]["val_accuracy"]
     out_dir = pathlib.Path(config.out_dir)
     model_path = str(out_dir / MODEL)
-    converted = config.model is not None and not _is_model_path(config.model)
-    samples = np.resize(x_val, (config.batch_size + 1, *x_val.shape[1:]))  # x_val repeated as needed
-    deployable, model_notes = deployable_model(backbone, converted, samples)
-    _export.save_model(deployable, model_path)
-    title = f"{description} on {data.source}"
-    curve_path = _save_curve(str(out_dir / CURVE), history, title) if history else None
+    curve_path = str(out_dir / CURVE) if history else None
     metrics_path = str(out_dir / METRICS)
     result = TrainResult(
         history=history,
@@ -1149,8 +1312,19 @@ def _finish(
         checkpoint_path=checkpoint_path,
         curve_path=curve_path,
         metrics_path=metrics_path,
-        notes=[*notes, *model_notes],
+        notes=list(notes),
+        rank=ctx.rank,
+        world_size=ctx.world_size,
     )
+    if not ctx.is_main:
+        return result
+    converted = config.model is not None and not _is_model_path(config.model)
+    samples = np.resize(x_val, (config.batch_size + 1, *x_val.shape[1:]))  # x_val repeated as needed
+    deployable, model_notes = deployable_model(backbone, converted, samples)
+    _export.save_model(deployable, model_path)
+    title = f"{description} on {data.source}"
+    result.curve_path = _save_curve(curve_path, history, title) if history else None
+    result.notes.extend(model_notes)
     settings = dataclasses.asdict(config)
     settings["learning_rate"] = optimizer.learning_rate  # the effective values, defaults resolved
     if hasattr(optimizer, "momentum"):

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from typing import Any, Sequence, TextIO
@@ -273,6 +274,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="ONNX Runtime execution provider, e.g. CUDAExecutionProvider or CANNExecutionProvider; weights "
         "and optimizer state stay on the device (default: CPUExecutionProvider)",
     )
+    train.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="ONNX Runtime intra-op threads per process (default: every core; under torchrun the machine's cores "
+        "divided by its ranks)",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=defaults.checkpoint_every,
+        metavar="STEPS",
+        help="also checkpoint every STEPS steps, with the sampler's epoch and position (default: after each epoch)",
+    )
+    distributed = train.add_argument_group(
+        "data-parallel",
+        "Under torchrun (torchrun --nproc-per-node M --rdzv-backend c10d --rdzv-endpoint HOST:PORT -m onnxgrad "
+        "train ...) each rank trains on its shard of every batch; --batch-size is per rank.",
+    )
+    distributed.add_argument(
+        "--nproc-per-node",
+        type=_positive_int,
+        metavar="M",
+        help="launch M ranks on this machine through torchrun's launcher (torch.distributed.run --standalone)",
+    )
+    distributed.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --nproc-per-node: restart the group up to K times after a rank fails; it resumes from the last "
+        "checkpoint (default: 0)",
+    )
+    distributed.add_argument(
+        "--timeout",
+        type=float,
+        default=defaults.timeout,
+        metavar="SECONDS",
+        help=f"seconds a rank waits for a peer before the job fails (default: {defaults.timeout:g})",
+    )
     train.add_argument("--json", action="store_true", help="print the result as JSON")
     train.set_defaults(handler=_cmd_train)
 
@@ -348,13 +389,14 @@ def _cmd_grad(args: argparse.Namespace) -> int:
     network = load(args.model)
     if args.loss:
         loss_fn = _train.make_loss(args.loss, args.reduction)
-        allowed = loss_fn.label_dtypes()
-        if args.label_dtype is not None and np.dtype(args.label_dtype) not in allowed:
+        cell = nn.WithLossCell(network, loss_fn)
+        label_dtype = args.label_dtype if args.label_dtype is not None else cell.inputs[-1].dtype
+        network = cell.variant([*(i.dtype for i in cell.inputs[:-1]), label_dtype])
+        if network.inputs[-1].dtype != label_dtype:
+            allowed = [str(d) for d in loss_fn.label_dtypes()]
             raise InputError(
-                f"--loss {args.loss} takes labels of dtype {[str(d) for d in allowed]}, not "
-                f"{np.dtype(args.label_dtype)}: fix --label-dtype."
+                f"--loss {args.loss} takes labels of dtype {allowed}, not {label_dtype}: fix --label-dtype."
             )
-        network = nn.WithLossCell(network, loss_fn, label_dtype=args.label_dtype)
     inputs = () if args.inputs == "none" else args.inputs
     weights = () if args.weights == "none" else args.weights
     exported = _export.export_gradient(
@@ -428,7 +470,38 @@ class ProgressBar:
         self.stream.flush()
 
 
+#: Options of `onnxgrad train` that only the launching process reads (each takes a value).
+_LAUNCH_OPTIONS = ("--nproc-per-node", "--max-restarts")
+
+
+def _launch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Runs this `train` command on ``--nproc-per-node`` ranks through torchrun's own launcher."""
+    from onnxgrad import distributed
+
+    if distributed.under_torchrun():
+        raise InputError("--nproc-per-node launches torchrun itself: leave it out when already under torchrun.")
+    distributed._torch_distributed()  # says how to install torch if it is missing
+    forwarded, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        flag = next((f for f in _LAUNCH_OPTIONS if arg == f or arg.startswith(f + "=")), None)
+        if flag is not None:
+            skip = arg == flag
+            continue
+        forwarded.append(arg)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc_per_node}",
+        f"--max-restarts={args.max_restarts}", "-m", "onnxgrad", *forwarded,
+    ]
+    logger.info("launching: %s", " ".join(command))
+    return subprocess.call(command)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc_per_node is not None:
+        return _launch(args, args.argv)
     if args.model and ":" in args.model and not os.path.exists(args.model):
         # Like `python -m`, import the user's package from the current folder.
         if os.getcwd() not in sys.path and "" not in sys.path:
@@ -459,9 +532,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         resume=resume,
         force=args.force,
         provider=args.provider,
+        threads=args.threads,
+        checkpoint_every=args.checkpoint_every,
+        timeout=args.timeout,
     )
     show_bar = sys.stderr.isatty() if args.progress is None else args.progress
     result = _train.train(config, ProgressBar(sys.stderr, show_bar))
+    if result.rank != 0:
+        return EXIT_OK  # rank 0 reports for the group
     _print_notes(result.notes)
     if args.json:
         data = {k: v for k, v in vars(result).items()}
@@ -515,6 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("onnxgrad: error: choose a command: inspect, grad, train or builder", file=sys.stderr)
         return EXIT_USAGE
+    args.argv = argv
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("onnxgrad: %(levelname)s: %(message)s"))
