@@ -890,7 +890,7 @@ class _Evaluator:
     ):
         self.backbone, self.cell = backbone, cell
         self.batch_size, self.fixed, self.classification = batch_size, fixed, classification
-        self.spec = _engine.make_spec(providers=providers, session_config=session_config)
+        self.options = _engine.RunOptions(providers, session_config)
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
         ctx = distributed.context()
@@ -903,10 +903,10 @@ class _Evaluator:
                 pad = self.batch_size - real
                 xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
                 yb = np.concatenate([yb, np.repeat(yb[-1:], pad, axis=0)])
-            losses = np.asarray(_engine.forward(self.cell, [xb, yb], self.spec))[:real]
+            losses = np.asarray(_engine.forward(self.cell, [xb, yb], options=self.options))[:real]
             total_loss += float(losses.reshape(real, -1).mean(axis=1).sum())
             if self.classification:
-                logits = np.asarray(_engine.forward(self.backbone, [xb], self.spec))[:real]
+                logits = np.asarray(_engine.forward(self.backbone, [xb], options=self.options))[:real]
                 truth = yb[:real] if yb.ndim == 1 else np.argmax(yb[:real], axis=-1)
                 correct += int(np.sum(np.argmax(logits, axis=-1) == truth))
         if ctx.distributed:
@@ -1044,7 +1044,7 @@ def _train(
             "use a smaller batch or more data."
         )
 
-    cell = nn.WithLossCell(backbone, loss_fn).variant([info.dtype, y_train.dtype])
+    cell = nn.WithLossCell(backbone, loss_fn, label_dtype=y_train.dtype)
     params = ParameterTuple(backbone.trainable_params())
     if not params:
         raise InputError("The model has no trainable weights (no float initializers): there is nothing to train.")
@@ -1055,7 +1055,7 @@ def _train(
     device = _device.device_of(providers)
     to_device = (lambda a: _device.to_device(a, device)) if _device.resident(device) else (lambda a: a)
     optimizer = make_optimizer(config, params)
-    eval_cell = nn.WithLossCell(backbone, make_loss(config.loss, "none")).variant([info.dtype, y_train.dtype])
+    eval_cell = nn.WithLossCell(backbone, make_loss(config.loss, "none"), label_dtype=y_train.dtype)
     evaluate = _Evaluator(backbone, eval_cell, config.batch_size, fixed, classification, providers, session_config)
 
     if ctx.is_main:

@@ -389,14 +389,13 @@ def _cmd_grad(args: argparse.Namespace) -> int:
     network = load(args.model)
     if args.loss:
         loss_fn = _train.make_loss(args.loss, args.reduction)
-        cell = nn.WithLossCell(network, loss_fn)
-        label_dtype = args.label_dtype if args.label_dtype is not None else cell.inputs[-1].dtype
-        network = cell.variant([*(i.dtype for i in cell.inputs[:-1]), label_dtype])
-        if network.inputs[-1].dtype != label_dtype:
-            allowed = [str(d) for d in loss_fn.label_dtypes()]
+        allowed = loss_fn.label_dtypes()
+        if args.label_dtype is not None and np.dtype(args.label_dtype) not in allowed:
             raise InputError(
-                f"--loss {args.loss} takes labels of dtype {allowed}, not {label_dtype}: fix --label-dtype."
+                f"--loss {args.loss} takes labels of dtype {[str(d) for d in allowed]}, not "
+                f"{np.dtype(args.label_dtype)}: fix --label-dtype."
             )
+        network = nn.WithLossCell(network, loss_fn, label_dtype=args.label_dtype)
     inputs = () if args.inputs == "none" else args.inputs
     weights = () if args.weights == "none" else args.weights
     exported = _export.export_gradient(
