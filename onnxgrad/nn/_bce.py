@@ -60,17 +60,18 @@ class BCEWithLogitsLoss(LossFn):
         return loss
 
     def _check_broadcast(self, logits: TensorInfo) -> None:
-        if logits.shape is None or not all(isinstance(d, int) for d in logits.shape):
+        dims = tuple(d for d in logits.shape or () if isinstance(d, int))
+        if logits.shape is None or len(dims) != len(logits.shape):
             return
         for name, array in (("weight", self.weight), ("pos_weight", self.pos_weight)):
             if array is None:
                 continue
             try:
-                fits = np.broadcast_shapes(array.shape, logits.shape) == tuple(logits.shape)
+                fits = np.broadcast_shapes(array.shape, dims) == dims
             except ValueError:
                 fits = False
             if not fits:
                 raise InputError(
                     f"BCEWithLogitsLoss's {name} of shape {list(array.shape)} does not broadcast to the logits' "
-                    f"shape {list(logits.shape)}: pass one value per class (the last axis) or the logits' shape."
+                    f"shape {list(dims)}: pass one value per class (the last axis) or the logits' shape."
                 )

@@ -55,12 +55,17 @@ class _Batch:
     single: bool
 
     @property
+    def shape(self) -> tuple[int | str | None, ...]:
+        assert self.info.shape is not None  # _batch refuses logits of unknown rank
+        return self.info.shape
+
+    @property
     def classes(self) -> int | str | None:
-        return self.info.shape[_AXIS]
+        return self.shape[_AXIS]
 
     @property
     def rank(self) -> int:
-        return len(self.info.shape)
+        return len(self.shape)
 
 
 @dataclasses.dataclass
@@ -136,6 +141,7 @@ class _ClassLoss(LossFn):
 
     def class_weight(self, w: GraphWriter, batch: _Batch) -> str:
         """The class weights as a constant that broadcasts along the class axis."""
+        assert self.weight is not None  # the callers test for class weights first
         shape = [1] * batch.rank
         shape[_AXIS] = len(self.weight)
         return w.constant(self.weight.astype(batch.info.dtype).reshape(shape))
