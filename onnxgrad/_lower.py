@@ -727,17 +727,20 @@ def _average_pool_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     ones = lw.w.constant(np.ones([1, 1, *x_shape[2:]], dtype))
     pooled_ones = lw.w.op("AveragePool", ones, **{k: v for k, v in attrs.items()})
     inverse = lw.w.op("Div", pooled_ones, lw.w.constant(np.maximum(taps, 1).astype(dtype)[None, None]))
+    # Taps past the input's end in every window only write what is cropped: a pool wider than its
+    # input (nn.AvgPool2d(1280, ceil_mode=True) as a global pool) would otherwise spread a huge kernel.
+    taps_kernel = [min(kernel[i], (x_shape[2 + i] - 1 + pads[i]) // dilations[i] + 1) for i in range(n)]
     end_pads, output_padding = [], []
-    for i in range(n):  # ceil_mode can leave a last window past the padded input: crop it
-        base = (y_shape[2 + i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - pads[i] - pads[i + n]
-        end_pads.append(pads[i + n] + max(0, base - x_shape[2 + i]))
-        output_padding.append(max(0, x_shape[2 + i] - base))
+    for i in range(n):  # crop the spread past the input's end, or pad rows no window reaches
+        reach = (y_shape[2 + i] - 1) * strides[i] + (taps_kernel[i] - 1) * dilations[i] + 1 - pads[i]
+        end_pads.append(max(0, reach - x_shape[2 + i]))
+        output_padding.append(max(0, x_shape[2 + i] - reach))
     planes = x_shape[0] * x_shape[1]
     scaled = lw.w.op("Reshape", lw.w.op("Mul", dy, inverse), lw.ints([planes, 1, *y_shape[2:]]))
-    ones = lw.w.constant(np.ones([1, 1, *kernel], dtype))
+    ones = lw.w.constant(np.ones([1, 1, *taps_kernel], dtype))
     spread = lw.w.op(
         "ConvTranspose", scaled, ones, strides=strides, dilations=dilations, pads=pads[:n] + end_pads,
-        kernel_shape=kernel, output_padding=output_padding,
+        kernel_shape=taps_kernel, output_padding=output_padding,
     )
     lw.emit("Reshape", [spread, lw.ints(x_shape)], node.output[0])
 

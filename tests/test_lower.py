@@ -160,6 +160,18 @@ def test_relu_grad_becomes_a_mask_product():
     assert {"Greater", "Cast", "Mul"} <= {n.op_type for n in lowered.graph.node}
 
 
+@pytest.mark.parametrize(("name", "taps"), [("averagepool_wider_than_input", [3, 3]),
+                                            ("averagepool_into_end_padding", [5, 5])])
+def test_average_pool_gradient_spreads_only_taps_that_reach_the_input(name, taps):
+    # A kernel of 1280 over a 2x2 input (EfficientNet's pooler) spread as a 1280x1280 ConvTranspose
+    # dominated the whole backward; a window's taps past the input's end (begin padding included) are dropped.
+    case = next(c for c in CASES if c.name == name)
+    _, lowered, _, _ = _graphs(case)
+    kernels = [list(a.ints) for n in lowered.graph.node if n.op_type == "ConvTranspose"
+               for a in n.attribute if a.name == "kernel_shape"]
+    assert kernels == [taps]
+
+
 def test_api_graphs_run_on_the_reference_evaluator():
     # The graph behind ForwardValueAndGrad, not just the lowering: same values on both runtimes.
     case = next(c for c in CASES if c.name == "conv_groups")

@@ -241,6 +241,13 @@ CASES: tuple[Case, ...] = (
     Case("averagepool_ceil", "(T[1,1,5,5] x) => (T[1,1,3,3] y)",
          "y = AveragePool <kernel_shape = [2, 2], strides = [2, 2], ceil_mode = 1> (x)", dtype="float",
          notes=f32("no double AveragePool kernel") + "; the last window hangs past the input"),
+    Case("averagepool_wider_than_input", "(T[1,2,3,3] x) => (T[1,2,1,1] y)",
+         "y = AveragePool <kernel_shape = [8, 8], strides = [8, 8], ceil_mode = 1> (x)", dtype="float",
+         notes=f32("no double AveragePool kernel") + "; a global pool written as a kernel past the input "
+         "(EfficientNet's pooler): only the taps inside it are spread"),
+    Case("averagepool_into_end_padding", "(T[1,1,4,5] x) => (T[1,1,2,2] y)",
+         "y = AveragePool <kernel_shape = [6, 7], pads = [1, 0, 2, 3]> (x)", dtype="float",
+         notes=f32("no double AveragePool kernel") + "; windows whose last taps read only padding"),
     Case("averagepool_exclude_pad_stride", "(T[1,2,5,5] x) => (T[1,2,3,3] y)",
          "y = AveragePool <kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1]> (x)", dtype="float",
          notes=f32("no double AveragePool kernel") + "; border windows average fewer elements"),
