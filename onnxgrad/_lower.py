@@ -14,7 +14,7 @@ of forward tensors where the math needs them (pool windows, broadcast axes);
 a shape that is still unknown is an error, never a guess.
 
 ``ReluGrad(dY, T)`` becomes ``dY * Cast(T > 0)``: vectorized on every provider
-and faster than ORT's CPU kernel (``scripts/benchmark.py``). The builder hands
+and faster than ORT's CPU kernel (the README's Speed section). The builder hands
 ReluGrad the Relu's input or output; ``T > 0`` is the same mask for both. Where
 dY is inf or NaN and ``T <= 0`` the product is NaN where ReluGrad gives 0.
 """

@@ -12,8 +12,8 @@ sufficient: a provider may still refuse a node (its ``GetCapability``).
 
 Usage::
 
-    python scripts/provider_coverage.py                  # markdown table, CANN
-    python scripts/provider_coverage.py --json out.json  # per-node detail as well
+    python -m scripts.provider_coverage                  # markdown table, CANN (from the repository root)
+    python -m scripts.provider_coverage --json out.json  # per-node detail as well
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ import onnx
 import onnx.inliner
 from onnx import defs, helper
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import bench_models  # noqa: E402
+from scripts.benchmarks import models as bench_models
 
 KERNELS = pathlib.Path(__file__).resolve().with_name("cann_kernels.json")
 # Not executed: ONNX Runtime folds them into initializers when the session is created.

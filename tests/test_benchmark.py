@@ -1,4 +1,4 @@
-"""Smoke test of ``scripts/benchmark.py`` on the tiny model (the seed example).
+"""Smoke test of the benchmark (``python -m scripts.benchmarks``) on the tiny model (the seed example).
 
 The benchmark's cross-check must hold: onnxgrad's loss and gradients equal raw
 ONNX Runtime's on the same gradient graph, and PyTorch's. No timing is asserted.
@@ -7,7 +7,6 @@ ONNX Runtime's on the same gradient graph, and PyTorch's. No timing is asserted.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import pathlib
@@ -17,25 +16,16 @@ import sys
 import numpy as np
 import pytest
 
+from scripts.benchmarks import common, models, real, systems
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "benchmark.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("onnxgrad_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = _load_benchmark()
-bench_models = benchmark.bench_models
+#: The benchmark's command line, run from the repository root.
+COMMAND = [sys.executable, "-m", "scripts.benchmarks"]
 
 
 def _results(system: str) -> dict[str, np.ndarray]:
     """The system's first-call results on the tiny model, built in this process."""
-    return benchmark.setup(system, "tiny", threads=2).prime()
+    return systems.setup(system, "tiny", threads=2).prime()
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +42,12 @@ def test_raw_ort_reference_is_the_seed_result(raw_ort):
 
 
 def test_onnxgrad_matches_raw_ort(raw_ort):
-    assert benchmark.compare(raw_ort, _results("onnxgrad")) == []
+    assert common.compare(raw_ort, _results("onnxgrad")) == []
 
 
 def test_pytorch_matches_raw_ort(raw_ort):
     pytest.importorskip("torch", reason="PyTorch is optional")
-    assert benchmark.compare(raw_ort, _results("torch")) == []
+    assert common.compare(raw_ort, _results("torch")) == []
 
 
 def test_threaded_batch_spreads_the_calls_over_the_threads():
@@ -71,28 +61,28 @@ def test_threaded_batch_spreads_the_calls_over_the_threads():
         seen.append(threading.current_thread().name)
         return len(seen)
 
-    batch = benchmark._threaded_batch(call, 3)
+    batch = systems._threaded_batch(call, 3)
     assert len(batch(7)) == 3  # one last result per thread
     assert len(seen) == 7 and len(set(seen)) == 3
-    assert benchmark._same_results((np.ones(2), [np.zeros(1)]), (np.ones(2), [np.zeros(1)]))
-    assert not benchmark._same_results((np.ones(2), [np.zeros(1)]), (np.ones(2), [np.ones(1)]))
+    assert systems._same_results((np.ones(2), [np.zeros(1)]), (np.ones(2), [np.zeros(1)]))
+    assert not systems._same_results((np.ones(2), [np.zeros(1)]), (np.ones(2), [np.ones(1)]))
 
 
 def test_compare_names_each_mismatching_tensor():
     reference = {"loss": np.zeros([1], np.float32), "fc.weight": np.ones([2, 2], np.float32)}
     other = {"loss": np.zeros([], np.float32), "fc.weight": np.full([2, 2], 1.1, np.float32)}
-    problems = benchmark.compare(reference, other)
+    problems = common.compare(reference, other)
     assert problems[0] == "loss: shape [], expected [1]"
     assert problems[1].startswith("grad[fc.weight]: max abs err 0.1")
-    assert benchmark.compare(reference, {}) == ["loss: missing", "grad[fc.weight]: missing"]
+    assert common.compare(reference, {}) == ["loss: missing", "grad[fc.weight]: missing"]
 
 
 def test_command_line_run_on_tiny(tmp_path):
     report_path = tmp_path / "report.json"
     completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--models", "tiny", "--systems", "onnxgrad,ort", "--rounds", "2",
+        [*COMMAND, "--quick", "--models", "tiny", "--systems", "onnxgrad,ort", "--rounds", "2",
          "--batch-seconds", "0.002", "--no-gemm", "--caller-threads", "3", "--json", str(report_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert completed.returncode == 0, completed.stderr
     assert "| tiny: the seed's Net + loss |" in completed.stdout
@@ -123,10 +113,10 @@ def test_plain_onnxruntime_column(tmp_path):
         pytest.skip("no Python with plain onnxruntime: set ONNXGRAD_BENCH_PLAIN_PYTHON (.ci/run does)")
     report_path = tmp_path / "report.json"
     completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--models", "tiny", "--systems", "onnxgrad,onnxgrad_plain,ort",
+        [*COMMAND, "--quick", "--models", "tiny", "--systems", "onnxgrad,onnxgrad_plain,ort",
          "--rounds", "2", "--batch-seconds", "0.002", "--no-gemm", "--plain-python", python,
          "--json", str(report_path)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert completed.returncode == 0, completed.stderr
     report = json.loads(report_path.read_text())
@@ -144,25 +134,25 @@ def test_plain_onnxruntime_column(tmp_path):
 def test_real_check_names_each_mismatching_gradient():
     reference = (np.float32(2.0), {"fc.weight": np.ones([2, 2], np.float32), "fc.bias": np.zeros([2], np.float32)})
     grads = {"fc.weight": np.full([2, 2], 1.1, np.float32)}
-    assert benchmark._real_check("file", np.float32(2.0), grads, reference) == [
+    assert real._real_check("file", np.float32(2.0), grads, reference) == [
         "file grad[fc.weight]: max abs err 0.1", "file grad[fc.bias]: missing"]
-    assert benchmark._real_check("module", np.float32(2.0), dict(reference[1]), reference) == []
+    assert real._real_check("module", np.float32(2.0), dict(reference[1]), reference) == []
 
 
 def test_real_architecture_on_a_tiny_bert(monkeypatch):
     """The --real path end to end on a BERT small enough for CI: both routes checked against autograd, timed."""
     pytest.importorskip("torch", reason="PyTorch is optional")
     pytest.importorskip("transformers", reason="transformers is optional (the 'bench' extra)")
-    tiny = lambda: bench_models._hf(  # noqa: E731
+    tiny = lambda: models._hf(  # noqa: E731
         "BertConfig", "BertForSequenceClassification", vocab_size=1000, hidden_size=16, num_hidden_layers=1,
-        num_attention_heads=2, intermediate_size=24, max_position_embeddings=bench_models.REAL_SEQ,
-        num_labels=bench_models.REAL_CLASSES, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    monkeypatch.setitem(bench_models.REAL_MODELS, "bert_tiny", ("a tiny BERT", tiny, "text"))
-    settings = dataclasses.replace(benchmark.QUICK, rounds=2, batch_seconds=0.002)
-    record = benchmark.real_architecture("bert_tiny", settings)
+        num_attention_heads=2, intermediate_size=24, max_position_embeddings=models.REAL_SEQ,
+        num_labels=models.REAL_CLASSES, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    monkeypatch.setitem(models.REAL_MODELS, "bert_tiny", ("a tiny BERT", tiny, "text"))
+    settings = dataclasses.replace(common.QUICK, rounds=2, batch_seconds=0.002)
+    record = real.real_architecture("bert_tiny", settings)
     assert record["check"] == "ok"
-    for timer in benchmark.REAL_TIMERS:
+    for timer in real.REAL_TIMERS:
         assert len(record["systems"][timer]["samples_ms"]) == 2
         assert record["first_call_s"][timer] > 0
     assert record["module_over_file"] > 0 and record["file_over_torch"] > 0
-    assert "| bert_tiny: a tiny BERT |" in benchmark.real_tables({"bert_tiny": record})
+    assert "| bert_tiny: a tiny BERT |" in real.real_tables({"bert_tiny": record})

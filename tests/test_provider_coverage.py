@@ -1,26 +1,10 @@
-"""``scripts/provider_coverage.py``: the paper check of the CANN provider's kernels."""
+"""``python -m scripts.provider_coverage``: the paper check of the CANN provider's kernels."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
-
 import onnx
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "provider_coverage.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("onnxgrad_provider_coverage", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-coverage = _load()
+from scripts import provider_coverage as coverage
 
 
 def _model(op: str, opset: int, elem: int = onnx.TensorProto.FLOAT) -> onnx.ModelProto:

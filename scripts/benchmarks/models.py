@@ -34,7 +34,7 @@ __all__ = ["MODELS", "ModelCase", "build", "torch_model", "mindspore_model", "on
 
 IR_VERSION = 8
 OPSET = 17
-SEED_NET = pathlib.Path(__file__).resolve().parents[1] / "models" / "seed_net.onnx"
+SEED_NET = pathlib.Path(__file__).resolve().parents[2] / "models" / "seed_net.onnx"
 
 # Sizes of the models (the issue's configurations).
 MLP_SIZES = (784, 512, 256, 10)
@@ -438,7 +438,7 @@ def mindspore_model(case: ModelCase) -> tuple[Any, list[Any]]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Real architectures (``benchmark.py --real``): transformers' own implementations, built from configs with seeded
+# Real architectures (``--real``): transformers' own implementations, built from configs with seeded
 # random weights (nothing is downloaded). Needs the ``bench`` extra.
 
 REAL_BATCH = 2
