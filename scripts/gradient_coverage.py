@@ -9,6 +9,7 @@ Usage::
 
     python scripts/gradient_coverage.py            # markdown table
     python scripts/gradient_coverage.py --json F   # every case's outcome as well
+    python scripts/gradient_coverage.py --rewrites # the README's list of rewritten ops
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ def _source(op: str, counts: collections.Counter) -> str:
         return "its body's ops"
     if not counts["ok"]:
         return "none (refused)" if counts["refused"] else "not checked"
-    if base in _CONVERTED and _CONVERTED[base] in getattr(_rewrites, "_REWRITES", {}):
+    if base in _CONVERTED and _CONVERTED[base] in _rewrites.REWRITES:
         return f"converted to {_CONVERTED[base]} on load, then an onnxgrad rewrite"
-    if base in getattr(_rewrites, "_REWRITES", {}):
+    if base in _rewrites.REWRITES:
         return "onnxgrad rewrite into ops with gradients"
     return "ORT's builder (lowered to standard ops)"
 
@@ -101,7 +102,11 @@ def table(results: dict[str, tuple[str, object]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", metavar="PATH", help="write every case's outcome as JSON")
+    parser.add_argument("--rewrites", action="store_true", help="print the rewritten ops from the registry, only")
     args = parser.parse_args(argv)
+    if args.rewrites:
+        print(_rewrites.listing())
+        return 0
     results = outcomes()
     print(table(results))
     if args.json:

@@ -760,7 +760,7 @@ def test_check_grads_names_tensor_and_element_of_a_wrong_gradient(monkeypatch):
 )
 def test_check_grads_catches_the_builder_gradients_that_rewrites_fix(name, op, message, monkeypatch, fresh_cache):
     # Without onnxgrad's rewrite, ORT's own gradient of these ops is wrong.
-    monkeypatch.delitem(_rewrites._REWRITES, op)
+    monkeypatch.delitem(_rewrites.REWRITES, op)
     # Sessions are shared by graph key, which knows nothing of the patched rewrites: none from before.
     monkeypatch.setattr(_session, "_shared", weakref.WeakValueDictionary())
     case = CASES_BY_NAME[name]

@@ -1,0 +1,111 @@
+"""Helpers the rewrite families share: attributes, constants, static types and shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxgrad._custom_gradients import DOMAIN
+from onnxgrad._graph import FLOAT_TYPES, GraphWriter
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    for attribute in node.attribute:
+        if attribute.name == name:
+            value = helper.get_attribute_value(attribute)
+            # String attributes come back as bytes.
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def constant(w: GraphWriter, name: str) -> np.ndarray | None:
+    """The value of ``name`` if a (non-trainable) initializer or a Constant node holds it."""
+    if not name:
+        return None
+    for init in w.graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in w.graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output[0] == name:
+            attribute = node.attribute[0]
+            value = helper.get_attribute_value(attribute)
+            if attribute.name == "value":
+                return numpy_helper.to_array(value)
+            if attribute.name in ("value_float", "value_floats", "value_int", "value_ints"):
+                return np.asarray(value)
+            return None
+    return None
+
+
+def read_names(w: GraphWriter) -> set[str]:
+    """Every tensor some node or the graph's outputs read."""
+    return {name for n in w.graph.node for name in n.input} | {o.name for o in w.graph.output}
+
+
+def moments(w: GraphWriter, x: str, axes: list[int]) -> tuple[str, str, str]:
+    """``(mean, x - mean, mean of its square)`` over ``axes``, kept as size-1 axes."""
+    mean = w.reduce("ReduceMean", x, axes, True)
+    centered = w.op("Sub", x, mean)
+    # Identity: the builder refuses a tensor feeding one node twice.
+    variance = w.reduce("ReduceMean", w.op("Mul", centered, w.op("Identity", centered)), axes, True)
+    return mean, centered, variance
+
+
+def call_function(w: GraphWriter, name: str, op: str, inputs: list[str], outputs, **attrs) -> None:
+    """Emits a call of the onnxgrad function ``name`` whose body is one ``op`` node (added once)."""
+    args = [f"x{k}" for k in range(len(inputs))]
+    body = [helper.make_node(op, args, ["y"], **attrs)]
+    w.add_function(helper.make_function(DOMAIN, name, args, ["y"], body, [helper.make_opsetid("", w.opset)]))
+    w.node(name, inputs, outputs, domain=DOMAIN)
+
+
+def broadcast_operands(w: GraphWriter, types: dict, a: str, b: str) -> tuple[str, str] | None:
+    """Both operands expanded to their broadcast (static) shape, so that a function's gradients
+    need no reduction; None when a shape is unknown."""
+    shape_a, shape_b = static_shape(types, a), static_shape(types, b)
+    if shape_a is None or shape_b is None:
+        return None
+    if shape_a == shape_b:
+        return a, b
+    out = w.constant(np.array(np.broadcast_shapes(shape_a, shape_b), np.int64))
+    return w.op("Expand", a, out), w.op("Expand", b, out)
+
+
+def is_float(types: dict, name: str) -> bool:
+    return types.get(name, (0, None))[0] in FLOAT_TYPES
+
+
+def rank_of(types: dict, name: str) -> int | None:
+    shape = types.get(name, (0, None))[1]
+    return None if shape is None else len(shape)
+
+
+def static_shape(types: dict, name: str) -> tuple[int, ...] | None:
+    """The static shape of ``name``, or None when any size is unknown."""
+    shape = types.get(name, (0, None))[1]
+    if shape is None or any(d is None for d in shape):
+        return None
+    return tuple(shape)
+
+
+def reduction_axes(node: onnx.NodeProto, w: GraphWriter) -> tuple[list[int] | None, bool] | None:
+    """``(axes, keepdims)`` of a Reduce* node (axes None: all); None if the axes are not constant."""
+    if len(node.input) > 1 and node.input[1]:  # opset 18 (ReduceSum: 13): axes as an input
+        value = constant(w, node.input[1])
+        if value is None:
+            return None
+        axes = [int(a) for a in value.reshape(-1)]
+    else:
+        axes = attr(node, "axes")
+    if not axes:
+        if attr(node, "noop_with_empty_axes", 0):
+            return None  # an identity: rare, keep the node
+        axes = None
+    return axes, bool(attr(node, "keepdims", 1))
+
+
+def const_like(w: GraphWriter, value: float, ref: str, types: dict) -> str:
+    # A scalar constant in the dtype of tensor `ref` (float32 when unknown).
+    elem = types.get(ref, (onnx.TensorProto.FLOAT, None))[0]
+    return w.constant(value, helper.tensor_dtype_to_np_dtype(elem))
