@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import onnx
 
-from onnxgrad import _cache, _device, _gradient, _lower, _prepare
+from onnxgrad import _cache, _device, _gradient, _int_math, _lower, _prepare
 from onnxgrad._session import Session
 from onnxgrad._spec import GradSpec, RunOptions
 from onnxgrad.errors import GradientBuildError, InputError, OnnxGradError, RuntimeFailure
@@ -361,7 +361,7 @@ def run(
     input_grads = [_input_grad(arrays[pos], layout.input_targets[pos], grads, device) for pos in spec.inputs]
     weight_grads = []
     for name in spec.weights:
-        shadow = _prepare.int_shadow_name(name)
+        shadow = _int_math.int_shadow_name(name)
         if name in layout.weight_targets:
             weight_grads.append(grads[name])
             continue
@@ -416,7 +416,7 @@ def _int_gradient(shadow_grad: np.ndarray, dtype: np.dtype, name: str) -> np.nda
         return shadow_grad != 0
     if shadow_grad.size and np.abs(shadow_grad).max() >= 2.0**53:
         raise RuntimeFailure(
-            f"The gradient of the int tensor {name.removeprefix(_prepare.INT_SHADOW_PREFIX)!r} reaches "
+            f"The gradient of the int tensor {name.removeprefix(_int_math.INT_SHADOW_PREFIX)!r} reaches "
             f"{np.abs(shadow_grad).max():.3g}, past 2**53, where onnxgrad's float64 int math is no longer exact "
             "and cannot reproduce MindSpore's int result: scale the computation down or cast the tensor to a float "
             "type in the model."

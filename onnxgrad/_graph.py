@@ -1,7 +1,16 @@
-"""Small helpers for reading and writing ONNX graphs: tensor metadata, the
-type table shape inference gives, unique names, and node emitters that follow
-the model's opset (ReduceSum and Unsqueeze moved ``axes`` from an attribute to
-an input in opset 13)."""
+"""The one graph toolkit: small helpers for reading and writing ONNX graphs.
+
+Reading: tensor metadata (:class:`TensorInfo`), the type table shape inference
+gives (:class:`TypeTable`), attributes (:func:`attr`), constant values
+(:func:`constant_value`), default-domain tests, what a Cast produces
+(:func:`cast_to`, :func:`float_casts`). Writing: unique names
+(:func:`unique_name`), concrete input shapes (:func:`concretize_inputs`), and
+:class:`GraphWriter`, whose node emitters follow the model's opset (ReduceSum
+and Unsqueeze moved ``axes`` from an attribute to an input in opset 13).
+
+Everything here is private to onnxgrad: ``GraphWriter`` is not part of the
+public API, which is why ``onnxgrad.nn.LossFn`` is closed to subclasses.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +24,12 @@ from onnx import helper, numpy_helper, shape_inference
 
 __all__ = [
     "TensorInfo", "GraphWriter", "default_opset", "tensor_infos", "FLOAT_TYPES", "TensorType", "TypeTable",
-    "infer_types",
+    "infer_types", "DEFAULT_DOMAINS", "is_default_domain", "attr", "attrs", "constant_value", "unique_name",
+    "concretize_inputs", "cast_to", "float_casts",
 ]
+
+#: The names of ONNX's default operator domain.
+DEFAULT_DOMAINS = ("", "ai.onnx")
 
 #: ONNX element types treated as differentiable.
 FLOAT_TYPES = frozenset(
@@ -152,12 +165,93 @@ def tensor_infos(value_infos: Iterable[onnx.ValueInfoProto], exclude: Iterable[s
     return tuple(TensorInfo.from_value_info(v) for v in value_infos if v.name not in skip)
 
 
+def is_default_domain(domain: str) -> bool:
+    """Whether ``domain`` (a node's or an opset import's) names ONNX's default operator domain."""
+    return domain in DEFAULT_DOMAINS
+
+
 def default_opset(model: onnx.ModelProto) -> int:
     """The model's opset for the default ONNX domain."""
     for opset in model.opset_import:
-        if opset.domain in ("", "ai.onnx"):
+        if is_default_domain(opset.domain):
             return opset.version
     raise ValueError("model imports no default-domain opset")
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    """The value of one attribute of ``node`` (strings decoded), or ``default`` when absent."""
+    for attribute in node.attribute:
+        if attribute.name == name:
+            value = helper.get_attribute_value(attribute)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def attrs(node: onnx.NodeProto) -> dict:
+    """Every attribute of ``node`` by name (strings left as bytes, as ``make_node`` takes them back)."""
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def constant_value(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
+    """The value of ``name`` if an initializer or a default-domain Constant node holds it, else None."""
+    if not name:
+        return None
+    for init in graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in graph.node:
+        if node.op_type == "Constant" and is_default_domain(node.domain) and node.output[0] == name:
+            attribute = node.attribute[0]
+            value = helper.get_attribute_value(attribute)
+            if attribute.name == "value":
+                return numpy_helper.to_array(value)
+            if attribute.name in ("value_float", "value_floats", "value_int", "value_ints"):
+                return np.asarray(value)
+            return None
+    return None
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name`` if not in ``taken``, else the first free ``name_1``, ``name_2``...; added to ``taken``."""
+    candidate, k = name, 1
+    while candidate in taken:
+        candidate, k = f"{name}_{k}", k + 1
+    taken.add(candidate)
+    return candidate
+
+
+def concretize_inputs(graph: onnx.GraphProto, shapes: dict[str, Sequence[int]]) -> None:
+    """Gives the graph inputs named in ``shapes`` those concrete shapes, in place.
+
+    Declared value and output shapes are dropped: written for the symbolic
+    shapes, they may disagree with the concrete ones, and inference recomputes them.
+    """
+    for value in graph.input:
+        if value.name in shapes:
+            dims = value.type.tensor_type.shape.dim
+            del dims[:]
+            for size in shapes[value.name]:
+                dims.add().dim_value = int(size)
+    del graph.value_info[:]
+    for value in graph.output:
+        value.type.tensor_type.ClearField("shape")
+
+
+def cast_to(node: onnx.NodeProto, types: TypeTable) -> int:
+    """The element type a default-domain Cast or CastLike node produces; 0 for other nodes or when unknown."""
+    if not is_default_domain(node.domain):
+        return 0
+    if node.op_type == "Cast":
+        return attr(node, "to", 0)
+    if node.op_type == "CastLike":
+        return types.elem(node.output[0]) or (types.elem(node.input[1]) if len(node.input) > 1 else 0)
+    return 0
+
+
+def float_casts(graph: onnx.GraphProto, name: str, types: TypeTable) -> set[str]:
+    """The outputs of the Casts (and CastLikes) of ``name`` to a float type: where an int
+    tensor's gradient enters float math."""
+    return {node.output[0] for node in graph.node if name in node.input[:1] and cast_to(node, types) in FLOAT_TYPES}
 
 
 class GraphWriter:
@@ -191,6 +285,13 @@ class GraphWriter:
         self._taken.update(v.name for v in itertools.chain(graph.input, graph.output, graph.initializer))
         self._taken.update(node.name for node in graph.node)  # fresh() also names nodes
         self._counter = itertools.count()
+
+    def claim(self, name: str) -> str:
+        """``name`` itself if the graph does not use it yet, else a fresh name from it; either is now taken."""
+        if name in self._taken:
+            return self.fresh(name)
+        self._taken.add(name)
+        return name
 
     def fresh(self, hint: str) -> str:
         """A tensor name not used in the graph yet."""
