@@ -21,9 +21,8 @@ BATCH = 32
 
 def _digit_batches(count: int) -> list[np.ndarray]:
     """``count`` batches of real scikit-learn digits (pixels in [0, 1]), cycling through the data set."""
-    from sklearn.datasets import load_digits
-
-    x = (load_digits().data / 16.0).astype(np.float32)
+    datasets = pytest.importorskip("sklearn.datasets", reason="scikit-learn is in the train extra")
+    x = (datasets.load_digits().data / 16.0).astype(np.float32)
     order = np.random.default_rng(0).permutation(len(x))
     starts = [(b * BATCH) % (len(x) - BATCH) for b in range(count)]
     return [x[order[s : s + BATCH]] for s in starts]

@@ -185,6 +185,8 @@ def test_a_device_training_step_keeps_weights_on_the_device(on_device, host_read
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_train_on_a_device_matches_training_on_the_host(optimizer, monkeypatch, tmp_path):
+    pytest.importorskip("sklearn", reason="the digits data is in the train extra")
+
     def run(resident: bool, out: str):
         monkeypatch.setattr(_device, "RESIDENT_ON_CPU", resident)
         config = _train.TrainConfig(
@@ -207,6 +209,7 @@ def test_train_on_a_device_matches_training_on_the_host(optimizer, monkeypatch, 
 
 
 def test_unknown_provider_is_refused_with_the_package_to_install():
+    pytest.importorskip("sklearn", reason="the digits data is in the train extra")  # read before the provider
     with pytest.raises(onnxgrad.InputError, match=r"CUDAExecutionProvider.*onnxgrad\[cuda\]"):
         _train.train(_train.TrainConfig(epochs=1, provider="CUDAExecutionProvider"))
 

@@ -20,6 +20,10 @@ import pytest
 from onnxgrad import _train
 from onnxgrad.cli import main
 
+# The main job's data set, loss curve and these tests' data come with the train extra (CI's core-only run lacks it).
+pytest.importorskip("sklearn", reason="scikit-learn is in the train extra")
+pytest.importorskip("matplotlib", reason="matplotlib is in the train extra")
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "models" / "digits_mlp.onnx"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
