@@ -10,8 +10,9 @@ again, until it succeeds, so that every blocking op type is found, not only the
 first. Which tensors reach the outputs is read off the graph with the same edge
 rules the gradient preparation uses.
 
-:func:`inspect_model` returns an :class:`InspectReport`; :func:`to_text` formats
-it for people and :meth:`InspectReport.to_dict` for JSON. Nothing here prints.
+:func:`inspect_model` returns an :class:`InspectReport` (data only: nothing here
+formats or prints); :meth:`InspectReport.to_dict` gives it as JSON, and
+``onnxgrad._inspect_text.to_text`` formats it for people.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ __all__ = [
     "BlockingNode",
     "inspect_model",
     "inspect_isolated",
-    "to_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -192,6 +192,16 @@ class InspectReport:
         data["totals"] = self.totals()
         return data
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InspectReport:
+        """The report :meth:`to_dict` gave (its derived ``totals`` are recomputed)."""
+        rows = {"inputs": TensorRow, "outputs": TensorRow, "weights": WeightRow, "ops": OpRow, "sources": SourceRow,
+                "blocking": BlockingNode}
+        values = {f.name: data[f.name] for f in dataclasses.fields(cls)}
+        for key, row in rows.items():
+            values[key] = [row(**item) for item in values[key]]
+        return cls(**values)
+
 
 def _row(info: TensorInfo) -> TensorRow:
     return TensorRow(info.name, None if info.shape is None else list(info.shape), str(info.dtype))
@@ -296,7 +306,7 @@ ISOLATED_TIMEOUT_S = 300.0
 
 def inspect_isolated(
     path: str | os.PathLike, shapes: Mapping[str, Sequence[int]] | None = None, timeout: float = ISOLATED_TIMEOUT_S
-) -> tuple[str, dict[str, Any]]:
+) -> InspectReport:
     """:func:`inspect_model` in a child process, for files that may not be trustworthy.
 
     ONNX shape inference and the gradient builder are native code: a model onnxgrad's checks
@@ -308,7 +318,7 @@ def inspect_isolated(
         timeout: seconds before the analysis counts as hung.
 
     Returns:
-        ``(to_text(report), report.to_dict())``.
+        The report, as :func:`inspect_model` returns it.
 
     Raises:
         OnnxGradError: the subclass :func:`inspect_model` raised, with its message.
@@ -345,7 +355,7 @@ def inspect_isolated(
     result = json.loads(lines[-1])
     if "error" in result:
         raise getattr(errors, result["error"], errors.OnnxGradError)(result["message"])
-    return result["text"], result["report"]
+    return InspectReport.from_dict(result["report"])
 
 
 def _isolated_child() -> None:
@@ -358,7 +368,7 @@ def _isolated_child() -> None:
     request = json.loads(sys.stdin.read())
     try:
         report = inspect_model(request["path"], request["shapes"] or None)
-        result: dict[str, Any] = {"text": to_text(report), "report": report.to_dict()}
+        result: dict[str, Any] = {"report": report.to_dict()}
     except OnnxGradError as err:
         result = {"error": type(err).__name__, "message": str(err)}
     print(json.dumps(result))
@@ -538,93 +548,3 @@ def _default_opset(model: onnx.ModelProto) -> int:
         if o.domain in ("", "ai.onnx"):
             return o.version
     return 0
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Text
-
-
-def _shape_text(shape: list | None) -> str:
-    if shape is None:
-        return "?"
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-
-def _size_text(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # unreachable
-
-
-def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
-        lines.append((indent + "  ".join(cells)).rstrip())
-    return lines
-
-
-def to_text(report: InspectReport) -> str:
-    """The report as people read it (what ``onnxgrad inspect`` prints)."""
-    opsets = ", ".join(f"{domain} {version}" for domain, version in report.opsets.items())
-    lines = [
-        report.path,
-        f"  IR version {report.ir_version}; opsets: {opsets}; producer: {report.producer or 'unknown'}; "
-        f"graph: {report.graph_name or '(unnamed)'}",
-        "",
-        "Inputs",
-    ]
-    lines += _table([[r.name, r.dtype, _shape_text(r.shape)] for r in report.inputs] or [["(none)"]])
-    lines += ["Outputs"]
-    lines += _table([[r.name, r.dtype, _shape_text(r.shape)] for r in report.outputs] or [["(none)"]])
-
-    totals = report.totals()
-    lines += ["", f"Parameters ({totals['trainable_count']} trainable)"]
-    rows = [["name", "shape", "dtype", "elements", "bytes"]]
-    rows += [[w.name, _shape_text(w.shape), w.dtype, f"{w.elements:,}", _size_text(w.bytes)] for w in report.trainable]
-    rows.append(["total", "", "", f"{totals['trainable_elements']:,}", _size_text(totals["trainable_bytes"])])
-    lines += _table(rows)
-    if totals["constant_count"]:
-        lines.append(
-            f"  + {totals['constant_count']} constant initializer(s): {totals['constant_elements']:,} elements, "
-            f"{_size_text(totals['constant_bytes'])}"
-        )
-
-    lines += ["", f"Ops ({sum(op.count for op in report.ops)} nodes)"]
-    rows = [["op", "count", "gradient"]]
-    rows += [[(f"{op.domain}::" if op.domain else "") + op.op_type, str(op.count), op.gradient] for op in report.ops]
-    lines += _table(rows)
-    lines.append("  (gradient: yes / no = blocks a gradient / - = no gradient flows through it)")
-
-    lines += ["", "Gradients"]
-    rows = [["tensor", "kind", "dtype", "status"]]
-    rows += [[s.name, s.kind, s.dtype, s.status] for s in report.sources]
-    lines += _table(rows)
-    if report.blocking:
-        lines += ["Blocking nodes (no gradient in onnxruntime-training)"]
-        rows = [["node", "op", "blocks"]]
-        rows += [
-            [b.name or f"#{b.index} (unnamed)", (f"{b.domain}::" if b.domain else "") + b.op_type, ", ".join(b.blocks)]
-            for b in report.blocking
-        ]
-        lines += _table(rows)
-    if report.differentiable:
-        verdict = "differentiable: `onnxgrad grad` and ForwardValueAndGrad will build the gradient"
-    elif report.blocking:
-        types = sorted({b.op_type for b in report.blocking})
-        verdict = (
-            f"NOT differentiable: no gradient for {', '.join(types)}; replace those nodes, or differentiate only "
-            "tensors marked ok"
-        )
-        if report.error:
-            verdict += f" (also: {report.error})"
-    else:
-        verdict = f"NOT differentiable: {report.error}"
-    lines += ["", verdict]
-    for note in report.notes:
-        lines.append(f"note: {note}")
-    return "\n".join(lines)

@@ -19,7 +19,7 @@ from typing import Any, Sequence, TextIO
 
 import numpy as np
 
-from onnxgrad import __version__, _builder_env, _export, _inspect, _train, nn
+from onnxgrad import __version__, _builder_env, _export, _inspect, _inspect_text, _train, nn
 from onnxgrad._network import load
 from onnxgrad.errors import InputError, OnnxGradError
 from onnxgrad.nn._loss import LABEL, LOSS_OUTPUT
@@ -347,11 +347,11 @@ def _print_notes(notes: Sequence[str], hint: str = "") -> None:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     # In a child process: a model that crashes native code ends the child, not this command.
-    text, report = _inspect.inspect_isolated(args.model, _shapes(args.shape))
+    report = _inspect.inspect_isolated(args.model, _shapes(args.shape))
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
     else:
-        print(text)
+        print(_inspect_text.to_text(report))
     return EXIT_OK
 
 
@@ -412,11 +412,11 @@ def _cmd_grad(args: argparse.Namespace) -> int:
         print(json.dumps({"path": args.output, "inputs": ins, "outputs": outs, "notes": exported.notes}, indent=2))
         return EXIT_OK
     size = os.path.getsize(args.output)
-    print(f"wrote {args.output} ({_inspect._size_text(size)}): onnx.checker passed")
+    print(f"wrote {args.output} ({_inspect_text.size_text(size)}): onnx.checker passed")
     for title, rows in (("inputs", ins), ("outputs", outs)):
         print(title)
-        table = [[r["name"], r["dtype"], _inspect._shape_text(r["shape"]), r["description"]] for r in rows]
-        print("\n".join(_inspect._table(table)))
+        table = [[r["name"], r["dtype"], _inspect_text.shape_text(r["shape"]), r["description"]] for r in rows]
+        print("\n".join(_inspect_text.table(table)))
     return EXIT_OK
 
 

@@ -113,6 +113,16 @@ def test_inspect_json(capsys):
     assert {s["name"]: s["status"] for s in report["sources"]} == {n: "ok" for n in ["x", *WEIGHTS]}
 
 
+def test_inspect_report_survives_the_child_process(blocked_path):
+    # The analysis runs in a child and comes back as data; rebuilt, it is the report the analysis made.
+    from onnxgrad import _inspect, _inspect_text
+
+    direct = _inspect.inspect_model(blocked_path)
+    isolated = _inspect.inspect_isolated(blocked_path)
+    assert isolated == direct and isolated.blocking and isolated.to_dict() == direct.to_dict()
+    assert _inspect_text.to_text(isolated) == _inspect_text.to_text(direct)
+
+
 def test_inspect_finds_every_blocking_node_and_what_it_blocks(capsys, blocked_path):
     code, out, _ = run(capsys, "inspect", blocked_path, "--json")
     assert code == 0
