@@ -39,6 +39,7 @@ from onnx import helper
 
 from onnxgrad import _lower
 from onnxgrad._flow import gradient_sources, node_outer_reads, stopped_inputs
+from onnxgrad._fold import fold_static_shapes
 from onnxgrad._graph import (
     FLOAT_TYPES, GraphWriter, TypeTable, concretize_inputs, constant_value, default_opset, infer_types,
     is_default_domain,
@@ -284,6 +285,9 @@ def prepare(
     graph = prepared.graph
     gw = GraphWriter(graph, default_opset(prepared), model=prepared)
     concretize_inputs(graph, shapes)
+    if all(v.name in shapes for v in graph.input) and any(n.op_type in ("Shape", "Size") for n in graph.node):
+        # A hand export computes shapes with ops (Shape, Gather, ..., Reshape); lowered gradients need them static.
+        fold_static_shapes(prepared, set())
     # Contrib ops in the model itself (com.microsoft Gelu, ...) become standard ops first, so
     # shape inference types everything after them.
     _lower.lower(prepared, infer_types(prepared))
