@@ -26,13 +26,12 @@ import json
 import logging
 import os
 import pathlib
-import tempfile
 import threading
 from typing import Hashable
 
 import onnx
 
-from onnxgrad import _builder_env
+from onnxgrad import _builder_env, _files
 from onnxgrad._prepare import Layout
 
 __all__ = ["cache_key", "lookup", "store", "cache_dir", "clear_memory"]
@@ -153,8 +152,8 @@ def store(key: str, model: onnx.ModelProto, layout: Layout, outputs: list[str]) 
         meta = {"layout": layout.to_json(), "outputs": outputs}
         mac = _mac(_secret(folder), model_bytes, json.dumps(meta, sort_keys=True).encode())
         meta_bytes = json.dumps({"meta": meta, "mac": mac}).encode()
-        _write_atomic(folder / f"{key}.onnx", model_bytes)
-        _write_atomic(folder / f"{key}.json", meta_bytes)
+        _files.atomic_write(folder / f"{key}.onnx", model_bytes)
+        _files.atomic_write(folder / f"{key}.json", meta_bytes)
         _account(folder, len(model_bytes) + len(meta_bytes))
     except OSError as err:  # a read-only home must not break gradients
         logger.warning("could not write the gradient cache in %s: %s", folder, err)
@@ -204,17 +203,6 @@ def _evict(folder: pathlib.Path) -> float:
             path.unlink(missing_ok=True)
         total -= size
     return total
-
-
-def _write_atomic(path: pathlib.Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def clear_memory() -> None:

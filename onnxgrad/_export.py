@@ -39,7 +39,7 @@ from typing import Mapping, Sequence
 import onnx
 from onnx import numpy_helper
 
-from onnxgrad import _engine, _gradient
+from onnxgrad import _engine, _files, _gradient
 from onnxgrad._graph import TensorInfo, tensor_infos
 from onnxgrad._network import Network
 from onnxgrad._prepare import LOSS
@@ -411,8 +411,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: b
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
+
+    def write_checked(tmp: str) -> None:
         if external_data:
             location = os.path.basename(path) + ".data"
             if os.path.exists(os.path.join(directory, location)):
@@ -428,7 +428,5 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: b
             raise ModelError(
                 f"The written model fails onnx.checker ({' '.join(str(err).split())[:300]}); please report this."
             ) from err
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    _files.atomic_write(path, write_checked)

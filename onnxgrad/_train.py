@@ -32,15 +32,15 @@ import logging
 import math
 import os
 import pathlib
-import re
 import time
 from typing import Any, Callable
 
 import numpy as np
 import onnx
 
-from onnxgrad import _device, _engine, _export, _frontend, distributed, nn, optim
+from onnxgrad import _device, _engine, _export, _files, _frontend, distributed, nn, optim
 from onnxgrad._api import ForwardValueAndGrad
+from onnxgrad._files import remove_stale_temporaries
 from onnxgrad._network import Network, ParameterTuple, load
 from onnxgrad.errors import ConversionError, InputError, OnnxGradError
 
@@ -571,71 +571,19 @@ def resolve_model(spec: str | None, example: np.ndarray) -> tuple[Network, str]:
 # Checkpoints
 
 
-#: Temporary files of an atomic write: ``<name>.tmp-<pid>`` (``.png`` after it for the curve).
-_TEMPORARY = re.compile(r"\.tmp-(\d+)(\.png)?$")
-
-
-def _write_file(handle: Any, data: bytes) -> None:
-    """Writes ``data`` and flushes it to disk."""
-    handle.write(data)
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
 def _write_atomically(path: str, data: bytes) -> None:
-    """Writes ``path`` through a temporary file and one rename; a failed write leaves no file behind.
+    """Writes ``path`` whole or not at all (:func:`onnxgrad._files.atomic_write`).
 
     Raises:
         InputError: the file cannot be written (e.g. the disk is full); the previous one is intact.
     """
-    tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "wb") as handle:
-            _write_file(handle, data)
-        os.replace(tmp, path)
+        _files.atomic_write(path, data)
     except OSError as err:
         raise InputError(
             f"Cannot write {path!r} ({err.strerror or err}): free some disk space or choose another --out-dir "
             "(the previous file is intact)."
         ) from None  # the cause is in the message; a chained traceback would only repeat it
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # another user's process, or a platform without signal 0: keep its files
-    return True
-
-
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
-    """Removes the temporary files that killed runs left in ``folder``; returns their paths.
-
-    Only files whose writer process is gone are removed: a run still writing
-    into the same folder keeps its own.
-    """
-    removed = []
-    for entry in sorted(pathlib.Path(folder).iterdir()):
-        match = _TEMPORARY.search(entry.name)
-        if match is None or not entry.is_file():
-            continue
-        pid = int(match.group(1))
-        if pid == os.getpid() or _process_alive(pid):
-            continue
-        try:
-            entry.unlink()
-        except OSError as err:
-            logger.warning("cannot remove %s, left by a killed run: %s", entry, err)
-            continue
-        removed.append(str(entry))
-    if removed:
-        logger.info("removed %d temporary file(s) left by killed runs: %s", len(removed), ", ".join(removed))
-    return removed
 
 
 def save_checkpoint(path: str | os.PathLike, network: Network, optimizer: optim.Optimizer, meta: dict) -> None:

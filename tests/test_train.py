@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from onnxgrad import _train
+from onnxgrad import _files, _train
 from onnxgrad.cli import main
 
 # The main job's data set, loss curve and these tests' data come with the train extra (CI's core-only run lacks it).
@@ -234,13 +234,13 @@ def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(capsys, tmp_
     checkpoint = run_dir / "checkpoint.npz"
     before = checkpoint.read_bytes()
 
-    real_write = _train._write_file
+    real_write = _files._write_file
 
     def write_half_then_fail(handle, data):
         handle.write(data[: len(data) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_train, "_write_file", write_half_then_fail)
+    monkeypatch.setattr(_files, "_write_file", write_half_then_fail)
     code, out, err = run(capsys, "train", "--out-dir", run_dir, "--epochs", "4", "--resume")
     assert code == 1 and out == ""
     # One clean line: no traceback beside it.
@@ -254,7 +254,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(capsys, tmp_
         ["checkpoint.npz", "loss_curve.png", "metrics.json", "model.onnx"]
     ), "a temporary checkpoint was left behind"
 
-    monkeypatch.setattr(_train, "_write_file", real_write)
+    monkeypatch.setattr(_files, "_write_file", real_write)
     resumed = train_json(capsys, run_dir, "--epochs", "4", "--resume")
     straight = train_json(capsys, tmp_path / "straight", "--epochs", "4")
     assert resumed["start_epoch"] == 2
@@ -561,7 +561,7 @@ def test_stale_temporary_files_of_killed_runs_are_removed(capsys, tmp_path):
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
         tmp_path.mkdir(exist_ok=True)
         stale = [tmp_path / f"checkpoint.npz.tmp-{dead_pid}", tmp_path / f".model.onnx.tmp-{dead_pid}",
-                 tmp_path / f"loss_curve.png.tmp-{dead_pid}.png"]
+                 tmp_path / f"loss_curve.png.tmp-{dead_pid}.png", tmp_path / f".metrics.json.tmp-{dead_pid}-0123abcd"]
         live = tmp_path / f"checkpoint.npz.tmp-{alive.pid}"
         for path in [*stale, live]:
             path.write_bytes(b"partial")
