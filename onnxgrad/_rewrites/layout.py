@@ -92,10 +92,10 @@ def _max_unpool(node, w, types) -> bool:
     if shape is None or not is_float(types, x):
         return False
     if len(node.input) > 2 and node.input[2]:
-        out_shape = constant(w, node.input[2])
-        if out_shape is None:
+        given = constant(w, node.input[2])
+        if given is None:
             return False
-        out_shape = [int(d) for d in out_shape]
+        out_shape = [int(d) for d in given]
     else:
         kernel, rank = list(attr(node, "kernel_shape")), len(shape) - 2
         strides = list(attr(node, "strides") or [1] * rank)
@@ -117,10 +117,10 @@ def _col2im(node, w, types) -> bool:
     rewritten into a Conv: static shapes, constant image_shape and block_shape."""
     x = node.input[0]
     shape = static_shape(types, x)
-    image, block = constant(w, node.input[1]), constant(w, node.input[2])
-    if shape is None or image is None or block is None or not is_float(types, x):
+    image_value, block_value = constant(w, node.input[1]), constant(w, node.input[2])
+    if shape is None or image_value is None or block_value is None or not is_float(types, x):
         return False
-    image, block = [int(d) for d in image], [int(d) for d in block]
+    image, block = [int(d) for d in image_value], [int(d) for d in block_value]
     rank, positions = len(image), int(np.prod(block))
     dilations = list(attr(node, "dilations") or [1] * rank)
     strides = list(attr(node, "strides") or [1] * rank)
@@ -154,10 +154,10 @@ def _split(node, w, types) -> bool:
         return False
     axis = attr(node, "axis", 0) % rank
     if len(node.input) > 1 and node.input[1]:
-        sizes = constant(w, node.input[1])
-        if sizes is None:
+        given = constant(w, node.input[1])
+        if given is None:
             return False
-        sizes = [int(s) for s in sizes.reshape(-1)]
+        sizes = [int(s) for s in given.reshape(-1)]
     elif attr(node, "split"):
         sizes = list(attr(node, "split"))
     else:  # equal parts, the last one smaller (opset 18's num_outputs)
@@ -254,11 +254,11 @@ def _pad(node, w, types) -> bool:
             return True
         return False
     if len(node.input) > 1:  # opset 11: pads (and, from 18, axes) as inputs
-        pads = constant(w, node.input[1])
-        axes = constant(w, node.input[3]) if len(node.input) > 3 and node.input[3] else np.arange(len(shape))
-        if pads is None or axes is None:
+        pads_value = constant(w, node.input[1])
+        axes_value = constant(w, node.input[3]) if len(node.input) > 3 and node.input[3] else np.arange(len(shape))
+        if pads_value is None or axes_value is None:
             return False
-        pads, axes = [int(p) for p in pads], [int(a) % len(shape) for a in axes]
+        pads, axes = [int(p) for p in pads_value], [int(a) % len(shape) for a in axes_value]
     else:
         pads, axes = list(attr(node, "pads")), list(range(len(shape)))
     out = x

@@ -67,13 +67,15 @@ def _einsum(node, w, types) -> bool:
     explicit = _einsum_explicit(equation, shapes) if "." in equation else None
     if "." in equation and explicit is None:
         return False
-    operands, out = explicit or _einsum_explicit(equation, [()] * len(node.input))
+    explicit = explicit or _einsum_explicit(equation, [()] * len(node.input))
+    assert explicit is not None  # without ellipses nothing broadcasts
+    operands, out = explicit
     tensors = list(node.input)
     for k, op in enumerate(operands):
         if len(set(op)) != len(op):
             tensors[k], operands[k] = _einsum_diagonal(w, tensors[k], op, tuple(shapes[k]))
     name = "Einsum_" + "".join(c if c.isalnum() else "_" for c in f"{','.join(operands)}_{out}")
-    grads = []
+    grads: list[cg.GradNode] = []
     for k, op in enumerate(operands):
         others = [(operands[j], f"I({j})") for j in range(len(operands)) if j != k]
         labels, inputs = [out], ["GO(0)"]

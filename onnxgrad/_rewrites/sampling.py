@@ -138,9 +138,10 @@ def _resize_geometry(node, w, shape, f: type) -> tuple[list[int], list[float], l
     rank = len(shape)
     inputs = list(node.input) + [""] * 4
     values = [constant(w, name) if name else np.zeros(0) for name in inputs[1:4]]
-    if any(v is None for v in values):
+    known = [v for v in values if v is not None]
+    if len(known) < len(values):
         return None
-    roi, scales, sizes = (v.reshape(-1) for v in values)
+    roi, scales, sizes = (v.reshape(-1) for v in known)
     axes = [int(a) % rank for a in attr(node, "axes", None) or range(rank)]
     out, factor = list(shape), [1.0] * rank
     if sizes.size:
@@ -221,18 +222,36 @@ def _horner(w: GraphWriter, t: str, coefficients: list[float], dtype) -> str:
     return total
 
 
-@register("GridSample", why=NO_GRADIENT, note="every mode and padding, 1 to 3 spatial axes")
+def _grid_sample_kept(node: onnx.NodeProto, graph: onnx.GraphProto, types: dict) -> str | None:
+    """Why a GridSample node cannot be rewritten (an attribute, a shape or a dtype), or None."""
+    x, grid = node.input[:2]
+    mode = attr(node, "mode", "linear")
+    padding = attr(node, "padding_mode", "zeros")
+    if mode not in ("linear", "bilinear", "nearest", "cubic", "bicubic"):
+        return f"its attribute mode={mode!r} (onnxgrad covers linear, nearest and cubic)"
+    if padding not in ("zeros", "border", "reflection"):
+        return f"its attribute padding_mode={padding!r} (onnxgrad covers zeros, border and reflection)"
+    for role, name in (("X", x), ("grid", grid)):
+        if static_shape(types, name) is None:
+            return f"the shape of its {role} {name!r} is not static"
+    if not is_float(types, x) or types[grid][0] != types[x][0]:
+        return "its X and grid are not float tensors of one dtype"
+    return None
+
+
+@register(
+    "GridSample", why=NO_GRADIENT, note="every mode and padding, 1 to 3 spatial axes", explain=_grid_sample_kept
+)
 def _grid_sample(node, w, types) -> bool:
     """GridSample (linear, nearest or cubic; zeros, border or reflection padding; 1 to 3 spatial axes)
     as GatherElements of the samples each output reads (2^r corners, 4^r for cubic, one for nearest)
     times weights computed from the grid, so that both X and the grid get gradients."""
+    if _grid_sample_kept(node, w.graph, types) is not None:
+        return False
     x, grid = node.input[:2]
     shape, grid_shape = static_shape(types, x), static_shape(types, grid)
     mode = {"bilinear": "linear", "bicubic": "cubic"}.get(attr(node, "mode", "linear"), attr(node, "mode", "linear"))
     padding = attr(node, "padding_mode", "zeros")
-    if (shape is None or grid_shape is None or not is_float(types, x) or types[grid][0] != types[x][0]
-            or mode not in ("linear", "nearest", "cubic") or padding not in ("zeros", "border", "reflection")):
-        return False
     dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
     n, channels, sizes = shape[0], shape[1], list(shape[2:])
     rank = len(sizes)
@@ -246,7 +265,7 @@ def _grid_sample(node, w, types) -> bool:
         return w.constant(np.array(value, dtype))
 
     one, a = const(1.0), -0.75  # a: PyTorch's and ONNX's cubic coefficient
-    options = []  # per spatial axis of X: [(sample index, weight or None)]
+    options: list[list[tuple[str, str | None]]] = []  # per spatial axis of X: [(sample index, weight or None)]
     for k, size in enumerate(sizes):
         # The grid's last axis lists coordinates innermost axis first: (x, y, z).
         normalized = w.op("Reshape", w.op("Gather", grid, w.constant(np.array(rank - 1 - k, np.int64)), axis=-1),

@@ -40,13 +40,16 @@ def _stft(node, w, types) -> bool:
     length = constant(w, inputs[3]) if inputs[3] else None
     if shape is None or step is None or not is_float(types, signal) or (window and window_shape is None):
         return False
-    if length is None and window_shape is None:
+    if length is not None:
+        frame = int(length)
+    elif window_shape is not None:
+        frame = window_shape[0]
+    else:
         return False
-    frame = int(length) if length is not None else window_shape[0]
-    step = int(step)
-    frames = (shape[1] - frame) // step + 1
+    hop = int(step)
+    frames = (shape[1] - frame) // hop + 1
     dtype = helper.tensor_dtype_to_np_dtype(types[signal][0])
-    index = w.constant(np.arange(frames)[:, None] * step + np.arange(frame)[None, :], np.int64)
+    index = w.constant(np.arange(frames)[:, None] * hop + np.arange(frame)[None, :], np.int64)
     parts = []
     for k in range(shape[-1]):
         part = w.op("Gather", w.op("Gather", signal, w.constant(np.array(k, np.int64)), axis=-1), index, axis=1)
