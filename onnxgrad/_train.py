@@ -95,8 +95,8 @@ _FORMAT = 1
 #: Optimizer names and their default learning rates.
 OPTIMIZERS = {"sgd": 0.1, "momentum": 0.1, "adam": 3e-3}
 
-# Loss names for the command line: (class in onnxgrad.nn, keyword arguments). Only those whose class
-# exists are offered; any other LossFn subclass in onnxgrad.nn is offered by its class name.
+# Loss names for the command line: (class in onnxgrad.nn, keyword arguments); each class exists (a test
+# checks). Any other LossFn subclass in onnxgrad.nn is offered by its class name.
 _LOSS_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "sparse_softmax_ce": ("SoftmaxCrossEntropyWithLogits", {"sparse": True}),
     "softmax_ce": ("SoftmaxCrossEntropyWithLogits", {"sparse": False}),
@@ -106,7 +106,6 @@ _LOSS_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "l1": ("L1Loss", {}),
     "smooth_l1": ("SmoothL1Loss", {}),
     "huber": ("HuberLoss", {}),
-    "bce": ("BCELoss", {}),
     "bce_with_logits": ("BCEWithLogitsLoss", {}),
 }
 
