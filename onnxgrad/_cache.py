@@ -64,7 +64,7 @@ def _builder_code_digest() -> str:
     if _code_digest is None:
         package = pathlib.Path(__file__).resolve().parent
         digest = hashlib.sha256()
-        for path in sorted([*package.glob("*.py"), *package.glob("nn/*.py")]):
+        for path in sorted(package.rglob("*.py")):  # every module, subpackages (nn, _rewrites) included
             digest.update(path.read_bytes())
         _code_digest = digest.hexdigest()
     return _code_digest
