@@ -40,7 +40,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxgrad import _engine, _files, _gradient
-from onnxgrad._graph import TensorInfo, tensor_infos
+from onnxgrad._graph import TensorInfo, tensor_infos, unique_name
 from onnxgrad._network import Network
 from onnxgrad._prepare import LOSS
 from onnxgrad.errors import InputError, ModelError
@@ -179,14 +179,6 @@ def _weight_names(network: Network, weights: Sequence[str] | str) -> list[str]:
     return list(dict.fromkeys(weights))
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, k = name, 1
-    while candidate in taken:
-        candidate, k = f"{name}_{k}", k + 1
-    taken.add(candidate)
-    return candidate
-
-
 def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
     for value in graph.input:
         if value.name == old:
@@ -293,7 +285,7 @@ def export_gradient(
     sens_names = []
     for k, old in sorted(prepared.sens_inputs.items()):
         output = network.outputs[k].name
-        new = _unique(output + SENS_SUFFIX, taken)
+        new = unique_name(output + SENS_SUFFIX, taken)
         _rename_input(graph, old, new)
         sens_names.append(new)
         docs[new] = f"sensitivity of output {output!r}: the gradient fed into it (shaped like it)"

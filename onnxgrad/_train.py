@@ -41,6 +41,7 @@ import onnx
 from onnxgrad import _device, _engine, _export, _files, _frontend, distributed, nn, optim
 from onnxgrad._api import ForwardValueAndGrad
 from onnxgrad._files import remove_stale_temporaries
+from onnxgrad._graph import unique_name
 from onnxgrad._network import Network, ParameterTuple, load
 from onnxgrad.errors import ConversionError, InputError, OnnxGradError
 
@@ -687,10 +688,7 @@ def _batch_free_reshapes(graph: onnx.GraphProto, batch: int) -> None:
         shape = constants[node.input[1]]
         if shape.ndim != 1 or not len(shape) or shape[0] != batch:
             continue
-        name = f"{node.input[1]}/batch_free"
-        while name in taken:
-            name += "_"
-        taken.add(name)
+        name = unique_name(f"{node.input[1]}/batch_free", taken)
         graph.initializer.append(onnx.numpy_helper.from_array(np.concatenate([[0], shape[1:]]).astype(shape.dtype), name))
         node.input[1] = name
 
@@ -947,11 +945,11 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
         raise InputError(f"checkpoint_every must be >= 0 steps, got {config.checkpoint_every}.")
     joined = distributed.context().distributed
     ctx = distributed.init(config.provider, config.timeout)
-    try:
-        return _train(config, progress, ctx)
-    finally:
-        if ctx.distributed and not joined:  # leave only the process group this call joined
-            distributed.shutdown()
+    result = _train(config, progress, ctx)
+    # Leave only a process group this call joined; not after a failure, where a dead peer could block the exit.
+    if ctx.distributed and not joined:
+        distributed.shutdown()
+    return result
 
 
 def _train(
