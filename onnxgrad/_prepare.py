@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxgrad import _lower
+from onnxgrad import _lower, _validate
 from onnxgrad._flow import gradient_sources, node_outer_reads, stopped_inputs
 from onnxgrad._fold import fold_static_shapes
 from onnxgrad._graph import (
@@ -295,6 +295,7 @@ def prepare(
     apply_rewrites(prepared, gw, types)
     _declare_optional_outputs(graph, gw)
     _split_duplicate_inputs(graph, gw)
+    _validate.guard_trip_counts(prepared)
     types = infer_types(prepared)
 
     outputs = [o.name for o in graph.output]

@@ -18,6 +18,7 @@ import onnx
 
 from onnxgrad import _device, _parameter
 from onnxgrad._parameter import Parameter
+from onnxgrad import _validate
 from onnxgrad._ort import ort
 from onnxgrad.errors import InputError, RuntimeFailure, UnsupportedGradientError
 
@@ -253,6 +254,9 @@ class Session:
         try:
             self._session.run_with_iobinding(binding)
         except Exception as err:
+            refused = _validate.trip_count_failure(str(err))
+            if refused is not None:
+                raise refused from err
             raise RuntimeFailure(
                 f"ONNX Runtime failed while running the graph: {_last_line(err)}. "
                 "Check the input values and shapes; if they are right, please report this."
