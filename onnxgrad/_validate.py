@@ -468,7 +468,7 @@ def _check_created_size(node: onnx.NodeProto, label: str, constants: dict[str, o
     if node.op_type == "Range":
         if len(values) < 3 or any(v is None or v.size != 1 for v in values):
             return
-        start, limit, delta = (float(v.reshape(())) for v in values)
+        start, limit, delta = (float(v.reshape(())) for v in values if v is not None)
         count = 0.0 if delta == 0 else max((limit - start) / delta, 0.0)
         if count > MAX_ELEMENTS:
             raise ModelError(
