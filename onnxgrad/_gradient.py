@@ -17,7 +17,8 @@ from typing import Iterable
 
 import onnx
 
-from onnxgrad import _builder_env, _builder_worker, _custom_gradients, _standard_gradients  # noqa: F401 (registers)
+from onnxgrad import _builder_env, _builder_worker, _custom_gradients, _rewrites, _standard_gradients  # noqa: F401 (registers)
+from onnxgrad._graph import infer_types
 from onnxgrad.errors import GradientBuildError, UnsupportedGradientError
 
 __all__ = ["GRAD_SUFFIX", "grad_name", "build_gradient_graph", "definitions_json"]
@@ -126,8 +127,9 @@ def build_gradient_graph(model: onnx.ModelProto, loss: str, xs: Iterable[str]) -
             op, node = missing.groups()
             raise UnsupportedGradientError(
                 f"onnxruntime-training has no gradient for op {op} (node {node or '<unnamed>'!r}), which lies "
-                "between the differentiated inputs/weights and the outputs. Replace the op in the model (or ask "
-                "only for gradients that do not pass through it); `onnxgrad inspect` lists the blocking nodes.",
+                f"between the differentiated inputs/weights and the outputs.{_why_kept(model, op, node)} Replace "
+                "the op in the model (or ask only for gradients that do not pass through it); `onnxgrad inspect` "
+                "lists the blocking nodes.",
                 op_type=op,
                 node=node,
             ) from err
@@ -151,6 +153,20 @@ def build_gradient_graph(model: onnx.ModelProto, loss: str, xs: Iterable[str]) -
             f"onnxruntime-training could not build the gradient graph: {_short(text)}. "
             "Check the model with `onnxgrad inspect`; if it is valid ONNX, please report this."
         ) from err
+
+
+def _why_kept(model: onnx.ModelProto, op: str, name: str) -> str:
+    """`` onnxgrad rewrites <op> ..., but not this node: <why>.`` when a rewrite of ``op`` exists and
+    says what (an attribute, a shape) kept the node, else ''."""
+    if op not in _rewrites.REWRITES:
+        return ""
+    nodes = [n for n in model.graph.node if n.op_type == op and (n.name == name or not name)]
+    if not nodes:
+        return ""
+    reason = _rewrites.explain_kept(nodes[0], model.graph, infer_types(model))
+    if reason is None:
+        return ""
+    return f" onnxgrad rewrites {op} into ops with gradients, but not this node: {reason}."
 
 
 def _short(text: str) -> str:

@@ -359,12 +359,27 @@ def _if_model(then_reads_outer: bool) -> onnx.ModelProto:
     return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
 
 
-def test_if_body_reading_a_differentiated_tensor_from_the_outer_scope_is_refused():
+def test_if_body_reading_a_differentiated_tensor_from_the_outer_scope_is_differentiated():
+    # The builder alone gives what the branch reads (x, w) zeros; onnxgrad inlines the branches
+    # (tests/test_ops_fd.py has the cases without the rewrite).
     net = onnxgrad.load(_if_model(then_reads_outer=True))
     x = np.array([1.0, 2.0, 3.0], np.float32)
+    for cond in (True, False):
+        onnxgrad.testing.check_grads(net, [x, np.array(cond)])
+
+
+def test_if_whose_branches_differ_in_shape_reading_the_outer_scope_is_refused():
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[3] x, bool cond) => (float[3] y) <float[3] w = {1.0, -2.0, 0.5}> {
+      branch = If (cond) <then_branch = g1 () => (float[3] t) { t = Mul(x, w) },
+                          else_branch = g2 () => (float[1] e) { e = Constant <value = float[1] {0.5}> () }>
+      y = Mul(branch, x)
+    }""")
+    model.graph.node[0].name = "choose"
+    net = onnxgrad.load(model)
     fvg = onnxgrad.ForwardValueAndGrad(net, net.trainable_params(), get_all=True, get_by_list=True)
     with pytest.raises(onnxgrad.UnsupportedGradientError, match=r"If node 'choose' reads \['w', 'x'\].*outer scope"):
-        fvg(x, np.array(True))
+        fvg(np.array([1.0, 2.0, 3.0], np.float32), np.array(True))
 
 
 def test_if_body_of_constants_is_differentiated():

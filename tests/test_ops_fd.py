@@ -51,6 +51,11 @@ def nonzero(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarr
     return (rng.choice([-1.0, 1.0], shape) * rng.uniform(0.2, 1.5, shape)).astype(dtype)
 
 
+def negative(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Values in (-2, -0.5]: a sum clear of a condition's threshold at 0."""
+    return -positive(rng, shape, dtype)
+
+
 def distinct(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
     """Values 0.1 apart in random order: no near-ties for MaxPool, Max, ReduceMax."""
     size = int(np.prod(shape, dtype=np.int64))
@@ -509,6 +514,40 @@ CASES: tuple[Case, ...] = (
          'y, h, c = LSTM <hidden_size = 2, direction = "reverse"> (x, W, R)', {"W": (1, 8, 2), "R": (1, 8, 2)},
          dtype="float", notes=f32("ORT's LSTM kernel, the forward reference, is float-only") + "; only Y_c read, "
          "no bias, zero initial states"),
+    # --- control flow whose bodies read x and weights from the outer scope: the builder gives those reads
+    # no gradient; onnxgrad inlines both If branches (Where on the condition) and unrolls Loop and Scan
+    Case("if_outer_reads_then", "(T[2,3] x) => (T[2,4] y)",
+         "zero = Constant <value = T {0.0}> ()\ntotal = ReduceSum <keepdims = 0> (x)\nc = Greater(total, zero)\n"
+         "y = If (c) <then_branch = g1 () => (T[2,4] t) { t = MatMul(x, w) }, "
+         "else_branch = g2 () => (T[2,4] e) { m = MatMul(x, v)\n e = Tanh(m) }>",
+         {"w": (3, 4), "v": (3, 4)}, sample=positive, notes=F64 + "; a positive sum: the then branch"),
+    Case("if_outer_reads_else", "(T[2,3] x) => (T[2,4] y, T[2,3] z)",
+         "zero = Constant <value = T {0.0}> ()\ntotal = ReduceSum <keepdims = 0> (x)\nc = Greater(total, zero)\n"
+         "y, z = If (c) <then_branch = g1 () => (T[2,4] t, T[2,3] u) { t = MatMul(x, w)\n u = Neg(x) }, "
+         "else_branch = g2 () => (T[2,4] e, T[2,3] f) { m = MatMul(x, v)\n e = Tanh(m)\n f = Mul(x, b) }>",
+         {"w": (3, 4), "v": (3, 4), "b": (3,)}, sample=negative,
+         notes=F64 + "; a negative sum: the else branch; two outputs, a branch-local initializer-free body"),
+    Case("if_constant_condition", "(T[2,3] x) => (T[2,4] y)",
+         "c = Constant <value = bool {0}> ()\n"
+         "y = If (c) <then_branch = g1 () => (T[2,4] t) { t = MatMul(x, w) }, "
+         "else_branch = g2 () => (T[2,4] e) { k = Constant <value = T {2.0}> ()\n m = MatMul(x, v)\n e = Mul(m, k) }>",
+         {"w": (3, 4), "v": (3, 4)}, notes=F64 + "; a constant condition: only the else branch is inlined"),
+    Case("loop_outer_reads", "(T[2,3] x) => (T[2,3] last, T[3,2,3] hs)",
+         "n = Constant <value = int64 {3}> ()\n"
+         "h, hs = Loop (n, , x) <body = g (int64 i, bool c, T[2,3] h_in) => (bool c_out, T[2,3] h_out, T[2,3] s) {"
+         " c_out = Identity(c)\n step = Cast <to = T> (i)\n"
+         " m = MatMul(h_in, w)\n a = Tanh(m)\n sb = Mul(step, b)\n h_out = Add(a, sb)\n s = Mul(h_out, x) }>\nlast = Identity(h)",
+         {"w": (3, 3), "b": (3,)}, notes=F64 + "; unrolled: three iterations, a loop-carried value, a scan output, "
+         "the iteration number and outer x, w, b read in the body"),
+    Case("scan_outer_reads", "(T[2] h0, T[4,2] xs) => (T[2] h, T[4,2] ys)",
+         "h, ys = Scan <num_scan_inputs = 1, body = g (T[2] h_in, T[2] xt) => (T[2] h_out, T[2] y) {"
+         " m = Mul(h_in, w)\n a = Add(m, xt)\n h_out = Tanh(a)\n y = Mul(h_out, v) }> (h0, xs)",
+         {"w": (2,), "v": (2,)}, notes=F64 + "; unrolled over four steps, outer w and v read in the body"),
+    Case("scan_reversed_axis1", "(T[2] h0, T[2,3] xs) => (T[2] h, T[2,3] ys)",
+         "h, ys = Scan <num_scan_inputs = 1, scan_input_axes = [1], scan_input_directions = [1], "
+         "scan_output_axes = [1], scan_output_directions = [1], body = g (T[2] h_in, T[2] xt) => (T[2] h_out, T[2] y) {"
+         " m = Mul(h_in, w)\n a = Add(m, xt)\n h_out = Tanh(a)\n y = Mul(h_out, xt) }> (h0, xs)",
+         {"w": (2,)}, notes=F64 + "; scanned along axis 1, backwards, the outputs stacked backwards too"),
     # --- indexing
     Case("gather", "(int64[2,2] i) => (T[2,2,3] y)", "y = Gather <axis = 0> (w, i)", {"w": (4, 3)},
          special={"i": const([[0, 3], [3, 1]])}, notes=F64 + "; int indices as an input; a repeated index"),
@@ -756,6 +795,10 @@ def test_check_grads_names_tensor_and_element_of_a_wrong_gradient(monkeypatch):
         ("lstm_peepholes_sequence_lens", "LSTM", r"no gradient for op LSTM"),
         ("reduceprod_zeros", "ReduceProd", r"no (gradient for op|kernel for) ReduceProd"),
         ("reduceprod_axes_input", "ReduceProd", r"no (gradient for op|kernel for) ReduceProd"),
+        # Without the rewrite, what the bodies read from the outer scope would get zeros: refused.
+        ("if_outer_reads_then", "If", r"reads .* from the outer scope"),
+        ("if_outer_reads_else", "If", r"reads .* from the outer scope"),
+        ("scan_outer_reads", "Scan", r"reads .* from the outer scope|no gradient for op Scan"),
     ],
 )
 def test_check_grads_catches_the_builder_gradients_that_rewrites_fix(name, op, message, monkeypatch, fresh_cache):
@@ -767,6 +810,58 @@ def test_check_grads_catches_the_builder_gradients_that_rewrites_fix(name, op, m
     _, network, args = _network_and_args(case)
     with pytest.raises((AssertionError, onnxgrad.GradientBuildError), match=message):
         check_grads(network, args, **case.tolerance)
+
+
+def test_the_builder_alone_refuses_a_loop_body_reading_the_outer_scope(monkeypatch, fresh_cache):
+    # Without the unrolling, the builder would give w and b (read in the body) zeros: refused instead.
+    # (Not through check_grads: its forward-only build of a kept Loop declares an output onnx's checker rejects.)
+    monkeypatch.delitem(_rewrites.REWRITES, "Loop")
+    monkeypatch.setattr(_session, "_shared", weakref.WeakValueDictionary())
+    _, network, args = _network_and_args(CASES_BY_NAME["loop_outer_reads"])
+    fvg = onnxgrad.ForwardValueAndGrad(network, network.trainable_params(), get_all=True)
+    with pytest.raises(onnxgrad.UnsupportedGradientError, match=r"The Loop node 'h' reads .* from the outer scope"):
+        fvg(*args)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "named"),
+    [("input_forget = 1", "its attribute input_forget=1, which onnxgrad does not unroll"),
+     ('activations = ["HardSigmoid", "Tanh", "Tanh"]',
+      "its attribute activations=['hardsigmoid', 'tanh', 'tanh'] with direction='forward': onnxgrad unrolls 3 per "
+      "direction from Tanh, Sigmoid and Relu only")],
+)
+def test_recurrent_nodes_onnxgrad_cannot_unroll_are_refused_naming_the_attribute(attributes, named):
+    model = onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,1,2] x, float[1,8,2] W, float[1,8,2] R) => (float[2,1,1,2] y) {{
+      y = LSTM <hidden_size = 2, {attributes}> (x, W, R)
+    }}""")
+    model.graph.node[0].name = "lstm"
+    fvg = onnxgrad.ForwardValueAndGrad(onnxgrad.load(model, parameters=[]))
+    with pytest.raises(onnxgrad.UnsupportedGradientError,
+                       match=r"no gradient for op LSTM \(node 'lstm'\).* onnxgrad rewrites LSTM into ops with "
+                       rf"gradients, but not this node: {re.escape(named)}\. Replace"):
+        fvg(*(np.ones(shape, np.float32) for shape in ((2, 1, 2), (1, 8, 2), (1, 8, 2))))
+
+
+@pytest.mark.parametrize(
+    ("trip_count", "named"),
+    [("n", "its trip count 'n' is not a constant"),
+     ("m", "its trip count is 65, not 1 to 64")],
+)
+def test_loops_onnxgrad_cannot_unroll_are_refused_naming_the_node_and_why(trip_count, named):
+    model = onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : 17]>
+    g (int64 n, double[2] x) => (double[2] h) {{
+      m = Constant <value = int64 {{65}}> ()
+      h = Loop ({trip_count}, , x) <body = g (int64 i, bool c, double[2] h_in) => (bool c_out, double[2] h_out) {{
+        c_out = Identity(c)
+        h_out = Sin(h_in)
+      }}>
+    }}""")
+    model.graph.node[1].name = "loop"
+    fvg = onnxgrad.ForwardValueAndGrad(onnxgrad.load(model, parameters=[]), get_all=True)
+    with pytest.raises(onnxgrad.UnsupportedGradientError,
+                       match=rf"no gradient for op Loop \(node 'loop'\).*but not this node: {re.escape(named)}\."):
+        fvg(np.array(3, np.int64), np.ones(2))
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import onnx
 from onnxgrad._graph import GraphWriter
 from onnxgrad._rewrites import (  # noqa: F401 (each module registers its rewrites)
     activations,
+    control_flow,
     convolution,
     elementwise,
     layout,
@@ -66,10 +67,16 @@ def apply_rewrites(model: onnx.ModelProto, w: GraphWriter, types: dict) -> None:
     graph.node.extend(new_nodes)
 
 
-def explain_kept(node: onnx.NodeProto, types: dict) -> str | None:
-    """Why onnxgrad kept ``node`` instead of rewriting it (an attribute and its value, a shape that is
-    not static), or None when its op has no rewrite or no explanation."""
+def explain_kept(node: onnx.NodeProto, graph: onnx.GraphProto, types: dict) -> str | None:
+    """Why onnxgrad kept ``node`` of ``graph`` instead of rewriting it (an attribute and its value,
+    a shape that is not static), or None when its op has no rewrite or no explanation.
+
+    Args:
+        node: a node of ``graph`` after the rewrites.
+        graph: the prepared graph.
+        types: ``{tensor: (elem_type, shape)}`` from shape inference of ``graph``.
+    """
     rewrite = REWRITES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
     if rewrite is None or rewrite.explain is None:
         return None
-    return rewrite.explain(node, types)
+    return rewrite.explain(node, graph, types)

@@ -19,14 +19,16 @@ def attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
-def constant(w: GraphWriter, name: str) -> np.ndarray | None:
-    """The value of ``name`` if a (non-trainable) initializer or a Constant node holds it."""
+def constant(w: GraphWriter | onnx.GraphProto, name: str) -> np.ndarray | None:
+    """The value of ``name`` if a (non-trainable) initializer or a Constant node of the writer's
+    graph (or of the graph ``w``) holds it."""
     if not name:
         return None
-    for init in w.graph.initializer:
+    graph = w if isinstance(w, onnx.GraphProto) else w.graph
+    for init in graph.initializer:
         if init.name == name:
             return numpy_helper.to_array(init)
-    for node in w.graph.node:
+    for node in graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output[0] == name:
             attribute = node.attribute[0]
             value = helper.get_attribute_value(attribute)
@@ -95,7 +97,7 @@ def reduction_axes(node: onnx.NodeProto, w: GraphWriter) -> tuple[list[int] | No
         value = constant(w, node.input[1])
         if value is None:
             return None
-        axes = [int(a) for a in value.reshape(-1)]
+        axes: list[int] | None = [int(a) for a in value.reshape(-1)]
     else:
         axes = attr(node, "axes")
     if not axes:

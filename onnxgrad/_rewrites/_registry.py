@@ -23,9 +23,9 @@ REASONS = (NO_GRADIENT, NO_KERNEL, WRONG_GRADIENT, OUTER_SCOPE)
 #: ``rewrite(node, w, types)`` appends the replacement nodes to ``w`` and returns True, or returns
 #: False to keep the node (a shape, size or attribute it needs is not known or not covered).
 RewriteFn = Callable[[onnx.NodeProto, GraphWriter, dict], bool]
-#: ``explain(node, types)``: what keeps a node from being rewritten (an attribute and its value,
-#: an unknown shape), or None.
-ExplainFn = Callable[[onnx.NodeProto, dict], "str | None"]
+#: ``explain(node, graph, types)``: what keeps a node of ``graph`` from being rewritten (an attribute
+#: and its value, an unknown shape), or None.
+ExplainFn = Callable[[onnx.NodeProto, onnx.GraphProto, dict], "str | None"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 from onnx import helper
 
 from onnxgrad._rewrites._common import attr, is_float, static_shape
@@ -15,7 +16,37 @@ _RECURRENT = {"RNN": (1, ("Tanh",)), "GRU": (3, ("Sigmoid", "Tanh")), "LSTM": (4
 _ACTIVATIONS = {"tanh": "Tanh", "sigmoid": "Sigmoid", "relu": "Relu"}
 
 
-@register("RNN", "GRU", "LSTM", why=NO_GRADIENT, note="unrolled")
+def _activation_names(node: onnx.NodeProto) -> list[str]:
+    """The node's activations, lower case, defaults filled in (one set per direction)."""
+    names = [(a.decode() if isinstance(a, bytes) else a).lower() for a in (attr(node, "activations") or [])]
+    directions = 2 if attr(node, "direction", "forward") == "bidirectional" else 1
+    return names or [d.lower() for d in _RECURRENT[node.op_type][1]] * directions
+
+
+def _kept(node: onnx.NodeProto, graph: onnx.GraphProto, types: dict) -> str | None:
+    """Why a recurrent node cannot be unrolled (an attribute or a shape), or None."""
+    x, weight = node.input[:2]
+    x_shape = types.get(x, (0, None))[1]
+    if not is_float(types, x):
+        return f"its input X {x!r} is not a float tensor"
+    if static_shape(types, weight) is None:
+        return f"the shape of its W {weight!r} is not static"
+    if x_shape is None or x_shape[0] is None:
+        return f"its sequence length (axis 0 of X {x!r}) is not static"
+    if attr(node, "layout", 0):
+        return "its attribute layout=1 (batch-first), which onnxgrad does not unroll"
+    if attr(node, "input_forget", 0):
+        return "its attribute input_forget=1, which onnxgrad does not unroll"
+    names = _activation_names(node)
+    directions = 2 if attr(node, "direction", "forward") == "bidirectional" else 1
+    per_direction = len(_RECURRENT[node.op_type][1])
+    if len(names) != per_direction * directions or any(name not in _ACTIVATIONS for name in names):
+        return (f"its attribute activations={names} with direction={attr(node, 'direction', 'forward')!r}: "
+                f"onnxgrad unrolls {per_direction} per direction from Tanh, Sigmoid and Relu only")
+    return None
+
+
+@register("RNN", "GRU", "LSTM", why=NO_GRADIENT, note="unrolled", explain=_kept)
 def _recurrent(node, w, types) -> bool:
     """RNN, GRU and LSTM unrolled over their (static) sequence length into MatMul, Add, Mul and the
     activations, every output (Y, Y_h, Y_c) and direction; sequence_lens as masks, peepholes, clip.
@@ -24,17 +55,12 @@ def _recurrent(node, w, types) -> bool:
     gates, defaults = _RECURRENT[node.op_type]
     inputs = list(node.input) + [""] * (8 - len(node.input))
     x, weight, recurrence, bias, lengths, initial_h, initial_c, peepholes = inputs[:8]
+    if _kept(node, w.graph, types) is not None:
+        return False
     shape = static_shape(types, weight)
-    x_shape = types.get(x, (0, None))[1]
-    if (not is_float(types, x) or shape is None or x_shape is None or x_shape[0] is None
-            or attr(node, "layout", 0) or attr(node, "input_forget", 0)):
-        return False
-    names = [(a.decode() if isinstance(a, bytes) else a).lower() for a in (attr(node, "activations") or [])]
+    x_shape = types[x][1]
     directions = 2 if attr(node, "direction", "forward") == "bidirectional" else 1
-    names = names or [d.lower() for d in defaults] * directions
-    if len(names) != len(defaults) * directions or any(name not in _ACTIVATIONS for name in names):
-        return False
-    activations = [_ACTIVATIONS[name] for name in names]
+    activations = [_ACTIVATIONS[name] for name in _activation_names(node)]
     dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
     steps, hidden = x_shape[0], shape[1] // gates
     clip = attr(node, "clip")
