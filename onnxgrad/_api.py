@@ -76,7 +76,7 @@ class _FrameworkTarget:
             targets = {name: params[init] for name, init in mapping.items()}
             targets.update((name, buffers[init]) for name, init in buffer_map.items())
             state = self._shared[network] = _SharedState(targets)
-        frontend = self.frontend
+        frontend: Any = self.frontend  # one that shares memory (torch's): live_tensors, storage_key, host_array
         tensors = frontend.live_tensors(state.targets)
         if len(tensors) != len(state.targets):
             missing = sorted(set(state.targets) - set(tensors))
@@ -190,18 +190,19 @@ class _GradFunction:
             if not args:
                 raise InputError("sens_param=True: pass the network inputs, then the sensitivity.")
             args, sens = args[:-1], args[-1]
-        framework = isinstance(self._target, _FrameworkTarget)
-        if framework:
-            network, arrays, mapping = self._target.bind(args, kwargs)
+        target = self._target
+        frontend = target.frontend if isinstance(target, _FrameworkTarget) else None
+        if isinstance(target, _FrameworkTarget):
+            network, arrays, mapping = target.bind(args, kwargs)
             if sens is not None:
-                sens = _to_numpy_tree(self._target.frontend, sens)
+                sens = _to_numpy_tree(target.frontend, sens)
         elif kwargs:
             raise InputError(
                 f"Keyword arguments {sorted(kwargs)} are for PyTorch modules: pass an ONNX network's inputs "
-                f"positionally, in order ({[i.name for i in self._target.inputs]})."
+                f"positionally, in order ({[i.name for i in target.inputs]})."
             )
         else:
-            network, arrays, mapping = self._target, list(args), {}
+            network, arrays, mapping = target, list(args), {}
 
         plan = self._plans.get(network)
         if plan is None:
@@ -212,23 +213,23 @@ class _GradFunction:
             weight_grads = _with_missing(weight_grads, missing)
 
         if self._return_ids:
-            input_grads = [(pos, g) for pos, g in zip(positions, input_grads)]
-            weight_grads = [(wid, g) for wid, g in zip(weight_ids, weight_grads)]
+            grads = self._nest(list(zip(positions, input_grads)), list(zip(weight_ids, weight_grads)))
+        else:
+            grads = self._nest(input_grads, weight_grads)
         value = values[0] if len(values) == 1 else tuple(values)
-        grads = self._nest(input_grads, weight_grads)
-        result = (value, grads)
+        result: tuple[Any, Any] = (value, grads)
         # No arguments: framework tensors out, as the framework itself gives.
         given = [*args, *kwargs.values()]
-        if framework and (not given or self._target.frontend.wants_framework_tensors(given)):
-            result = _map_tree(self._target.frontend.from_numpy, result)
-        if framework:  # forward's own output structure (a dict, a ModelOutput...)
+        if frontend is not None and (not given or frontend.wants_framework_tensors(given)):
+            result = _map_tree(frontend.from_numpy, result)
+        if frontend is not None:  # forward's own output structure (a dict, a ModelOutput...)
             outputs = result[0] if len(values) > 1 else (result[0],)
-            result = (self._target.frontend.nest_outputs(network.model, outputs), result[1])
+            result = (frontend.nest_outputs(network.model, outputs), result[1])
         return result
 
     def _plan(self, network: Network, mapping: dict[str, str]) -> tuple:
         """What to ask the engine for on this network: spec, positions, weight ids, zeros to add."""
-        if self._grad_position == _ALL:
+        if isinstance(self._grad_position, str):  # _ALL, the only string
             positions: tuple[int, ...] = tuple(range(len(network.inputs)))
         elif self._grad_position is None:
             positions = ()

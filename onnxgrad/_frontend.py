@@ -48,8 +48,8 @@ class Frontend(abc.ABC):
         """Turns call arguments (framework tensors or array-likes) into numpy arrays."""
 
     @abc.abstractmethod
-    def export(self, args: Sequence[np.ndarray]) -> onnx.ModelProto:
-        """Exports the object for these argument shapes and dtypes.
+    def export(self, args: Sequence[np.ndarray], call: Any = None) -> onnx.ModelProto:
+        """Exports the object for these argument shapes and dtypes (and the call :meth:`arguments` described).
 
         The result carries the parameter map (see :func:`set_parameter_map`) and
         takes the arguments as graph inputs, in order. For a loss cell the last
