@@ -945,11 +945,11 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
         raise InputError(f"checkpoint_every must be >= 0 steps, got {config.checkpoint_every}.")
     joined = distributed.context().distributed
     ctx = distributed.init(config.provider, config.timeout)
-    try:
-        return _train(config, progress, ctx)
-    finally:
-        if ctx.distributed and not joined:  # leave only the process group this call joined
-            distributed.shutdown()
+    result = _train(config, progress, ctx)
+    # Leave only a process group this call joined; not after a failure, where a dead peer could block the exit.
+    if ctx.distributed and not joined:
+        distributed.shutdown()
+    return result
 
 
 def _train(

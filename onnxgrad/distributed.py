@@ -163,7 +163,7 @@ def init(
         raise InputError(f"Unknown backend {backend!r}: use 'gloo' (CPU) or 'nccl' (CUDA).")
     env = os.environ
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))
+        _init_process_group(dist, backend, datetime.timedelta(seconds=timeout), env)
     _current = Context(
         rank=dist.get_rank(),
         world_size=dist.get_world_size(),
@@ -175,6 +175,21 @@ def init(
     )
     logger.info("rank %d of %d joined the %s process group", _current.rank, _current.world_size, _current.backend)
     return _current
+
+
+def _init_process_group(dist: Any, backend: str, timeout: datetime.timedelta, env: Mapping[str, str]) -> None:
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        dist.init_process_group(backend=backend, timeout=timeout)
+        return
+    # torchrun's c10d rendezvous keeps one store for every restart of the group, and init_process_group's keys are
+    # the same in each attempt: a restarted rank could read the dead group's keys (gloo then connects to a dead
+    # rank's port and fails, or the init barrier miscounts). The same store client as env:// makes, under a prefix
+    # per attempt.
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), int(env["WORLD_SIZE"]), is_master=False,
+                          timeout=timeout)
+    attempt = f"onnxgrad/{env.get('TORCHELASTIC_RUN_ID', '')}/attempt_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    dist.init_process_group(backend=backend, store=dist.PrefixStore(attempt, store), rank=int(env["RANK"]),
+                            world_size=int(env["WORLD_SIZE"]), timeout=timeout)
 
 
 def context() -> Context:

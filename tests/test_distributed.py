@@ -342,7 +342,6 @@ def test_a_rank_killed_mid_epoch_restarts_the_group_which_resumes_to_the_same_re
     output = _wait(process, log)
     assert killed is not None, f"the run ended before a rank could be killed:\n{output[-4000:]}"
     assert process.returncode == 0, output[-4000:]
-    assert "failed on rank 0" in output, output[-4000:]  # the survivor saw its peer die
     assert "resumed from" in output and "after epoch" in output, output[-4000:]
     _assert_same_training(out_dir, _single(settings, tmp_path / "single"))
 
