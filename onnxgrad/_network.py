@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from onnxgrad import _engine, _frontend, _validate, _versions
 from onnxgrad._gradient import GRAD_SUFFIX
-from onnxgrad._graph import FLOAT_TYPES, TensorInfo, tensor_infos
+from onnxgrad._graph import FLOAT_TYPES, TensorInfo, tensor_infos, unique_name
 from onnxgrad._parameter import Parameter, ParameterTuple
 from onnxgrad._prepare import LOSS
 from onnxgrad.errors import ModelError, OnnxGradError
@@ -132,12 +132,8 @@ def _unique_outputs(graph: onnx.GraphProto) -> None:
     taken = {name for node in graph.node for name in node.output} | {v.name for v in graph.input}
     for value in graph.output:
         if value.name in seen:
-            k = 1
-            while f"{value.name}_{k}" in taken:
-                k += 1
-            new = f"{value.name}_{k}"
+            new = unique_name(value.name, taken)
             graph.node.append(onnx.helper.make_node("Identity", [value.name], [new], name=f"onnxgrad_output_{new}"))
-            taken.add(new)
             value.name = new
         seen.add(value.name)
 
@@ -147,8 +143,8 @@ def _rename_reserved(graph: onnx.GraphProto) -> dict[str, str]:
 
     The builder names the gradient of ``t`` ``t + GRAD_SUFFIX`` and preparation adds tensors
     under ``onnxgrad/`` (see ``_prepare``): a user tensor named ``x_grad`` beside ``x``, or
-    ``onnxgrad/loss``, would be defined twice. Such a tensor becomes ``user/<name>.``, which
-    neither ends in the suffix nor starts with the prefix.
+    ``onnxgrad/loss``, would be defined twice. Such a tensor becomes ``user/<name>.`` (made
+    unique if taken), which neither ends in the suffix nor starts with the prefix.
 
     Returns:
         ``{old name: new name}`` for the renamed tensors (graph inputs, outputs and weights
@@ -161,12 +157,10 @@ def _rename_reserved(graph: onnx.GraphProto) -> dict[str, str]:
         names.update(v.name for v in [*g.input, *g.output, *g.value_info, *g.initializer])
         names.update(n for node in g.node for n in [*node.input, *node.output])
     renamed: dict[str, str] = {}
+    taken = set(names)
     for name in sorted(names):
         if name.endswith(GRAD_SUFFIX) or name.startswith(internal):
-            new = f"user/{name}."
-            while new in names or new in renamed.values():
-                new += "."
-            renamed[name] = new
+            renamed[name] = unique_name(f"user/{name}.", taken)
     if not renamed:
         return renamed
     for g in graphs:

@@ -324,3 +324,26 @@ def test_label_shape_follows_the_label_dtype(loss, label_dtype, label_shape):
     label = model.graph.input[1].type.tensor_type
     assert [d.dim_value for d in label.shape.dim] == list(label_shape)
     assert label.elem_type == onnx.helper.np_dtype_to_tensor_dtype(np.dtype(label_dtype))
+
+
+def test_with_loss_cell_takes_the_label_dtype_and_other_label_dtypes_at_call_time():
+    logits = np.array([[0.5, -1.0, 2.0], [0.0, 0.25, -0.5]], np.float32)
+    labels = np.array([2, 0])
+    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True)
+    int64_cell = nn.WithLossCell(backbone(logits.shape), loss, label_dtype=np.int64)
+    int32_cell = nn.WithLossCell(backbone(logits.shape), loss)
+    assert int64_cell.inputs[-1].dtype == np.int64 and int32_cell.inputs[-1].dtype == np.int32
+    expected = onnxgrad.ForwardValueAndGrad(int64_cell, get_all=True)(logits, labels.astype(np.int64))
+    # The int32 cell given int64 labels builds the int64 cell itself, with the same results.
+    assert_trees_close(onnxgrad.ForwardValueAndGrad(int32_cell, get_all=True)(logits, labels.astype(np.int64)), expected)
+    assert_trees_close(int32_cell(logits, labels.astype(np.int64)), expected[0])
+    with pytest.raises(InputError, match=r"SoftmaxCrossEntropyWithLogits takes labels of dtype \['int32', 'int64'\]"):
+        nn.WithLossCell(backbone(logits.shape), loss, label_dtype=np.float32)
+
+
+def test_loss_fn_is_closed_to_subclasses_outside_onnxgrad():
+    with pytest.raises(InputError, match=r"MyLoss subclasses onnxgrad.nn.LossFn, which is closed.*part of the model"):
+
+        class MyLoss(nn.MSELoss):
+            def _build(self, gw, logits, label, logits_info, label_dtype):
+                return logits

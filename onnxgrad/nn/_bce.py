@@ -43,20 +43,20 @@ class BCEWithLogitsLoss(LossFn):
     def label_dtypes(self) -> tuple[np.dtype, ...]:
         return FLOAT_LABELS
 
-    def build(self, w: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
+    def _build(self, gw: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
         self._check_broadcast(logits_info)
         dtype = logits_info.dtype
         if label_dtype != dtype:
-            label = w.cast(label, dtype)
-        one = w.constant(1.0, dtype)
-        negative_part = w.op("Mul", w.op("Sub", one, label), logits)
+            label = gw.cast(label, dtype)
+        one = gw.constant(1.0, dtype)
+        negative_part = gw.op("Mul", gw.op("Sub", one, label), logits)
         positive_scale = one
         if self.pos_weight is not None:
-            extra = w.op("Sub", w.constant(self.pos_weight, dtype), one)
-            positive_scale = w.op("Add", one, w.op("Mul", extra, label))
-        loss = w.op("Add", negative_part, w.op("Mul", positive_scale, w.softplus(w.op("Neg", logits), dtype)))
+            extra = gw.op("Sub", gw.constant(self.pos_weight, dtype), one)
+            positive_scale = gw.op("Add", one, gw.op("Mul", extra, label))
+        loss = gw.op("Add", negative_part, gw.op("Mul", positive_scale, gw.softplus(gw.op("Neg", logits), dtype)))
         if self.weight is not None:
-            loss = w.op("Mul", loss, w.constant(self.weight, dtype))
+            loss = gw.op("Mul", loss, gw.constant(self.weight, dtype))
         return loss
 
     def _check_broadcast(self, logits: TensorInfo) -> None:

@@ -101,11 +101,11 @@ class _ClassLoss(LossFn):
     def allowed_label(self) -> int | None:
         return self.ignore_index
 
-    def terms(self, w: GraphWriter, batch: _Batch, label_dtype: np.dtype) -> _Terms:
+    def terms(self, gw: GraphWriter, batch: _Batch, label_dtype: np.dtype) -> _Terms:
         """Emits the per-position loss of a batch (and the divisor of its mean)."""
         raise NotImplementedError
 
-    def _batch(self, w: GraphWriter, logits: str, label: str, info: TensorInfo, label_dtype: np.dtype) -> _Batch:
+    def _batch(self, gw: GraphWriter, logits: str, label: str, info: TensorInfo, label_dtype: np.dtype) -> _Batch:
         name = type(self).__name__
         if not info.shape:
             raise InputError(
@@ -114,8 +114,8 @@ class _ClassLoss(LossFn):
             )
         single = len(info.shape) == 1
         if single:
-            logits = w.unsqueeze(logits, [0])
-            label = w.unsqueeze(label, [0])
+            logits = gw.unsqueeze(logits, [0])
+            label = gw.unsqueeze(label, [0])
             info = dataclasses.replace(info, shape=(1, *info.shape))
         batch = _Batch(logits, label, info, single)
         if self.weight is not None and isinstance(batch.classes, int) and len(self.weight) != batch.classes:
@@ -125,28 +125,28 @@ class _ClassLoss(LossFn):
             )
         return batch
 
-    def build(self, w: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
-        batch = self._batch(w, logits, label, logits_info, label_dtype)
-        loss = self.terms(w, batch, label_dtype).loss
-        return w.squeeze(loss, [0]) if batch.single else loss
+    def _build(self, gw: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
+        batch = self._batch(gw, logits, label, logits_info, label_dtype)
+        loss = self.terms(gw, batch, label_dtype).loss
+        return gw.squeeze(loss, [0]) if batch.single else loss
 
-    def emit(self, w: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
+    def _emit(self, gw: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
         if self.reduction == "none":
-            return self.build(w, logits, label, logits_info, label_dtype)
-        terms = self.terms(w, self._batch(w, logits, label, logits_info, label_dtype), label_dtype)
+            return self._build(gw, logits, label, logits_info, label_dtype)
+        terms = self.terms(gw, self._batch(gw, logits, label, logits_info, label_dtype), label_dtype)
         if self.reduction == "sum" or terms.weights is None:
-            return self.reduce(w, terms.loss)
-        total = w.reduce("ReduceSum", terms.loss, None, keepdims=False)
-        return w.op("Div", total, w.reduce("ReduceSum", terms.weights, None, keepdims=False))
+            return self._reduce(gw, terms.loss)
+        total = gw.reduce("ReduceSum", terms.loss, None, keepdims=False)
+        return gw.op("Div", total, gw.reduce("ReduceSum", terms.weights, None, keepdims=False))
 
-    def class_weight(self, w: GraphWriter, batch: _Batch) -> str:
+    def class_weight(self, gw: GraphWriter, batch: _Batch) -> str:
         """The class weights as a constant that broadcasts along the class axis."""
         assert self.weight is not None  # the callers test for class weights first
         shape = [1] * batch.rank
         shape[_AXIS] = len(self.weight)
-        return w.constant(self.weight.astype(batch.info.dtype).reshape(shape))
+        return gw.constant(self.weight.astype(batch.info.dtype).reshape(shape))
 
-    def index_terms(self, w: GraphWriter, log_probs: str, batch: _Batch, label_dtype: np.dtype) -> tuple[_Terms, str]:
+    def index_terms(self, gw: GraphWriter, log_probs: str, batch: _Batch, label_dtype: np.dtype) -> tuple[_Terms, str]:
         """MindSpore's ``_nll_loss`` without reduction: ``-weight[t] * log_probs[t]``, 0 where ignored.
 
         Returns:
@@ -154,20 +154,20 @@ class _ClassLoss(LossFn):
             ignored), and a bool tensor true at the ignored positions.
         """
         dtype = batch.info.dtype
-        zero = w.constant(0.0, dtype)
-        ignored = w.op("Equal", batch.label, w.constant(self.ignore_index, label_dtype))
+        zero = gw.constant(0.0, dtype)
+        ignored = gw.op("Equal", batch.label, gw.constant(self.ignore_index, label_dtype))
         # Ignored labels pick class 0; the result is masked away.
-        safe = w.cast(w.op("Where", ignored, w.constant(0, label_dtype), batch.label), np.int64)
-        index = w.unsqueeze(safe, [_AXIS])
-        picked = w.squeeze(w.op("GatherElements", log_probs, index, axis=_AXIS), [_AXIS])
+        safe = gw.cast(gw.op("Where", ignored, gw.constant(0, label_dtype), batch.label), np.int64)
+        index = gw.unsqueeze(safe, [_AXIS])
+        picked = gw.squeeze(gw.op("GatherElements", log_probs, index, axis=_AXIS), [_AXIS])
         if self.weight is None:
-            loss = w.op("Neg", picked)
-            weights = w.cast(w.op("Not", ignored), dtype)
+            loss = gw.op("Neg", picked)
+            weights = gw.cast(gw.op("Not", ignored), dtype)
         else:
-            label_weight = w.op("Gather", w.constant(self.weight.astype(dtype)), safe, axis=0)
-            loss = w.op("Neg", w.op("Mul", picked, label_weight))
-            weights = w.op("Where", ignored, zero, label_weight)
-        return _Terms(w.op("Where", ignored, zero, loss), weights), ignored
+            label_weight = gw.op("Gather", gw.constant(self.weight.astype(dtype)), safe, axis=0)
+            loss = gw.op("Neg", gw.op("Mul", picked, label_weight))
+            weights = gw.op("Where", ignored, zero, label_weight)
+        return _Terms(gw.op("Where", ignored, zero, loss), weights), ignored
 
 
 class NLLLoss(_ClassLoss):
@@ -194,8 +194,8 @@ class NLLLoss(_ClassLoss):
     def label_dtypes(self) -> tuple[np.dtype, ...]:
         return _INDEX_LABELS
 
-    def terms(self, w: GraphWriter, batch: _Batch, label_dtype: np.dtype) -> _Terms:
-        return self.index_terms(w, batch.logits, batch, label_dtype)[0]
+    def terms(self, gw: GraphWriter, batch: _Batch, label_dtype: np.dtype) -> _Terms:
+        return self.index_terms(gw, batch.logits, batch, label_dtype)[0]
 
 
 class CrossEntropyLoss(_ClassLoss):
@@ -247,32 +247,32 @@ class CrossEntropyLoss(_ClassLoss):
             return logits.shape
         return _without_class_axis(logits)
 
-    def terms(self, w: GraphWriter, batch: _Batch, label_dtype: np.dtype) -> _Terms:
-        log_probs = log_softmax(w, batch.logits, _AXIS)
+    def terms(self, gw: GraphWriter, batch: _Batch, label_dtype: np.dtype) -> _Terms:
+        log_probs = log_softmax(gw, batch.logits, _AXIS)
         if np.dtype(label_dtype).kind == "f":
-            return self._probability_terms(w, log_probs, batch, label_dtype)
-        terms, ignored = self.index_terms(w, log_probs, batch, label_dtype)
+            return self._probability_terms(gw, log_probs, batch, label_dtype)
+        terms, ignored = self.index_terms(gw, log_probs, batch, label_dtype)
         if self.label_smoothing == 0.0:
             return terms
-        weighted = log_probs if self.weight is None else w.op("Mul", log_probs, self.class_weight(w, batch))
-        smooth = w.op("Neg", w.reduce("ReduceSum", weighted, [_AXIS], keepdims=False))
-        smooth = w.op("Where", ignored, w.constant(0.0, batch.info.dtype), smooth)
-        kept = w.op("Mul", terms.loss, w.constant(1.0 - self.label_smoothing, batch.info.dtype))
-        spread = w.op("Mul", smooth, w.constant(self.label_smoothing / self._classes(batch), batch.info.dtype))
-        return _Terms(w.op("Add", kept, spread), terms.weights)
+        weighted = log_probs if self.weight is None else gw.op("Mul", log_probs, self.class_weight(gw, batch))
+        smooth = gw.op("Neg", gw.reduce("ReduceSum", weighted, [_AXIS], keepdims=False))
+        smooth = gw.op("Where", ignored, gw.constant(0.0, batch.info.dtype), smooth)
+        kept = gw.op("Mul", terms.loss, gw.constant(1.0 - self.label_smoothing, batch.info.dtype))
+        spread = gw.op("Mul", smooth, gw.constant(self.label_smoothing / self._classes(batch), batch.info.dtype))
+        return _Terms(gw.op("Add", kept, spread), terms.weights)
 
-    def _probability_terms(self, w: GraphWriter, log_probs: str, batch: _Batch, label_dtype: np.dtype) -> _Terms:
+    def _probability_terms(self, gw: GraphWriter, log_probs: str, batch: _Batch, label_dtype: np.dtype) -> _Terms:
         dtype = batch.info.dtype
         target = batch.label
         if self.label_smoothing != 0.0:  # in the label's dtype, as MindSpore does
-            scaled = w.op("Mul", target, w.constant(1.0 - self.label_smoothing, label_dtype))
-            target = w.op("Add", scaled, w.constant(self.label_smoothing / self._classes(batch), label_dtype))
+            scaled = gw.op("Mul", target, gw.constant(1.0 - self.label_smoothing, label_dtype))
+            target = gw.op("Add", scaled, gw.constant(self.label_smoothing / self._classes(batch), label_dtype))
         if label_dtype != dtype:
-            target = w.cast(target, dtype)
-        product = w.op("Mul", log_probs, target)
+            target = gw.cast(target, dtype)
+        product = gw.op("Mul", log_probs, target)
         if self.weight is not None:
-            product = w.op("Mul", product, self.class_weight(w, batch))
-        return _Terms(w.op("Neg", w.reduce("ReduceSum", product, [_AXIS], keepdims=False)))
+            product = gw.op("Mul", product, self.class_weight(gw, batch))
+        return _Terms(gw.op("Neg", gw.reduce("ReduceSum", product, [_AXIS], keepdims=False)))
 
     def _classes(self, batch: _Batch) -> int:
         if not isinstance(batch.classes, int):

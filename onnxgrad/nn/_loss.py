@@ -2,9 +2,14 @@
 
 A loss is one small unit: a :class:`LossFn` subclass that says which label
 dtypes it takes and emits the nodes computing the per-element loss from
-``logits`` and ``label``; the base class applies MindSpore's reduction. A loss
-whose mean is not the plain mean of its elements (a weighted mean) overrides
-:meth:`LossFn.emit` instead of :meth:`LossFn.reduce`.
+``logits`` and ``label`` (``_build``); the base class applies MindSpore's
+reduction (``_reduce``). A loss whose mean is not the plain mean of its
+elements (a weighted mean) overrides ``_emit`` instead.
+
+``LossFn`` is closed: the losses are written against onnxgrad's private graph
+writer (``_graph.GraphWriter``), which is not a public API, so only onnxgrad
+itself defines losses. A custom loss belongs in the model: export the network
+with the loss as its output and differentiate that network directly.
 """
 
 from __future__ import annotations
@@ -31,11 +36,29 @@ _REDUCTIONS = ("none", "mean", "sum")
 
 
 class LossFn(abc.ABC):
-    """Base of the losses in ``onnxgrad.nn``.
+    """Base of the losses in ``onnxgrad.nn``; closed to subclasses outside onnxgrad.
+
+    Use it to recognise a loss (``isinstance(fn, onnxgrad.nn.LossFn)``). A loss of
+    your own belongs in the model: export the network with the loss as its
+    output, then differentiate it with ``ForwardValueAndGrad``.
 
     Args:
         reduction: ``'none'``, ``'mean'`` or ``'sum'`` over all loss elements.
+
+    Raises:
+        InputError: a class outside onnxgrad subclasses it.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The emitting hooks take onnxgrad's private graph writer, which may change without notice:
+        # a subclass elsewhere would break silently (an override of a renamed hook is never called).
+        if not cls.__module__.startswith("onnxgrad."):
+            raise InputError(
+                f"{cls.__qualname__} subclasses onnxgrad.nn.LossFn, which is closed: losses are written against "
+                "onnxgrad's private graph writer. Make the loss part of the model instead (export the network with "
+                "the loss as its output and pass that to ForwardValueAndGrad), or use one of onnxgrad.nn's losses."
+            )
 
     def __init__(self, reduction: str = "mean") -> None:
         if reduction not in _REDUCTIONS:
@@ -73,37 +96,37 @@ class LossFn(abc.ABC):
         return self.loss_shape(logits) if self.reduction == "none" else ()
 
     @abc.abstractmethod
-    def build(self, w: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
+    def _build(self, gw: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
         """Emits the unreduced loss; returns its tensor name."""
 
-    def reduce(self, w: GraphWriter, loss: str) -> str:
+    def _reduce(self, gw: GraphWriter, loss: str) -> str:
         """Applies the reduction (MindSpore's ``LossBase.get_loss``)."""
         if self.reduction == "mean":
-            return w.reduce("ReduceMean", loss, None, keepdims=False)
+            return gw.reduce("ReduceMean", loss, None, keepdims=False)
         if self.reduction == "sum":
-            return w.reduce("ReduceSum", loss, None, keepdims=False)
+            return gw.reduce("ReduceSum", loss, None, keepdims=False)
         return loss
 
-    def emit(self, w: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
+    def _emit(self, gw: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
         """Emits the loss as the cell outputs it; returns its tensor name.
 
-        By default :meth:`build` then :meth:`reduce`; a loss whose mean divides
+        By default ``_build`` then ``_reduce``; a loss whose mean divides
         by something other than the number of elements overrides this.
         """
-        return self.reduce(w, self.build(w, logits, label, logits_info, label_dtype))
+        return self._reduce(gw, self._build(gw, logits, label, logits_info, label_dtype))
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({fields})"
 
 
-def log_softmax(w: GraphWriter, x: str, axis: int) -> str:
+def log_softmax(gw: GraphWriter, x: str, axis: int) -> str:
     """Emits ``x - logsumexp(x, axis)``, MindSpore's log-softmax inside its losses.
 
     Not ONNX's LogSoftmax: ONNX Runtime's LogSoftmaxGrad is float32-only, and
     before opset 13 LogSoftmax normalises over all trailing axes.
     """
-    return w.op("Sub", x, w.reduce("ReduceLogSumExp", x, [axis], keepdims=True))
+    return gw.op("Sub", x, gw.reduce("ReduceLogSumExp", x, [axis], keepdims=True))
 
 
 def float_array(value: Any, message: str, ndim: int | None = None) -> np.ndarray | None:
@@ -156,17 +179,16 @@ def attach_loss(model: onnx.ModelProto, loss_fn: LossFn, label_dtype: Any = None
     # The loss is written at the opset gradients are built at, so no converter touches its functions.
     result = _versions.normalize(result)
     graph = result.graph
-    w = GraphWriter(graph, default_opset(result), model=result)
+    gw = GraphWriter(graph, default_opset(result), model=result)
     logits_info = TensorInfo.from_value_info(graph.output[0])
-    label = LABEL if LABEL not in w._taken else w.fresh(LABEL)
-    w._taken.add(label)
+    label = gw.claim(LABEL)
     label_shape = loss_fn.label_shape(logits_info, dtype)
     graph.input.insert(
         _user_input_count(graph), helper.make_tensor_value_info(label, helper.np_dtype_to_tensor_dtype(dtype), label_shape)
     )
-    loss = loss_fn.emit(w, graph.output[0].name, label, logits_info, dtype)
-    name = LOSS_OUTPUT if LOSS_OUTPUT not in w._taken else w.fresh(LOSS_OUTPUT)
-    w.node("Identity", [loss], [name])
+    loss = loss_fn._emit(gw, graph.output[0].name, label, logits_info, dtype)
+    name = gw.claim(LOSS_OUTPUT)
+    gw.node("Identity", [loss], [name])
     del graph.output[:]
     shape = loss_fn.output_shape(logits_info)
     # onnx.checker wants a shape on graph outputs; an unknown one is a list of unnamed dims.

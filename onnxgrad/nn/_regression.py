@@ -28,22 +28,22 @@ class _ElementwiseLoss(LossFn):
     def label_dtypes(self) -> tuple[np.dtype, ...]:
         return FLOAT_LABELS
 
-    def build(self, w: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
+    def _build(self, gw: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
         if label_dtype != logits_info.dtype:
-            label = w.cast(label, logits_info.dtype)
-        return self.of_difference(w, w.op("Sub", logits, label), logits_info.dtype)
+            label = gw.cast(label, logits_info.dtype)
+        return self.of_difference(gw, gw.op("Sub", logits, label), logits_info.dtype)
 
     @abc.abstractmethod
-    def of_difference(self, w: GraphWriter, d: str, dtype: np.dtype) -> str:
+    def of_difference(self, gw: GraphWriter, d: str, dtype: np.dtype) -> str:
         """Emits the per-element loss of the difference ``d``."""
 
 
-def _piecewise(w: GraphWriter, d: str, dtype: np.dtype, threshold: float, quadratic: float, linear: float) -> str:
+def _piecewise(gw: GraphWriter, d: str, dtype: np.dtype, threshold: float, quadratic: float, linear: float) -> str:
     """``quadratic * d**2`` where ``|d| < threshold``, else ``linear * (|d| - threshold / 2)``."""
-    size = w.op("Abs", d)
-    inner = w.op("Mul", w.op("Mul", d, d), w.constant(quadratic, dtype))
-    outer = w.op("Mul", w.op("Sub", size, w.constant(threshold / 2, dtype)), w.constant(linear, dtype))
-    return w.op("Where", w.op("Less", size, w.constant(threshold, dtype)), inner, outer)
+    size = gw.op("Abs", d)
+    inner = gw.op("Mul", gw.op("Mul", d, d), gw.constant(quadratic, dtype))
+    outer = gw.op("Mul", gw.op("Sub", size, gw.constant(threshold / 2, dtype)), gw.constant(linear, dtype))
+    return gw.op("Where", gw.op("Less", size, gw.constant(threshold, dtype)), inner, outer)
 
 
 def _positive(cls: type, name: str, value: float) -> float:
@@ -65,8 +65,8 @@ class MSELoss(_ElementwiseLoss):
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__(reduction)
 
-    def of_difference(self, w: GraphWriter, d: str, dtype: np.dtype) -> str:
-        return w.op("Mul", d, d)
+    def of_difference(self, gw: GraphWriter, d: str, dtype: np.dtype) -> str:
+        return gw.op("Mul", d, d)
 
 
 class L1Loss(_ElementwiseLoss):
@@ -81,8 +81,8 @@ class L1Loss(_ElementwiseLoss):
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__(reduction)
 
-    def of_difference(self, w: GraphWriter, d: str, dtype: np.dtype) -> str:
-        return w.op("Abs", d)
+    def of_difference(self, gw: GraphWriter, d: str, dtype: np.dtype) -> str:
+        return gw.op("Abs", d)
 
 
 class SmoothL1Loss(_ElementwiseLoss):
@@ -100,8 +100,8 @@ class SmoothL1Loss(_ElementwiseLoss):
         super().__init__(reduction)
         self.beta = _positive(type(self), "beta", beta)
 
-    def of_difference(self, w: GraphWriter, d: str, dtype: np.dtype) -> str:
-        return _piecewise(w, d, dtype, self.beta, 0.5 / self.beta, 1.0)
+    def of_difference(self, gw: GraphWriter, d: str, dtype: np.dtype) -> str:
+        return _piecewise(gw, d, dtype, self.beta, 0.5 / self.beta, 1.0)
 
 
 class HuberLoss(_ElementwiseLoss):
@@ -119,5 +119,5 @@ class HuberLoss(_ElementwiseLoss):
         super().__init__(reduction)
         self.delta = _positive(type(self), "delta", delta)
 
-    def of_difference(self, w: GraphWriter, d: str, dtype: np.dtype) -> str:
-        return _piecewise(w, d, dtype, self.delta, 0.5, self.delta)
+    def of_difference(self, gw: GraphWriter, d: str, dtype: np.dtype) -> str:
+        return _piecewise(gw, d, dtype, self.delta, 0.5, self.delta)

@@ -86,18 +86,18 @@ class SoftmaxCrossEntropyWithLogits(LossFn):
     def class_axis(self) -> int | None:
         return -1 if self.sparse else None
 
-    def build(self, w: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
+    def _build(self, gw: GraphWriter, logits: str, label: str, logits_info: TensorInfo, label_dtype: np.dtype) -> str:
         if self.sparse:
-            index = w.unsqueeze(w.cast(label, np.int64), [-1])
-            picked = w.op("GatherElements", log_softmax(w, logits, -1), index, axis=-1)
-            return w.squeeze(w.op("Neg", picked), [-1])
+            index = gw.unsqueeze(gw.cast(label, np.int64), [-1])
+            picked = gw.op("GatherElements", log_softmax(gw, logits, -1), index, axis=-1)
+            return gw.squeeze(gw.op("Neg", picked), [-1])
         if label_dtype != logits_info.dtype:
-            label = w.cast(label, logits_info.dtype)
+            label = gw.cast(label, logits_info.dtype)
         if logits_info.shape is None:
             raise InputError(
                 "The dense SoftmaxCrossEntropyWithLogits needs logits of known rank, got any shape: "
                 "export the backbone with a static output shape."
             )
-        w.add_function(_dense_function(w.opset, len(logits_info.shape)))
-        per_row = w.op(_DENSE.op_type, logits, label, domain=cg.DOMAIN)
-        return w.squeeze(per_row, [-1])
+        gw.add_function(_dense_function(gw.opset, len(logits_info.shape)))
+        per_row = gw.op(_DENSE.op_type, logits, label, domain=cg.DOMAIN)
+        return gw.squeeze(per_row, [-1])
