@@ -56,6 +56,10 @@ class Parameter:
             self._mirror_stale = True  # the caller may write into the buffer
         return self._value
 
+    @value.setter
+    def value(self, new: Any) -> None:
+        self.set_data(new)
+
     def _sync_host(self) -> None:
         np.copyto(self._value, self._mirror.numpy())
         self._host_stale = False
@@ -79,10 +83,6 @@ class Parameter:
         self._mirror, self._mirror_device = value, device
         self._mirror_stale, self._host_stale = False, True
         _host_writes_pending += 1
-
-    @value.setter
-    def value(self, new: Any) -> None:
-        self.set_data(new)
 
     def set_data(self, new: Any) -> None:
         """Copies ``new`` into the parameter's buffer; shape and dtype must match."""
