@@ -128,7 +128,10 @@ class TypeTable(dict):
     def static_shape(self, name: str) -> tuple[int, ...] | None:
         """The tensor's shape when every size is known, else None."""
         shape = self.shape(name)
-        return None if shape is None or None in shape else tuple(shape)
+        if shape is None:
+            return None
+        sizes = tuple(d for d in shape if d is not None)
+        return sizes if len(sizes) == len(shape) else None
 
     def rank(self, name: str) -> int | None:
         """The tensor's rank; None when unknown."""

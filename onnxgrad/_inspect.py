@@ -280,7 +280,7 @@ def _find_blocking_types(
     network: Network, shapes: list[tuple[int, ...]], types: Mapping[str, tuple]
 ) -> tuple[set[str], str | None]:
     """Op types without a gradient on some path, and another build error if one stops the search."""
-    spec = _engine.GradSpec(inputs=range(len(network.inputs)), weights=list(network.parameters_dict()))
+    spec = _engine.GradSpec(inputs=tuple(range(len(network.inputs))), weights=tuple(network.parameters_dict()))
     present = {node.op_type for node in network.model.graph.node}
     blocked: set[str] = set()
     candidate = network
@@ -466,7 +466,7 @@ def _inspect_network(
         error = "the model has no floating-point output, so there is nothing to differentiate"
     elif not (all_sources & reach):
         error = "no output depends on a float input or trainable weight, so there is nothing to differentiate"
-    elif shape_error is not None:
+    elif input_shapes is None:  # they could not be made concrete
         error = f"the gradient build was not tried: {shape_error}"
     else:
         blocked_types, error = _find_blocking_types(network, input_shapes, types)

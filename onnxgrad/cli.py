@@ -569,7 +569,7 @@ def _silence_stdout() -> None:
         pass
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
@@ -615,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"onnxgrad: error: {where}{_one_line(err.strerror or err)}", file=sys.stderr)
         return EXIT_ERROR
     except _train.TrainingInterrupted as interrupt:
-        if interrupt.epoch is None:
+        if interrupt.epoch is None or interrupt.result is None:
             print("\nonnxgrad: interrupted before the first epoch finished: nothing saved", file=sys.stderr)
         else:
             result = interrupt.result
