@@ -64,9 +64,6 @@ def _state(network: Network) -> _State:
 _FORWARD = GradSpec()
 _DEFAULT_OPTIONS = RunOptions()
 
-#: Kept for scripts/benchmark.py until it moves into a package: ``make_spec(inputs=..., weights=...)``.
-make_spec = GradSpec
-
 
 def _c_contiguous(array: np.ndarray) -> np.ndarray:
     # np.ascontiguousarray would turn a 0-d array into shape (1,).

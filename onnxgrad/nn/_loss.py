@@ -281,10 +281,3 @@ class WithLossCell(Network):
                 return self  # argument checking reports the dtype mismatch
             self._variants[dtype] = WithLossCell(self.backbone, self.loss_fn, label_dtype=dtype)
         return self._variants[dtype]
-
-    def variant(self, dtypes: Sequence[np.dtype]) -> Network:
-        """Deprecated: build ``WithLossCell(backbone, loss_fn, label_dtype=...)`` instead.
-
-        Kept only for ``scripts/benchmark.py`` until it moves into a package.
-        """
-        return self._for_dtypes(dtypes)
