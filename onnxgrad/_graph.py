@@ -19,6 +19,7 @@ import itertools
 from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
@@ -374,6 +375,6 @@ class GraphWriter:
         log_term = self.op("Log", self.op("Add", self.op("Exp", self.op("Neg", abs_x)), self.constant(1.0, dtype)))
         return self.op("Add", positive, log_term)
 
-    def cast(self, x: str, dtype: np.dtype) -> str:
+    def cast(self, x: str, dtype: npt.DTypeLike) -> str:
         """Cast to a numpy dtype."""
         return self.op("Cast", x, to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))

@@ -58,6 +58,7 @@ def _recurrent(node, w, types) -> bool:
     if _kept(node, w.graph, types) is not None:
         return False
     shape = static_shape(types, weight)
+    assert shape is not None  # _kept checked it
     x_shape = types[x][1]
     directions = 2 if attr(node, "direction", "forward") == "bidirectional" else 1
     activations = [_ACTIVATIONS[name] for name in _activation_names(node)]

@@ -250,6 +250,7 @@ def _grid_sample(node, w, types) -> bool:
         return False
     x, grid = node.input[:2]
     shape, grid_shape = static_shape(types, x), static_shape(types, grid)
+    assert shape is not None and grid_shape is not None  # _grid_sample_kept checked both
     mode = {"bilinear": "linear", "bicubic": "cubic"}.get(attr(node, "mode", "linear"), attr(node, "mode", "linear"))
     padding = attr(node, "padding_mode", "zeros")
     dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
