@@ -47,7 +47,7 @@ from onnxgrad._graph import (
 from onnxgrad._int_math import (
     INT_SHADOW_PREFIX, INT_TYPES, int_shadow_name, refuse_unfollowed_int_math, shadow_int_math,
 )
-from onnxgrad._rewrites import apply_rewrites
+from onnxgrad._rewrites import apply_rewrites, explain_kept
 from onnxgrad.errors import UnsupportedGradientError
 
 if TYPE_CHECKING:
@@ -163,12 +163,15 @@ def _refuse_outer_scope_gradients(graph: onnx.GraphProto, sources: set[str], wan
             continue
         reached = gradient_sources(graph, reads, types) & wanted
         if reached:
+            kept = explain_kept(node, graph, types)  # why onnxgrad's inlining/unrolling did not apply
             raise UnsupportedGradientError(
                 f"The {node.op_type} node {node.name or node.output[0]!r} reads {sorted(reached)[:3]} (or tensors "
                 "computed from them) inside its body, from the outer scope, and ONNX Runtime's gradient builder "
-                "does not differentiate such reads: the gradient would silently be zero. Compute what the body "
-                "needs outside it (for an If: both branches, then pick one with Where), or ask for gradients "
-                "that do not depend on them.",
+                "does not differentiate such reads: the gradient would silently be zero"
+                + (f"; onnxgrad rewrites {node.op_type} into straight-line ops, but not this node: {kept}" if kept
+                   else "")
+                + ". Compute what the body needs outside it (for an If: both branches, then pick one with Where), "
+                "or ask for gradients that do not depend on them.",
                 op_type=node.op_type,
                 node=node.name,
             )

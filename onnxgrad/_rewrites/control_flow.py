@@ -93,13 +93,14 @@ def _scalar_like(value: onnx.ValueInfoProto, number, dtype) -> np.ndarray:
 
 def _explain_if(node: onnx.NodeProto, graph: onnx.GraphProto, types: dict) -> str | None:
     """Why an If is kept, or None."""
-    if constant(graph, node.input[0]) is not None:
-        return None
     for out in node.output:
         elem, shape = types.get(out, (0, None))
         if out and (not elem or shape is None or None in shape):
-            return (f"its condition is not a constant and its output {out!r} has no static shape (both branches "
-                    "must give outputs of one known shape, which are then picked with Where)")
+            # Shape inference merges the branches' shapes: unknown unless both are static and equal.
+            return (f"its output {out!r} has no static shape: its branches give outputs of different or unknown "
+                    "shapes (onnxgrad inlines an If whose branches give outputs of one static shape)")
+    if constant(graph, node.input[0]) is not None:
+        return None
     for branch in ("then_branch", "else_branch"):
         random = sorted({n.op_type for n in _nodes_deep(attr(node, branch)) if n.op_type in _RANDOM_OPS})
         if random:
@@ -108,9 +109,11 @@ def _explain_if(node: onnx.NodeProto, graph: onnx.GraphProto, types: dict) -> st
     return None
 
 
-@register("If", why=OUTER_SCOPE, note="both branches inlined, each output picked with Where; a constant "
-          "condition inlines its branch only", explain=_explain_if)
+@register("If", why=OUTER_SCOPE, note="outputs of one static shape: both branches inlined, each output picked "
+          "with Where (a constant condition: its branch only)", explain=_explain_if)
 def _if(node, w, types) -> bool:
+    if _explain_if(node, w.graph, types) is not None:
+        return False
     value = constant(w, node.input[0])
     if value is not None:
         chosen = attr(node, "then_branch" if bool(np.asarray(value).reshape(-1)[0]) else "else_branch")
@@ -118,8 +121,6 @@ def _if(node, w, types) -> bool:
             if out:
                 w.node("Identity", [source], [out])
         return True
-    if _explain_if(node, w.graph, types) is not None:
-        return False
     condition = w.op("Reshape", node.input[0], w.constant(np.zeros(0, np.int64)))  # one element, as a scalar
     then_outputs = _inline(attr(node, "then_branch"), w, {})
     else_outputs = _inline(attr(node, "else_branch"), w, {})
