@@ -134,19 +134,19 @@ def concrete_shapes(
             continue
         if info.shape is None:
             raise InputError(f"Input {info.name!r} has no declared shape: give its shape (NAME=D1,D2,...).")
-        shape = []
+        sizes: list[int] = []
         for axis, dim in enumerate(info.shape):
             if isinstance(dim, int):
-                shape.append(dim)
+                sizes.append(dim)
             elif isinstance(dim, str) and dim in bound:
-                shape.append(bound[dim])
+                sizes.append(bound[dim])
             else:
                 label = repr(dim) if dim else f"axis {axis}"
                 notes.append(f"input {info.name!r}: symbolic size {label} set to 1")
                 if dim:
                     bound[dim] = 1
-                shape.append(1)
-        shapes.append(tuple(shape))
+                sizes.append(1)
+        shapes.append(tuple(sizes))
     return shapes, notes
 
 
@@ -264,7 +264,7 @@ def export_gradient(
             f"(inputs {[i.name for i in network.inputs]}, weights {list(network.parameters_dict())})."
         )
     input_shapes, notes = concrete_shapes(network, shapes)
-    spec = _engine.GradSpec(inputs=positions, weights=weight_names, sens=sens)
+    spec = _engine.GradSpec(inputs=tuple(positions), weights=tuple(weight_names), sens=sens)
     built = _engine.gradient_model(network, spec, input_shapes)
     prepared = built.layout
     model = onnx.ModelProto()

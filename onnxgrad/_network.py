@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnx
@@ -75,10 +75,10 @@ class Network:
 
     # Hooks the engine calls and a loss cell overrides: the network to run for arguments of
     # these dtypes (a loss cell's label dtype), and a check of argument values before each call.
-    def _for_dtypes(self, dtypes: Sequence[np.dtype]) -> Network:
+    def _for_dtypes(self, dtypes: Sequence[np.dtype | None]) -> Network:
         return self
 
-    _value_check = None
+    _value_check: Callable[[Sequence[Any]], None] | None = None
 
     #: The engine's compiled sessions for this network: opaque, read and written only by ``_engine``.
     _engine_state: Any = None
@@ -152,7 +152,7 @@ def _rename_reserved(graph: onnx.GraphProto) -> dict[str, str]:
     """
     internal = LOSS[: LOSS.index("/") + 1]
     graphs = list(_validate.all_graphs(graph))
-    names = set()
+    names: set[str] = set()
     for g in graphs:
         names.update(v.name for v in [*g.input, *g.output, *g.value_info, *g.initializer])
         names.update(n for node in g.node for n in [*node.input, *node.output])

@@ -8,18 +8,17 @@ and sees in-place updates; only the call's inputs are bound per call.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import weakref
-import re
 from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 import onnx
 
-from onnxgrad import _device, _parameter
-from onnxgrad._parameter import Parameter
-from onnxgrad import _validate
+from onnxgrad import _device, _parameter, _validate
 from onnxgrad._ort import ort
+from onnxgrad._parameter import Parameter
 from onnxgrad.errors import InputError, RuntimeFailure, UnsupportedGradientError
 
 __all__ = ["Session", "check_providers"]
@@ -151,13 +150,14 @@ class Session:
         self._host_writes_seen = _parameter._host_writes_pending
         if not self.resident:
             on_cpu = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers)
-            known = output_types is not None and all(t is not None for t in output_types)
+            types = [t for t in output_types or () if t is not None]
+            known = output_types is not None and len(types) == len(output_types)
             # Writing into caller-owned arrays is only safe on the CPU, and only pays off for big
             # results: binding an output costs about 2 µs, copying 64 KiB about as much.
-            size = sum(np.dtype(d).itemsize * int(np.prod(s)) for s, d in output_types) if known else 0
+            size = sum(np.dtype(d).itemsize * int(np.prod(s)) for s, d in types) if known else 0
             self._preallocate = on_cpu and known and size >= _PREALLOCATE_BYTES
             if self._preallocate:
-                self._output_types = [(tuple(shape), np.dtype(dtype).type) for shape, dtype in output_types]
+                self._output_types = [(tuple(shape), np.dtype(dtype).type) for shape, dtype in types]
         # An IOBinding holds one call's inputs and outputs: the creating thread keeps this one (no
         # lookup on the hot path); every other thread gets its own.
         self._owner = threading.get_ident()
