@@ -211,7 +211,8 @@ def _output_types(built: GradientModel) -> list | None:
 
 
 def _compile(network: Network, spec: GradSpec, options: RunOptions, arrays: list[np.ndarray]) -> _Compiled:
-    signature = tuple((shape, dtype.str) for shape, dtype in map(_device.shape_and_dtype, arrays))
+    # np.dtype(): the checked arguments are all tensors, so their dtypes are never None.
+    signature = tuple((shape, np.dtype(dtype).str) for shape, dtype in map(_device.shape_and_dtype, arrays))
     key = (spec, options, signature)
     compiled_by_key = _state(network).compiled
     compiled = compiled_by_key.get(key)
@@ -393,7 +394,8 @@ def _input_grad(array: Any, targets: list[str], grads: dict[str, Any], device: _
 
     ``device``: where OrtValue results live (None: numpy results).
     """
-    shape, dtype = _device.shape_and_dtype(array)
+    shape, tensor_dtype = _device.shape_and_dtype(array)
+    dtype = np.dtype(tensor_dtype)  # a checked argument: a tensor, never None
     if len(targets) == 1 and _device.shape_and_dtype(grads[targets[0]])[1] == dtype:
         return grads[targets[0]]
     if not targets:

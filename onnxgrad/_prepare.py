@@ -41,11 +41,21 @@ from onnxgrad import _lower, _validate
 from onnxgrad._flow import gradient_sources, node_outer_reads, stopped_inputs
 from onnxgrad._fold import fold_static_shapes
 from onnxgrad._graph import (
-    FLOAT_TYPES, GraphWriter, TypeTable, concretize_inputs, constant_value, default_opset, infer_types,
+    FLOAT_TYPES,
+    GraphWriter,
+    TypeTable,
+    concretize_inputs,
+    constant_value,
+    default_opset,
+    infer_types,
     is_default_domain,
 )
 from onnxgrad._int_math import (
-    INT_SHADOW_PREFIX, INT_TYPES, int_shadow_name, refuse_unfollowed_int_math, shadow_int_math,
+    INT_SHADOW_PREFIX,
+    INT_TYPES,
+    int_shadow_name,
+    refuse_unfollowed_int_math,
+    shadow_int_math,
 )
 from onnxgrad._rewrites import apply_rewrites, explain_kept
 from onnxgrad.errors import UnsupportedGradientError
@@ -85,7 +95,7 @@ class Layout:
     weight_targets: list[str]
     sens_inputs: dict[int, str]
     output_types: list[tuple[int, tuple | None]]
-    x_types: TypeTable[str, tuple[int, tuple | None]]
+    x_types: dict[str, tuple[int, tuple | None]]
 
     def to_json(self) -> dict:
         """A JSON-ready dict."""
@@ -120,7 +130,7 @@ class Prepared:
 
     model: onnx.ModelProto
     layout: Layout
-    types: TypeTable[str, tuple[int, tuple | None]] = dataclasses.field(default_factory=dict)
+    types: TypeTable = dataclasses.field(default_factory=TypeTable)
 
 
 def _declare_optional_outputs(graph: onnx.GraphProto, gw: GraphWriter) -> None:
@@ -221,7 +231,7 @@ def _refuse_empty_tensors(graph: onnx.GraphProto, sources: set[str], types: Type
     Slice with input starts).
     """
     declared = {
-        v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        v.name: tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)
         for v in [*original.output, *original.value_info] if v.type.tensor_type.HasField("shape")
     }
     inputs = {v.name for v in graph.input}
@@ -359,5 +369,5 @@ def prepare(
         # dict.fromkeys: de-duplicated, in a stable order.
         wanted = [n for names in input_targets.values() for n in names] + weight_targets
         xs = list(dict.fromkeys(wanted))
-    x_types = {x: types.type_of(x) for x in xs}
+    x_types: dict[str, tuple[int, tuple | None]] = {x: types.type_of(x) for x in xs}
     return Prepared(prepared, Layout(xs, input_targets, weight_targets, sens_inputs, output_types, x_types), types)

@@ -245,35 +245,35 @@ class WithLossCell(Network):
         self._variants: dict[np.dtype, WithLossCell] = {self.inputs[-1].dtype: self}
         axis = loss_fn.class_axis()
         logits_shape = backbone.outputs[0].shape if backbone.outputs else None
-        self._classes = None
+        self._classes: int | None = None
         if axis is not None and logits_shape:
-            axis = min(axis, len(logits_shape) - 1)  # unbatched logits [C]: the only axis
-            if isinstance(logits_shape[axis], int):
-                self._classes = logits_shape[axis]
+            size = logits_shape[min(axis, len(logits_shape) - 1)]  # unbatched logits [C]: the only axis
+            if isinstance(size, int):
+                self._classes = size
         if self._classes is not None and self.inputs[-1].dtype.kind in "iu":
             self._value_check = self._check_labels
 
     def _check_labels(self, arrays: Sequence[np.ndarray]) -> None:
         """Class-index labels must name a class (or be ignore_index): a wrong one would index
         another row or class silently."""
-        labels = arrays[-1]
-        if not isinstance(labels, np.ndarray) or labels.size == 0:
+        labels, classes = arrays[-1], self._classes
+        if not isinstance(labels, np.ndarray) or labels.size == 0 or classes is None:
             return
         low, high = int(labels.min()), int(labels.max())
-        if low >= 0 and high < self._classes:
+        if low >= 0 and high < classes:
             return
         allowed = self.loss_fn.allowed_label()
-        bad = labels[(labels < 0) | (labels >= self._classes)]
+        bad = labels[(labels < 0) | (labels >= classes)]
         if allowed is not None:
             bad = bad[bad != allowed]
         if bad.size:
             extra = f" or {allowed} (ignore_index)" if allowed is not None else ""
             raise InputError(
                 f"Label {int(bad.flat[0])} is not a class: the labels of {type(self.loss_fn).__name__} must be in "
-                f"[0, {self._classes}){extra} for logits with {self._classes} classes."
+                f"[0, {classes}){extra} for logits with {classes} classes."
             )
 
-    def _for_dtypes(self, dtypes: Sequence[np.dtype]) -> Network:
+    def _for_dtypes(self, dtypes: Sequence[np.dtype | None]) -> Network:
         """The cell for the arguments' label dtype (built once per dtype the loss takes)."""
         dtype = np.dtype(dtypes[-1])
         if dtype not in self._variants:
