@@ -56,8 +56,8 @@ class _State:
 
 def _state(network: Network) -> _State:
     state = network._engine_state
-    if state is None:
-        state = network._engine_state = _State()
+    if state is None:  # the first call; setdefault keeps one state when threads race here
+        state = vars(network).setdefault("_engine_state", _State())
     return state
 
 
