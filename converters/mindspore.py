@@ -25,6 +25,11 @@ exporter does, as observed (``tests/test_mindspore_converter.py`` pins it):
   STRICT; :func:`to_onnx` restores both either way.
 - Exporting the same cell twice for the same signature fails in MindSpore
   (its compile cache); :func:`to_onnx` clears the cached export first.
+- Two int ops get an output dtype their ONNX node does not compute (ONNX Runtime
+  refuses such a model): ``x.sum()`` of int32 is declared int64 (MindSpore sums
+  into int64), which :func:`to_onnx` repairs by casting the sum's input to int64;
+  and int ``x / y`` (MindSpore's true division: float32) is an int ``Div`` under a
+  float output, which :func:`to_onnx` refuses naming the node.
 - ``mindspore.export(file_format="ONNX")`` logs that it will be replaced by
   ``mindspore.onnx.export``, which writes the same model and has the same
   cache problem; onnxgrad calls ``mindspore.onnx.export`` where it exists.
@@ -193,6 +198,7 @@ def _export(cell: Any, inputs: list[np.ndarray]) -> onnx.ModelProto:
         type(cell).__name__, model.ir_version, {o.domain or "ai.onnx": o.version for o in model.opset_import},
     )
     _check_inputs(cell, model, inputs)
+    _repair_declared_int_types(cell, model)
     return model
 
 
@@ -280,6 +286,54 @@ def _check_inputs(cell: Any, model: onnx.ModelProto, inputs: list[np.ndarray]) -
             f"MindSpore's ONNX export of {type(cell).__name__} takes inputs {found} "
             f"({[v.name for v in graph_inputs]}), not the example inputs {expected}: pass exactly the arguments "
             f"of construct(), as Tensors or arrays, {_EXPORT_YOURSELF}"
+        )
+
+
+def _repair_declared_int_types(cell: Any, model: onnx.ModelProto) -> None:
+    """Graph outputs whose declared dtype differs from what their node computes, which MindSpore 2.10
+    writes for two int ops (ONNX Runtime then refuses the model):
+
+    - ``ReduceSum`` of an int32 tensor declared int64 (MindSpore sums int32 into int64): repaired, in
+      place, by casting the ReduceSum's input to the declared dtype, so it sums as MindSpore does;
+    - ``x / y`` on int tensors (MindSpore's true division, float32 values and a float32 gradient even
+      for an int input) written as an int ``Div`` under a float output: refused, since onnxgrad's
+      int gradients take the int input's dtype.
+
+    Any other such mismatch is refused too, naming the node.
+    """
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.value_info[:]
+    for value in probe.graph.output:
+        value.type.tensor_type.elem_type = onnx.TensorProto.UNDEFINED
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probe, strict_mode=False).graph.output
+    except Exception:  # noqa: BLE001 - inference is a check here, never a requirement
+        return
+    producer = {out: node for node in model.graph.node for out in node.output}
+    for declared, found in zip(model.graph.output, inferred):
+        want, got = declared.type.tensor_type.elem_type, found.type.tensor_type.elem_type
+        node = producer.get(declared.name)
+        if not got or got == want or node is None:
+            continue
+        want_name, got_name = (helper.tensor_dtype_to_np_dtype(t).name for t in (want, got))
+        if node.op_type == "ReduceSum" and want == onnx.TensorProto.INT64 and got == onnx.TensorProto.INT32:
+            summed = f"{node.input[0]}/as_int64"
+            model.graph.node.insert(
+                list(model.graph.node).index(node), helper.make_node("Cast", [node.input[0]], [summed], to=want)
+            )
+            node.input[0] = summed
+            continue
+        if node.op_type == "Div" and np.dtype(helper.tensor_dtype_to_np_dtype(got)).kind in "iu":
+            fix = ("MindSpore's / on int tensors is true division (float32 values, and a float32 gradient even "
+                   "for an int input, which onnxgrad cannot give): cast to float first, e.g. "
+                   "ops.cast(x, mindspore.float32) / 2, ")
+        else:
+            fix = "Change that computation in the Cell, "
+        raise ConversionError(
+            f"MindSpore's ONNX export of {type(cell).__name__} declares output {declared.name!r} as {want_name}, "
+            f"but its {node.op_type} node {node.name or declared.name!r} computes {got_name} (a MindSpore 2.10 "
+            f"exporter bug; ONNX Runtime would refuse the model). {fix}{_EXPORT_YOURSELF}"
         )
 
 
