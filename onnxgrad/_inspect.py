@@ -28,7 +28,7 @@ import onnx
 from onnx import helper
 
 from onnxgrad import _engine, _export, _prepare
-from onnxgrad._graph import FLOAT_TYPES, TensorInfo, infer_types
+from onnxgrad._graph import FLOAT_TYPES, TensorInfo, TypeTable, concretize_inputs, float_casts, infer_types
 from onnxgrad._network import Network, load
 from onnxgrad.errors import (
     GradientBuildError,
@@ -246,17 +246,12 @@ def _dependents(graph: onnx.GraphProto, sources: set[str], types: Mapping[str, t
 def _concrete_model(network: Network, shapes: Sequence[Sequence[int]]) -> onnx.ModelProto:
     model = onnx.ModelProto()
     model.CopyFrom(network.model)
-    by_name = {info.name: shape for info, shape in zip(network.inputs, shapes)}
-    for value in model.graph.input:
-        if value.name in by_name:
-            dims = value.type.tensor_type.shape.dim
-            del dims[:]
-            for size in by_name[value.name]:
-                dims.add().dim_value = int(size)
+    # The same concrete shapes a gradient call gives the graph, so inspect and grad see the same types.
+    concretize_inputs(model.graph, {info.name: shape for info, shape in zip(network.inputs, shapes)})
     return model
 
 
-def _cut(network: Network, op_types: set[str], types: Mapping[str, tuple]) -> Network:
+def _cut(network: Network, op_types: set[str], types: TypeTable) -> Network:
     """The network with every node of ``op_types`` removed; their outputs become inputs."""
     model = onnx.ModelProto()
     model.CopyFrom(network.model)
@@ -268,7 +263,7 @@ def _cut(network: Network, op_types: set[str], types: Mapping[str, tuple]) -> Ne
             continue
         for out in node.output:
             if out:
-                elem, shape = types.get(out, (0, None))
+                elem, shape = types.type_of(out)
                 added.append(helper.make_tensor_value_info(out, elem or onnx.TensorProto.FLOAT, shape))
     del graph.node[:]
     graph.node.extend(kept)
@@ -277,7 +272,7 @@ def _cut(network: Network, op_types: set[str], types: Mapping[str, tuple]) -> Ne
 
 
 def _find_blocking_types(
-    network: Network, shapes: list[tuple[int, ...]], types: Mapping[str, tuple]
+    network: Network, shapes: list[tuple[int, ...]], types: TypeTable
 ) -> tuple[set[str], str | None]:
     """Op types without a gradient on some path, and another build error if one stops the search."""
     spec = _engine.GradSpec(inputs=tuple(range(len(network.inputs))), weights=tuple(network.parameters_dict()))
@@ -448,12 +443,8 @@ def _inspect_network(
     for info in network.inputs:
         if info.is_float:
             source_tensors[info.name] = {info.name}
-        else:
-            source_tensors[info.name] = {
-                node.output[0]
-                for node in graph.node
-                if node.op_type == "Cast" and node.input[0] == info.name and _is_float(node.output[0], types)
-            }
+        else:  # where the gradient call's int semantics enter float math too (_int_math)
+            source_tensors[info.name] = float_casts(graph, info.name, types)
         source_rows.append((info.name, "input", str(info.dtype)))
     for name, param in params.items():
         source_tensors[name] = {name}

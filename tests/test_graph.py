@@ -95,3 +95,28 @@ def test_graph_writer_reductions_follow_the_opset(opset):
     node = gw.graph.node[-1]
     axes_as_input = opset >= 18
     assert (len(node.input) == 2) == axes_as_input and (_graph.attr(node, "axes") is None) == axes_as_input
+
+
+def test_inspect_and_grad_agree_where_an_int_input_enters_float_math_through_castlike(tmp_path):
+    import onnxgrad
+    from onnxgrad import _inspect
+
+    model = onnx.parser.parse_model(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        agraph (int64[3] i, float[3] f) => (float[3] y)
+        {
+            like = CastLike (i, f)
+            y = Mul (like, f)
+        }
+        """
+    )
+    path = tmp_path / "castlike.onnx"
+    onnx.save(model, path)
+    report = _inspect.inspect_model(path)
+    assert {row.name: row.status for row in report.sources} == {"i": "ok", "f": "ok"}
+    # grad: MindSpore's int gradient of i through the CastLike is the float gradient (f) cast back.
+    f = np.array([1.5, -2.0, 3.0], np.float32)
+    _, (di, df) = onnxgrad.value_and_grad(onnxgrad.load(path), grad_position=(0, 1))(np.array([1, 2, 3]), f)
+    np.testing.assert_array_equal(di, np.array([1, -2, 3]))
+    np.testing.assert_array_equal(df, np.array([1.0, 2.0, 3.0], np.float32))
