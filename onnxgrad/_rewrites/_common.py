@@ -4,40 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from onnxgrad._custom_gradients import DOMAIN
-from onnxgrad._graph import FLOAT_TYPES, GraphWriter
-
-
-def attr(node: onnx.NodeProto, name: str, default=None):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            value = helper.get_attribute_value(attribute)
-            # String attributes come back as bytes.
-            return value.decode() if isinstance(value, bytes) else value
-    return default
+from onnxgrad._graph import FLOAT_TYPES, GraphWriter, constant_value
+from onnxgrad._graph import attr as attr  # the families read attributes through _common
 
 
 def constant(w: GraphWriter | onnx.GraphProto, name: str) -> np.ndarray | None:
     """The value of ``name`` if a (non-trainable) initializer or a Constant node of the writer's
     graph (or of the graph ``w``) holds it."""
-    if not name:
-        return None
-    graph = w if isinstance(w, onnx.GraphProto) else w.graph
-    for init in graph.initializer:
-        if init.name == name:
-            return numpy_helper.to_array(init)
-    for node in graph.node:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output[0] == name:
-            attribute = node.attribute[0]
-            value = helper.get_attribute_value(attribute)
-            if attribute.name == "value":
-                return numpy_helper.to_array(value)
-            if attribute.name in ("value_float", "value_floats", "value_int", "value_ints"):
-                return np.asarray(value)
-            return None
-    return None
+    return constant_value(w if isinstance(w, onnx.GraphProto) else w.graph, name)
 
 
 def read_names(w: GraphWriter) -> set[str]:
