@@ -29,6 +29,10 @@ class _HandExportRenamed(Exception):
     """The hand export gave some parameter's initializer another name."""
 
 
+class _HandExportDiffers(Exception):
+    """The hand-exported file computes another loss than the module (an exporter's conversion, not onnxgrad)."""
+
+
 def _real_check(name: str, loss: Any, grads: dict[str, Any], reference: tuple[Any, dict[str, Any]]) -> list[str]:
     """Mismatches of one route's loss and every parameter gradient against autograd's."""
     problems = []
@@ -105,13 +109,19 @@ def real_architecture(name: str, settings: Settings, check_only: bool = False) -
                 weights = onnxgrad.ParameterTuple(network.trainable_params())
                 fn = onnxgrad.ForwardValueAndGrad(network, weights, get_by_list=True,
                                                   session_config=REAL_SESSION_CONFIG)
-                return fn, [w.name for w in weights], fn(*arrays)
+                result = fn(*arrays)
+                if by_hand and not np.allclose(result[0], loss_m.numpy(), **REAL_TOLERANCE):
+                    # onnxruntime runs the file as written; the file's forward is not the module's.
+                    raise _HandExportDiffers(f"the file's loss is {float(result[0]):.6g}, the module's "
+                                             f"{float(loss_m):.6g}: torch.onnx.export wrote another function")
+                return fn, [w.name for w in weights], result
 
             try:
                 (file_fn, file_names, (loss_f, grads_f)), first_file = timed(lambda: file_first_call(True))
-            except (OnnxGradError, _HandExportRenamed) as err:
+            except (OnnxGradError, _HandExportRenamed, _HandExportDiffers) as err:
                 # Recorded, and the file route measured on the converter's export written to a file instead.
-                record["file_note"] = f"hand export refused ({error_text(err)})"
+                refused = "hand export unusable" if isinstance(err, _HandExportDiffers) else "hand export refused"
+                record["file_note"] = f"{refused} ({error_text(err)})"
                 log(f"{name}: {record['file_note']}")
                 os.environ["ONNXGRAD_CACHE_DIR"] = os.path.join(tmp, "file_cache_2")
                 (file_fn, file_names, (loss_f, grads_f)), first_file = timed(lambda: file_first_call(False))
