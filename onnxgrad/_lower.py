@@ -30,6 +30,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxgrad._graph import GraphWriter, default_opset, infer_types
+from onnxgrad._graph import attrs as node_attrs
 from onnxgrad.errors import GradientBuildError, UnsupportedGradientError
 
 __all__ = ["lower", "nonstandard_nodes", "is_standard", "declare_output_shapes", "for_provider"]
@@ -135,7 +136,7 @@ class _Lowerer:
             return numpy_helper.to_array(helper.get_attribute_value(source.attribute[0]))
         if source is not None and source.op_type == "Shape":
             shape = self.shape(source.input[0], node)
-            attrs = _attrs(source)
+            attrs = node_attrs(source)
             return np.array(shape[attrs.get("start", 0) : attrs.get("end", len(shape))], np.int64)
         raise self.fail(node, f"the value of {name!r} is not known statically", _NotStatic)
 
@@ -186,10 +187,6 @@ class _Lowerer:
         self.w.node(op_type, inputs, [out], **attrs)
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 # --- activations ---------------------------------------------------------------------------
 
 
@@ -205,7 +202,7 @@ def _relu_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
 @_lowers("com.microsoft::LeakyReluGrad")
 def _leaky_relu_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     dy, y = node.input[0], node.input[1]
-    alpha = _attrs(node).get("alpha", 0.01)
+    alpha = node_attrs(node).get("alpha", 0.01)
     scaled = lw.w.op("Mul", dy, lw.scalar(alpha, dy))
     lw.emit("Where", [lw.w.op("Greater", y, lw.scalar(0.0, y)), dy, scaled], node.output[0])
 
@@ -285,7 +282,7 @@ def _fast_gelu(lw: _Lowerer, node: onnx.NodeProto) -> None:
 def _softmax_axes(lw: _Lowerer, node: onnx.NodeProto, opset13: bool) -> list[int]:
     y = node.input[1]
     rank = lw.rank(y, node)
-    axis = _attrs(node).get("axis", -1 if opset13 else 1)
+    axis = node_attrs(node).get("axis", -1 if opset13 else 1)
     axis = axis + rank if axis < 0 else axis
     # Before opset 13 Softmax flattened the input at axis: it normalised over all trailing axes.
     return [axis] if opset13 else list(range(axis, rank))
@@ -323,12 +320,12 @@ def _dropout_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
 @_lowers("com.microsoft::Scale")
 def _scale(lw: _Lowerer, node: onnx.NodeProto) -> None:
     x, scale = node.input[0], lw.w.op("CastLike", node.input[1], node.input[0])
-    lw.emit("Div" if _attrs(node).get("scale_down", 0) else "Mul", [x, scale], node.output[0])
+    lw.emit("Div" if node_attrs(node).get("scale_down", 0) else "Mul", [x, scale], node.output[0])
 
 
 @_lowers("com.microsoft::FusedMatMul")
 def _fused_matmul(lw: _Lowerer, node: onnx.NodeProto) -> None:
-    attrs = _attrs(node)
+    attrs = node_attrs(node)
     if attrs.get("transBatchA", 0) or attrs.get("transBatchB", 0):
         raise lw.fail(node, "transBatchA/transBatchB are not supported")
     alpha = float(attrs.get("alpha", 1.0))
@@ -439,7 +436,7 @@ def _reduce_to_dynamic(lw: _Lowerer, x: str, axes: str, like: str, out: str) -> 
 
 @_lowers("com.microsoft::Trilu")
 def _trilu(lw: _Lowerer, node: onnx.NodeProto) -> None:
-    lw.emit("Trilu", list(node.input), node.output[0], upper=_attrs(node).get("upper", 1))
+    lw.emit("Trilu", list(node.input), node.output[0], upper=node_attrs(node).get("upper", 1))
 
 
 # --- normalisation and losses ---------------------------------------------------------------------
@@ -450,7 +447,7 @@ def _layer_norm_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     dy, x, scale, mean, inv_std = node.input[:5]
     x_shape = lw.shape(x, node)
     rank = len(x_shape)
-    axis = _attrs(node).get("axis", -1)
+    axis = node_attrs(node).get("axis", -1)
     axis = axis + rank if axis < 0 else axis
     norm_axes = list(range(axis, rank))
     outputs = list(node.output) + [""] * (3 - len(node.output))
@@ -473,7 +470,7 @@ def _layer_norm_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
 def _softmax_ce_loss_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     dy, log_prob, label = node.input[:3]
     weight = node.input[3] if len(node.input) > 3 and node.input[3] else ""
-    attrs = _attrs(node)
+    attrs = node_attrs(node)
     reduction = attrs.get("reduction", b"mean")
     reduction = reduction.decode() if isinstance(reduction, bytes) else reduction
     classes = lw.shape(log_prob, node)[1]
@@ -529,7 +526,7 @@ def _iota(lw: _Lowerer, shape: str) -> str:
 @_lowers("com.microsoft::GatherGrad")
 def _gather_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     shape, indices, dy = node.input[:3]
-    axis = _attrs(node).get("axis", 0)
+    axis = node_attrs(node).get("axis", 0)
     rank = len(lw.static_value(shape, node)) if axis < 0 else 0
     axis = axis + rank if axis < 0 else axis
     if axis == 0:  # embeddings: rows scattered by ScatterND, no per-element index tensor
@@ -546,14 +543,14 @@ def _gather_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
 @_lowers("com.microsoft::GatherElementsGrad")
 def _gather_elements_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     dy, shape, indices = node.input[:3]
-    axis = _attrs(node).get("axis", 0)
+    axis = node_attrs(node).get("axis", 0)
     lw.emit("ScatterElements", [lw.zeros(shape, dy), indices, dy], node.output[0], axis=axis, reduction="add")
 
 
 @_lowers("com.microsoft::GatherNDGrad")
 def _gather_nd_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     shape, indices, dy = node.input[:3]
-    if _attrs(node).get("batch_dims", 0):
+    if node_attrs(node).get("batch_dims", 0):
         raise UnsupportedGradientError(
             f"The gradient of GatherND with batch_dims > 0 (node {node.name!r}) has no standard-op form yet: "
             "reshape the batch dimensions into the indices instead.",
@@ -594,7 +591,7 @@ def _explicit_pads(attrs: dict, spatial: Sequence[int], kernel: Sequence[int], s
 def _conv_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     dy, x, weight = node.input[:3]
     x_shape, w_shape = lw.shape(x, node), lw.shape(weight, node)
-    attrs = _attrs(node)
+    attrs = node_attrs(node)
     n = len(x_shape) - 2
     kernel = list(attrs.get("kernel_shape", w_shape[2:]))
     strides = list(attrs.get("strides", [1] * n))
@@ -661,7 +658,7 @@ def _max_pool_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     pool = lw.producer.get(indices)
     if pool is None or pool.op_type != "MaxPool":
         raise lw.fail(node, f"its indices {indices!r} do not come from a MaxPool")
-    if _attrs(pool).get("storage_order", 0):
+    if node_attrs(pool).get("storage_order", 0):
         raise lw.fail(node, "MaxPool with storage_order=1 is not supported", UnsupportedGradientError)
     _refuse_ceil_mode_overhang(lw, node, pool)
     # MaxPool's indices are flat positions in the whole input; overlapping windows share maxima.
@@ -682,7 +679,7 @@ def _refuse_ceil_mode_overhang(lw: _Lowerer, node: onnx.NodeProto, pool: onnx.No
     """onnxruntime's MaxPool with an Indices output keeps a ceil_mode window that would start
     past the padded input, which the spec (and its MaxPool without Indices) drops: Y comes out
     larger than declared."""
-    attrs = _attrs(pool)
+    attrs = node_attrs(pool)
     if not attrs.get("ceil_mode", 0):
         return
     x_shape = lw.shape(pool.input[0], node)
@@ -715,7 +712,7 @@ def _average_pool_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     pool = lw.forward_producer(dy, ["AveragePool"], node)
     x = pool.input[0]
     x_shape, y_shape = lw.shape(x, node), lw.shape(pool.output[0], node)
-    attrs = _attrs(pool)  # the forward node's: the builder drops dilations from the gradient node
+    attrs = node_attrs(pool)  # the forward node's: the builder drops dilations from the gradient node
     n, kernel, strides, dilations, pads = _pool_geometry(attrs, x_shape)
     # Each output's divisor, as the runtime's own AveragePool computes it (count_include_pad with
     # ceil_mode differs between conventions): the pool of ones is (input taps) / divisor.
@@ -881,7 +878,7 @@ def for_provider(model: onnx.ModelProto, device_kind: str) -> onnx.ModelProto:
         if node.op_type != "Gemm" or node.domain not in ("", "ai.onnx"):
             nodes.append(node)
             continue
-        attrs = _attrs(node)
+        attrs = node_attrs(node)
         a, b = node.input[0], node.input[1]
         if attrs.get("transA", 0):
             a = writer.op("Transpose", a, perm=[1, 0])
