@@ -28,7 +28,15 @@ import onnx
 from onnx import helper
 
 from onnxgrad import _engine, _export, _prepare
-from onnxgrad._graph import FLOAT_TYPES, TensorInfo, TypeTable, concretize_inputs, float_casts, infer_types
+from onnxgrad._graph import (
+    FLOAT_TYPES,
+    TensorInfo,
+    TypeTable,
+    concretize_inputs,
+    float_casts,
+    infer_types,
+    is_default_domain,
+)
 from onnxgrad._network import Network, load
 from onnxgrad.errors import (
     GradientBuildError,
@@ -536,6 +544,6 @@ def _param_row(param) -> WeightRow:
 
 def _default_opset(model: onnx.ModelProto) -> int:
     for o in model.opset_import:
-        if o.domain in ("", "ai.onnx"):
+        if is_default_domain(o.domain):
             return o.version
     return 0

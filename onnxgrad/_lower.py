@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxgrad._graph import GraphWriter, default_opset, infer_types
+from onnxgrad._graph import GraphWriter, default_opset, infer_types, is_default_domain
 from onnxgrad._graph import attrs as node_attrs
 from onnxgrad.errors import GradientBuildError, UnsupportedGradientError
 
@@ -865,7 +865,7 @@ def for_provider(model: onnx.ModelProto, device_kind: str) -> onnx.ModelProto:
     the matrix products stay on the NPU instead of falling back to the CPU
     (``scripts/provider_coverage.py``).
     """
-    if device_kind != "cann" or not any(n.op_type == "Gemm" and n.domain in ("", "ai.onnx") for n in model.graph.node):
+    if device_kind != "cann" or not any(n.op_type == "Gemm" and is_default_domain(n.domain) for n in model.graph.node):
         return model
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
@@ -875,7 +875,7 @@ def for_provider(model: onnx.ModelProto, device_kind: str) -> onnx.ModelProto:
     nodes: list[onnx.NodeProto] = []
     writer.nodes = nodes
     for node in list(graph.node):
-        if node.op_type != "Gemm" or node.domain not in ("", "ai.onnx"):
+        if node.op_type != "Gemm" or not is_default_domain(node.domain):
             nodes.append(node)
             continue
         attrs = node_attrs(node)

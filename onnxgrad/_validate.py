@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from onnxgrad._graph import is_default_domain
 from onnxgrad.errors import InputError, ModelError
 
 __all__ = [
@@ -218,9 +219,9 @@ def _check_graph(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto],
         if v.type.WhichOneof("value") == "tensor_type" and v.type.tensor_type.elem_type
     }
     types.update({init.name: init.data_type for init in graph.initializer})
-    opset = next((o.version for o in opsets if o.domain in ("", "ai.onnx")), None)
+    opset = next((o.version for o in opsets if is_default_domain(o.domain)), None)
     for node in graph.node:
-        if opset is not None and node.domain in ("", "ai.onnx"):
+        if opset is not None and is_default_domain(node.domain):
             _check_input_types(node, opset, types)
     _check_nodes(graph.node, f"graph {graph.name!r}", constants, ranks, opsets)
 
@@ -243,7 +244,7 @@ def _check_nodes(
                 raise ModelError(
                     f"{label}'s attribute {attr.name} is not UTF-8 text: the file is damaged. Re-export the model."
                 )
-        if node.domain in ("", "ai.onnx"):
+        if is_default_domain(node.domain):
             if node.op_type in _LOSSES:
                 _check_loss(node, label, ranks)
             elif node.op_type == "Einsum":
@@ -397,7 +398,7 @@ def guard_trip_counts(model: onnx.ModelProto) -> None:
         constant |= {out for node in graph.node if node.op_type == "Constant" for out in node.output}
         nodes = []
         for node in graph.node:
-            trip = node.input[0] if node.op_type == "Loop" and node.domain in ("", "ai.onnx") and node.input else ""
+            trip = node.input[0] if node.op_type == "Loop" and is_default_domain(node.domain) and node.input else ""
             if trip and trip not in constant:
                 guarded, checks = _trip_guard(node, trip)
                 nodes += checks

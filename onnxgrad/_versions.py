@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 from onnx import version_converter
 
-from onnxgrad._graph import default_opset
+from onnxgrad._graph import default_opset, is_default_domain
 from onnxgrad._validate import walk_nodes
 from onnxgrad.errors import ModelError
 
@@ -92,7 +92,7 @@ def _relabel_newer(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
             f"opset_version={MAX_OPSET}))."
         )
     nodes = [*walk_nodes(model.graph.node), *(n for f in model.functions for n in walk_nodes(f.node))]
-    ops = {n.op_type for n in nodes if n.domain in ("", "ai.onnx")}
+    ops = {n.op_type for n in nodes if is_default_domain(n.domain)}
     newer = sorted(ops & (_OPS_SINCE_23 | _CHANGED_SINCE_23))
     if newer:
         raise ModelError(
@@ -107,11 +107,11 @@ def _relabel_newer(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     relabeled = onnx.ModelProto()
     relabeled.CopyFrom(model)
     for entry in relabeled.opset_import:
-        if entry.domain in ("", "ai.onnx"):
+        if is_default_domain(entry.domain):
             entry.version = 22
     for function in relabeled.functions:
         for entry in function.opset_import:
-            if entry.domain in ("", "ai.onnx") and entry.version > 22:
+            if is_default_domain(entry.domain) and entry.version > 22:
                 entry.version = 22
     return relabeled
 
@@ -124,7 +124,7 @@ def _relabel_opset_22(model: onnx.ModelProto) -> onnx.ModelProto | None:
     relabeled = onnx.ModelProto()
     relabeled.CopyFrom(model)
     for opset in relabeled.opset_import:
-        if opset.domain in ("", "ai.onnx"):
+        if is_default_domain(opset.domain):
             opset.version = MAX_OPSET
     onnx.checker.check_model(relabeled)
     return relabeled

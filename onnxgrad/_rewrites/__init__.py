@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import onnx
 
-from onnxgrad._graph import GraphWriter
+from onnxgrad._graph import GraphWriter, is_default_domain
 from onnxgrad._rewrites import (  # noqa: F401 (each module registers its rewrites)
     activations,
     control_flow,
@@ -56,7 +56,7 @@ def apply_rewrites(model: onnx.ModelProto, w: GraphWriter, types: dict) -> None:
     graph = model.graph
     new_nodes: list[onnx.NodeProto] = []
     for node in graph.node:
-        rewrite = REWRITES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        rewrite = REWRITES.get(node.op_type) if is_default_domain(node.domain) else None
         w.nodes = []
         if rewrite is not None and rewrite.apply(node, w, types):
             new_nodes.extend(w.nodes)
@@ -76,7 +76,7 @@ def explain_kept(node: onnx.NodeProto, graph: onnx.GraphProto, types: dict) -> s
         graph: the prepared graph.
         types: ``{tensor: (elem_type, shape)}`` from shape inference of ``graph``.
     """
-    rewrite = REWRITES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+    rewrite = REWRITES.get(node.op_type) if is_default_domain(node.domain) else None
     if rewrite is None or rewrite.explain is None:
         return None
     return rewrite.explain(node, graph, types)
