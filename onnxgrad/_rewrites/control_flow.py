@@ -93,6 +93,9 @@ def _scalar_like(value: onnx.ValueInfoProto, number, dtype) -> np.ndarray:
 
 def _explain_if(node: onnx.NodeProto, graph: onnx.GraphProto, types: dict) -> str | None:
     """Why an If is kept, or None."""
+    branches = [attr(node, "then_branch"), attr(node, "else_branch")]
+    if any(b is None or len(b.output) != len(node.output) for b in branches):
+        return "its branches do not match its outputs"  # the checks on load refuse such a model first
     for out in node.output:
         elem, shape = types.get(out, (0, None))
         if out and (not elem or shape is None or None in shape):
@@ -152,6 +155,8 @@ def _always_true(body: onnx.GraphProto) -> bool:
 def _trip_count(node: onnx.NodeProto, graph: onnx.GraphProto) -> tuple[int | None, str | None]:
     """A Loop's constant trip count, or None and why it cannot be unrolled."""
     body = attr(node, "body")
+    if body is None or len(body.input) != len(node.input) or len(body.output) < len(node.input) - 1:
+        return None, "its body does not match its inputs"  # the checks on load refuse such a model first
     trip = node.input[0] if node.input else ""
     value = constant(graph, trip) if trip else None
     if value is None:
@@ -201,13 +206,15 @@ def _loop(node, w, types) -> bool:
 def _sequence_length(node: onnx.NodeProto, types: dict) -> tuple[int | None, str | None]:
     """A Scan's static sequence length (models are converted to opset 16 or later on load, so no
     opset-8 batch axis), or None and why it cannot be unrolled."""
-    scan_inputs = attr(node, "num_scan_inputs")
+    scan_inputs, body = attr(node, "num_scan_inputs"), attr(node, "body")
+    if not scan_inputs or body is None or len(body.input) != len(node.input):
+        return None, "its body does not match its inputs"  # the checks on load refuse such a model first
     carried = len(node.input) - scan_inputs
     axes = attr(node, "scan_input_axes") or [0] * scan_inputs
     lengths = set()
     for name, axis in zip(node.input[carried:], axes):
         shape = types.get(name, (0, None))[1]
-        if shape is None or shape[axis] is None:
+        if shape is None or not -len(shape) <= axis < len(shape) or shape[axis] is None:
             return None, f"the length of its scan input {name!r} is not static"
         lengths.add(shape[axis])
     length = lengths.pop() if len(lengths) == 1 else None
