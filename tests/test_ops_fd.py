@@ -843,6 +843,21 @@ def test_recurrent_nodes_onnxgrad_cannot_unroll_are_refused_naming_the_attribute
         fvg(*(np.ones(shape, np.float32) for shape in ((2, 1, 2), (1, 8, 2), (1, 8, 2))))
 
 
+def test_a_grid_sample_onnxgrad_cannot_rewrite_is_refused_naming_why():
+    # Every mode and padding_mode is rewritten; a grid whose shape is known only at run time is not.
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,1,3,3] x, float[8] flat, int64[4] s) => (float[1,1,2,2] y) {
+      grid = Reshape(flat, s)
+      y = GridSample <mode = "bilinear", padding_mode = "border"> (x, grid)
+    }""")
+    model.graph.node[1].name = "sample"
+    fvg = onnxgrad.ForwardValueAndGrad(onnxgrad.load(model, parameters=[]), get_all=True)
+    with pytest.raises(onnxgrad.UnsupportedGradientError,
+                       match=r"no gradient for op GridSample \(node 'sample'\).*but not this node: the shape of its "
+                       r"grid 'grid' is not static\."):
+        fvg(np.ones((1, 1, 3, 3), np.float32), np.linspace(-0.8, 0.8, 8, dtype=np.float32), np.array([1, 2, 2, 2]))
+
+
 @pytest.mark.parametrize(
     ("trip_count", "named"),
     [("n", "its trip count 'n' is not a constant"),
