@@ -395,9 +395,9 @@ def _input_grad(array: Any, targets: list[str], grads: dict[str, Any], device: _
     ``device``: where OrtValue results live (None: numpy results).
     """
     shape, tensor_dtype = _device.shape_and_dtype(array)
-    dtype = np.dtype(tensor_dtype)  # a checked argument: a tensor, never None
-    if len(targets) == 1 and _device.shape_and_dtype(grads[targets[0]])[1] == dtype:
+    if len(targets) == 1 and _device.shape_and_dtype(grads[targets[0]])[1] == tensor_dtype:
         return grads[targets[0]]
+    dtype = np.dtype(tensor_dtype)  # a checked argument: a tensor, never None
     if not targets:
         return _zeros(shape, dtype, device)
     (target,) = targets

@@ -32,6 +32,7 @@ class GradSpec:
     weights: tuple[str, ...] = ()
     sens: bool = False
     contributing: tuple[int, ...] | None = None
+    _hash: int = dataclasses.field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Callers pass ranges, lists and generators; the key must be a tuple of plain ints and strs.
@@ -42,6 +43,11 @@ class GradSpec:
         object.__setattr__(self, "sens", bool(self.sens))
         if self.contributing is not None:
             object.__setattr__(self, "contributing", _ints(self.contributing, "contributing"))
+        object.__setattr__(self, "_hash", hash((self.inputs, self.weights, self.sens, self.contributing)))
+
+    def __hash__(self) -> int:
+        # Hashed on every call (the engine's cache key): computed once.
+        return self._hash
 
 
 def _ints(values: Iterable[Any], what: str) -> tuple[int, ...]:
@@ -68,6 +74,7 @@ class RunOptions:
 
     providers: tuple = ("CPUExecutionProvider",)
     session_config: tuple = ()
+    _hash: int = dataclasses.field(default=0, init=False, repr=False, compare=False)
 
     def __init__(self, providers: Any = None, session_config: Mapping[str, Any] | Iterable | None = None) -> None:
         checked = check_providers(providers)  # raises InputError naming an unavailable provider
@@ -82,6 +89,11 @@ class RunOptions:
         config = tuple(sorted((str(k), str(v)) for k, v in entries.items()))
         object.__setattr__(self, "providers", hashable)
         object.__setattr__(self, "session_config", config)
+        object.__setattr__(self, "_hash", hash((hashable, config)))
+
+    def __hash__(self) -> int:
+        # Hashed on every call (the engine's cache key): computed once.
+        return self._hash
 
     def provider_list(self) -> list:
         """The providers as ONNX Runtime takes them: names, or ``(name, options dict)``."""
