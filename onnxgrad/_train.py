@@ -776,16 +776,16 @@ def check_labels(y: np.ndarray, loss_fn: nn.LossFn, logits_shape: tuple, source:
             y = y.astype(np.int64)  # integer-valued floats (NPZ saved as float64) are class indices, as in CSV
     classes = _class_count(logits_shape)
     if y.dtype.kind in "iu" and y.ndim == 1 and classes is not None:
-        bad = np.flatnonzero((y < 0) | (y >= classes))
-        if len(bad):
-            first = int(bad[0])
+        outside = np.flatnonzero((y < 0) | (y >= classes))
+        if len(outside):
+            first = int(outside[0])
             hint = (
                 "negative labels (such as -1 for 'unlabelled') are not classes: drop those samples"
                 if y[first] < 0
                 else "check --label-column, or give the model one output per class"
             )
             raise InputError(
-                f"{len(bad)} label(s) of {source} are not classes of the model's {classes} outputs, e.g. sample "
+                f"{len(outside)} label(s) of {source} are not classes of the model's {classes} outputs, e.g. sample "
                 f"{first} has label {int(y[first])} (labels must be in [0, {classes})): {hint}."
             )
     return y
@@ -1207,10 +1207,10 @@ class _EpochLoop:
             loss_value = 0.0
         if self.ctx.distributed:
             # "none" is differentiated as the sum of its elements.
-            grads, (loss_total,), count = distributed._reduce_grads(
+            grads, (loss_total,), total = distributed._reduce_grads(
                 grads, "mean" if reduction == "mean" else "sum", count, (loss_value * count,)
             )
-            count = int(count)
+            count = int(total)
             loss_value = float(loss_total) / count
             grads = [g if _device.is_ortvalue(g) else self.to_device(g) for g in grads]
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported by the loss
@@ -1268,7 +1268,7 @@ def _finish(
     deployable, model_notes = deployable_model(backbone, converted, samples)
     _export.save_model(deployable, model_path)
     title = f"{description} on {data.source}"
-    result.curve_path = _save_curve(curve_path, history, title) if history else None
+    result.curve_path = _save_curve(curve_path, history, title) if curve_path is not None else None
     result.notes.extend(model_notes)
     settings = dataclasses.asdict(config)
     settings["learning_rate"] = optimizer.learning_rate  # the effective values, defaults resolved

@@ -364,7 +364,7 @@ def _reduce_grads(
     leaves: list = []
     structure = _flatten(grads, leaves)
     weighted = reduction == "mean" and samples is not None
-    host = [_scaled(leaf, samples) if weighted else _host(leaf) for leaf in leaves]
+    host = [_scaled(leaf, samples) if weighted and samples is not None else _host(leaf) for leaf in leaves]
     dtype = next((h.dtype for h in host if h.dtype.kind == "f"), np.dtype(np.float64))
     stats = np.array([samples or 0, *extra], dtype)  # the grads' dtype: one bucket, one collective
     stats, reduced = all_reduce((stats, host), "sum", bucket)
