@@ -21,6 +21,7 @@ dY is inf or NaN and ``T <= 0`` the product is NaN where ReluGrad gives 0.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Callable, Sequence
@@ -587,6 +588,71 @@ def _explicit_pads(attrs: dict, spatial: Sequence[int], kernel: Sequence[int], s
     return begin + end
 
 
+#: The weight gradient unfolds the input (batch x input channels x kernel taps x output positions
+#: elements) for one Gemm when that is at most this many elements, and at most _UNFOLDED_PER_WEIGHT
+#: times the weight's size: it wins where weights are large next to activations (small batches, deep
+#: layers); elsewhere a Conv correlating input and output gradient (which unfolds per channel) does.
+_MAX_UNFOLDED_ELEMENTS = 1 << 23
+_UNFOLDED_PER_WEIGHT = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConvGeometry:
+    """A forward Conv's static shapes and explicit attributes."""
+
+    x_shape: tuple[int, ...]
+    w_shape: tuple[int, ...]
+    kernel: list[int]
+    strides: list[int]
+    dilations: list[int]
+    pads: list[int]
+    group: int
+    out_spatial: list[int]
+
+
+def _weight_grad_unfolded(lw: _Lowerer, x: str, dy: str, g: _ConvGeometry, out: str) -> None:
+    """dW = dY . unfold(X)^T as one Gemm, already in W's layout [C_out, C_in * taps]. The unfolding is a
+    Conv of one-hot kernels, one group per input channel, with the forward's strides, dilations and pads."""
+    batch, c_in = g.x_shape[:2]
+    c_out, taps, positions = g.w_shape[0], math.prod(g.kernel), math.prod(g.out_spatial)
+    dtype = helper.tensor_dtype_to_np_dtype(lw.elem(x) or onnx.TensorProto.FLOAT)
+    one_hot = np.tile(np.eye(taps, dtype=dtype).reshape(taps, 1, *g.kernel), (c_in, 1, *[1] * len(g.kernel)))
+    columns = lw.w.op("Conv", x, lw.w.constant(one_hot), kernel_shape=g.kernel, strides=g.strides,
+                      dilations=g.dilations, pads=g.pads, group=c_in)  # [N, C_in * taps, *out_spatial]
+    columns = lw.w.op("Reshape", columns, lw.ints([batch, c_in * taps, positions]))
+    grads = lw.w.op("Reshape", dy, lw.ints([batch, c_out, positions]))
+    if batch > 1:  # the batch joins the positions as the Gemm's inner dimension
+        columns = lw.w.op("Transpose", columns, perm=[1, 0, 2])
+        grads = lw.w.op("Transpose", grads, perm=[1, 0, 2])
+    columns = lw.w.op("Reshape", columns, lw.ints([c_in * taps, batch * positions]))
+    grads = lw.w.op("Reshape", grads, lw.ints([c_out, batch * positions]))
+    lw.emit("Reshape", [lw.w.op("Gemm", grads, columns, transB=1), lw.ints(g.w_shape)], out)
+
+
+def _weight_grad_correlated(lw: _Lowerer, x: str, dy: str, g: _ConvGeometry, out: str) -> None:
+    """dW correlates X with dY: a Conv with batch and channels swapped, stride and dilation swapped."""
+    n = len(g.kernel)
+    batch, c_in = g.x_shape[:2]
+    c_out, group = g.w_shape[0], g.group
+    spatial = list(range(3, 3 + n))
+    xs = lw.w.op("Reshape", x, lw.ints([batch, group, c_in // group, *g.x_shape[2:]]))
+    xs = lw.w.op("Transpose", xs, perm=[2, 1, 0, *spatial])
+    xs = lw.w.op("Reshape", xs, lw.ints([c_in // group, group * batch, *g.x_shape[2:]]))
+    ds = lw.w.op("Reshape", dy, lw.ints([batch, group, c_out // group, *g.out_spatial]))
+    ds = lw.w.op("Transpose", ds, perm=[1, 2, 0, *spatial])
+    ds = lw.w.op("Reshape", ds, lw.ints([c_out, batch, *g.out_spatial]))
+    # Offsets past the last kernel tap are wasted work and a cropping copy: pad the end only as far
+    # as the last tap reaches (where the forward's stride dropped rows, crop what is left).
+    reach = [(k - 1) * d + 1 + (o - 1) * s - size - g.pads[i]
+             for i, (size, k, s, d, o) in enumerate(zip(g.x_shape[2:], g.kernel, g.strides, g.dilations, g.out_spatial))]
+    end_pads = [max(0, r) for r in reach]
+    full = lw.w.op("Conv", xs, ds, strides=g.dilations, dilations=g.strides, pads=g.pads[:n] + end_pads, group=group,
+                   kernel_shape=g.out_spatial)
+    if any(r < 0 for r in reach):
+        full = lw.w.op("Slice", full, lw.ints([0] * n), lw.ints(g.kernel), lw.ints(list(range(2, 2 + n))))
+    lw.emit("Transpose", [full], out, perm=[1, 0, *range(2, 2 + n)])
+
+
 @_lowers("com.microsoft::ConvGrad")
 def _conv_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     dy, x, weight = node.input[:3]
@@ -603,7 +669,7 @@ def _conv_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
         for i, (size, k, s, d) in enumerate(zip(x_shape[2:], kernel, strides, dilations))
     ]
     outputs = list(node.output) + [""] * (3 - len(node.output))
-    batch, c_in, c_out = x_shape[0], x_shape[1], w_shape[0]
+    batch, c_in = x_shape[:2]
     if outputs[0]:  # ConvTranspose is Conv's adjoint; output_padding restores rows the stride dropped
         output_padding = [
             size - ((o - 1) * s + (k - 1) * d + 1 - pads[i] - pads[i + n])
@@ -614,18 +680,12 @@ def _conv_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
             group=group, kernel_shape=kernel, output_padding=output_padding,
         )
     if outputs[1]:
-        # dW correlates X with dY: a Conv with batch and channels swapped, stride and dilation swapped.
-        spatial = list(range(3, 3 + n))
-        xs = lw.w.op("Reshape", x, lw.ints([batch, group, c_in // group, *x_shape[2:]]))
-        xs = lw.w.op("Transpose", xs, perm=[2, 1, 0, *spatial])
-        xs = lw.w.op("Reshape", xs, lw.ints([c_in // group, group * batch, *x_shape[2:]]))
-        ds = lw.w.op("Reshape", dy, lw.ints([batch, group, c_out // group, *out_spatial]))
-        ds = lw.w.op("Transpose", ds, perm=[1, 2, 0, *spatial])
-        ds = lw.w.op("Reshape", ds, lw.ints([c_out, batch, *out_spatial]))
-        full = lw.w.op("Conv", xs, ds, strides=dilations, dilations=strides, pads=pads, group=group,
-                       kernel_shape=out_spatial)
-        cropped = lw.w.op("Slice", full, lw.ints([0] * n), lw.ints(kernel), lw.ints(list(range(2, 2 + n))))
-        lw.emit("Transpose", [cropped], outputs[1], perm=[1, 0, *range(2, 2 + n)])
+        geometry = _ConvGeometry(x_shape, w_shape, kernel, strides, dilations, pads, group, out_spatial)
+        unfolded = batch * c_in * math.prod(kernel) * math.prod(out_spatial)
+        if group == 1 and unfolded <= min(_MAX_UNFOLDED_ELEMENTS, _UNFOLDED_PER_WEIGHT * math.prod(w_shape)):
+            _weight_grad_unfolded(lw, x, dy, geometry, outputs[1])
+        else:
+            _weight_grad_correlated(lw, x, dy, geometry, outputs[1])
     if outputs[2]:
         lw.emit("Identity", [lw.w.reduce("ReduceSum", dy, [0, *range(2, 2 + n)], keepdims=False)], outputs[2])
 

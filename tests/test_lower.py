@@ -172,6 +172,23 @@ def test_average_pool_gradient_spreads_only_taps_that_reach_the_input(name, taps
     assert kernels == [taps]
 
 
+_GROUP_1_CONVS = [c.name for c in CASES if c.name.startswith("conv") and "group" not in c.name
+                  and "depthwise" not in c.name and not c.name.startswith("convtranspose")]
+
+
+@pytest.mark.parametrize("name", _GROUP_1_CONVS)
+def test_both_conv_weight_gradients_agree(name, monkeypatch):
+    # Small unfolded inputs take one Gemm (what test_ops_fd checks); larger ones a correlating Conv.
+    case = next(c for c in CASES if c.name == name)
+    _, unfolded, outputs, feeds = _graphs(case)
+    monkeypatch.setattr(_lower, "_MAX_UNFOLDED_ELEMENTS", 0)
+    _, correlated, _, _ = _graphs(case)
+    assert "Gemm" in {n.op_type for n in unfolded.graph.node} - {n.op_type for n in correlated.graph.node}
+    expected = ort.InferenceSession(unfolded.SerializeToString()).run(outputs, feeds)
+    _assert_close(ort.InferenceSession(correlated.SerializeToString()).run(outputs, feeds), expected, outputs,
+                  "correlating Conv vs unfolded Gemm")
+
+
 def test_api_graphs_run_on_the_reference_evaluator():
     # The graph behind ForwardValueAndGrad, not just the lowering: same values on both runtimes.
     case = next(c for c in CASES if c.name == "conv_groups")
