@@ -591,11 +591,10 @@ def _explicit_pads(attrs: dict, spatial: Sequence[int], kernel: Sequence[int], s
     return begin + end
 
 
-#: Conv's gradients unfold the input (batch x input channels x kernel taps x output positions
-#: elements) and use one Gemm each when that is at most this many elements, and at most
-#: _UNFOLDED_PER_WEIGHT times the weight's size: that wins where weights are large next to
-#: activations (small batches, deep layers); elsewhere ConvTranspose and a Conv correlating input and
-#: output gradient (which unfold per sample or channel) do.
+#: The weight gradient unfolds the input (batch x input channels x kernel taps x output positions
+#: elements) for one Gemm when that is at most this many elements, and at most _UNFOLDED_PER_WEIGHT
+#: times the weight's size: it wins where weights are large next to activations (small batches, deep
+#: layers); elsewhere a Conv correlating input and output gradient (which unfolds per channel) does.
 _MAX_UNFOLDED_ELEMENTS = 1 << 23
 _UNFOLDED_PER_WEIGHT = 64
 
@@ -614,41 +613,23 @@ class _ConvGeometry:
     out_spatial: list[int]
 
 
-def _batch_inner(lw: _Lowerer, x: str, batch: int, rows: int, positions: int) -> str:
-    """[N, rows, positions] as [rows, N * positions]: the batch joins the positions as a Gemm's inner dimension."""
-    x = lw.w.op("Reshape", x, lw.ints([batch, rows, positions]))
-    if batch > 1:
-        x = lw.w.op("Transpose", x, perm=[1, 0, 2])
-    return lw.w.op("Reshape", x, lw.ints([rows, batch * positions]))
-
-
-def _weight_grad_unfolded(lw: _Lowerer, x: str, dy: str, g: _ConvGeometry, one_hot: str, out: str) -> None:
+def _weight_grad_unfolded(lw: _Lowerer, x: str, dy: str, g: _ConvGeometry, out: str) -> None:
     """dW = dY . unfold(X)^T as one Gemm, already in W's layout [C_out, C_in * taps]. The unfolding is a
     Conv of one-hot kernels, one group per input channel, with the forward's strides, dilations and pads."""
     batch, c_in = g.x_shape[:2]
     c_out, taps, positions = g.w_shape[0], math.prod(g.kernel), math.prod(g.out_spatial)
-    columns = lw.w.op("Conv", x, one_hot, kernel_shape=g.kernel, strides=g.strides,
+    dtype = helper.tensor_dtype_to_np_dtype(lw.elem(x) or onnx.TensorProto.FLOAT)
+    one_hot = np.tile(np.eye(taps, dtype=dtype).reshape(taps, 1, *g.kernel), (c_in, 1, *[1] * len(g.kernel)))
+    columns = lw.w.op("Conv", x, lw.w.constant(one_hot), kernel_shape=g.kernel, strides=g.strides,
                       dilations=g.dilations, pads=g.pads, group=c_in)  # [N, C_in * taps, *out_spatial]
-    columns = _batch_inner(lw, columns, batch, c_in * taps, positions)
-    grads = _batch_inner(lw, dy, batch, c_out, positions)
-    lw.emit("Reshape", [lw.w.op("Gemm", grads, columns, transB=1), lw.ints(g.w_shape)], out)
-
-
-def _input_grad_folded(lw: _Lowerer, dy: str, weight: str, g: _ConvGeometry, one_hot: str,
-                       output_padding: list[int], out: str) -> None:
-    """dX = fold(W^T . dY): one Gemm reads the weight once for the whole batch (ConvTranspose reads it
-    per sample), then the unfolding's adjoint, a ConvTranspose of the same one-hot kernels, adds the
-    taps back onto the input positions."""
-    batch, c_in = g.x_shape[:2]
-    c_out, taps, positions = g.w_shape[0], math.prod(g.kernel), math.prod(g.out_spatial)
-    grads = _batch_inner(lw, dy, batch, c_out, positions)
-    columns = lw.w.op("Gemm", lw.w.op("Reshape", weight, lw.ints([c_out, c_in * taps])), grads, transA=1)
-    if batch > 1:
-        columns = lw.w.op("Reshape", columns, lw.ints([c_in * taps, batch, positions]))
+    columns = lw.w.op("Reshape", columns, lw.ints([batch, c_in * taps, positions]))
+    grads = lw.w.op("Reshape", dy, lw.ints([batch, c_out, positions]))
+    if batch > 1:  # the batch joins the positions as the Gemm's inner dimension
         columns = lw.w.op("Transpose", columns, perm=[1, 0, 2])
-    columns = lw.w.op("Reshape", columns, lw.ints([batch, c_in * taps, *g.out_spatial]))
-    lw.emit("ConvTranspose", [columns, one_hot], out, kernel_shape=g.kernel, strides=g.strides,
-            dilations=g.dilations, pads=g.pads, group=c_in, output_padding=output_padding)
+        grads = lw.w.op("Transpose", grads, perm=[1, 0, 2])
+    columns = lw.w.op("Reshape", columns, lw.ints([c_in * taps, batch * positions]))
+    grads = lw.w.op("Reshape", grads, lw.ints([c_out, batch * positions]))
+    lw.emit("Reshape", [lw.w.op("Gemm", grads, columns, transB=1), lw.ints(g.w_shape)], out)
 
 
 def _weight_grad_correlated(lw: _Lowerer, x: str, dy: str, g: _ConvGeometry, out: str) -> None:
@@ -692,28 +673,20 @@ def _conv_grad(lw: _Lowerer, node: onnx.NodeProto) -> None:
     ]
     outputs = list(node.output) + [""] * (3 - len(node.output))
     batch, c_in = x_shape[:2]
-    geometry = _ConvGeometry(x_shape, w_shape, kernel, strides, dilations, pads, group, out_spatial)
-    unfolded = batch * c_in * math.prod(kernel) * math.prod(out_spatial)
-    one_hot = None
-    if group == 1 and unfolded <= min(_MAX_UNFOLDED_ELEMENTS, _UNFOLDED_PER_WEIGHT * math.prod(w_shape)):
-        dtype = helper.tensor_dtype_to_np_dtype(lw.elem(x) or onnx.TensorProto.FLOAT)
-        taps = math.prod(kernel)
-        one_hot = lw.w.constant(np.tile(np.eye(taps, dtype=dtype).reshape(taps, 1, *kernel), (c_in, 1, *[1] * n)))
-    if outputs[0]:
+    if outputs[0]:  # ConvTranspose is Conv's adjoint; output_padding restores rows the stride dropped
         output_padding = [
             size - ((o - 1) * s + (k - 1) * d + 1 - pads[i] - pads[i + n])
             for i, (size, o, k, s, d) in enumerate(zip(x_shape[2:], out_spatial, kernel, strides, dilations))
         ]
-        if one_hot is not None:
-            _input_grad_folded(lw, dy, weight, geometry, one_hot, output_padding, outputs[0])
-        else:  # ConvTranspose is Conv's adjoint; output_padding restores rows the stride dropped
-            lw.emit(
-                "ConvTranspose", [dy, weight], outputs[0], strides=strides, dilations=dilations, pads=pads,
-                group=group, kernel_shape=kernel, output_padding=output_padding,
-            )
+        lw.emit(
+            "ConvTranspose", [dy, weight], outputs[0], strides=strides, dilations=dilations, pads=pads,
+            group=group, kernel_shape=kernel, output_padding=output_padding,
+        )
     if outputs[1]:
-        if one_hot is not None:
-            _weight_grad_unfolded(lw, x, dy, geometry, one_hot, outputs[1])
+        geometry = _ConvGeometry(x_shape, w_shape, kernel, strides, dilations, pads, group, out_spatial)
+        unfolded = batch * c_in * math.prod(kernel) * math.prod(out_spatial)
+        if group == 1 and unfolded <= min(_MAX_UNFOLDED_ELEMENTS, _UNFOLDED_PER_WEIGHT * math.prod(w_shape)):
+            _weight_grad_unfolded(lw, x, dy, geometry, outputs[1])
         else:
             _weight_grad_correlated(lw, x, dy, geometry, outputs[1])
     if outputs[2]:
