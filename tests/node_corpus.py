@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 
 import onnxgrad
-from float64 import to_float64
+from _support.float64 import to_float64
 from onnxgrad.errors import UnsupportedGradientError
 from onnxgrad.testing import check_grads
 

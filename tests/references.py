@@ -3,7 +3,7 @@
 The portable test environment (Python 3.12+, numpy 2, plain onnxruntime) cannot
 install MindSpore 2.10 or this project's PyTorch, so the parity networks are
 recorded once where both are installed: for every network of
-``torch_models.MODELS`` and ``ms_parity_nets.NETWORKS``, the ONNX file onnxgrad's
+``_support.torch_models.MODELS`` and ``_support.mindspore_nets.NETWORKS``, the ONNX file onnxgrad's
 converter exports, the inputs, one seeded random sensitivity per output, and
 what the framework itself computes for them: the outputs and the gradient of
 ``sum_k(out_k * sens_k)`` for every input and every exported weight
@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import onnx
+
+from _support.sensitivity import random_sens
 
 HERE = pathlib.Path(__file__).resolve().parent
 FOLDER = HERE / "references"
@@ -74,18 +76,13 @@ def _pack(inputs, sens, value, input_grads, weight_grads, weights) -> dict[str, 
     return arrays
 
 
-def _sens(outputs: list[np.ndarray]) -> list[np.ndarray]:
-    rng = np.random.default_rng(SENS_SEED)
-    return [rng.normal(size=o.shape).astype(o.dtype) for o in outputs]
-
-
 def record_torch(name: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """One PyTorch network: the exported model and torch.autograd's results."""
     import torch
 
+    from _support.torch_models import MODELS
     from onnxgrad._frontend import parameter_map
     from onnxgrad.converters import torch as converter
-    from torch_models import MODELS
 
     case = MODELS[name]
     module, inputs = case.module(), case.inputs()
@@ -96,7 +93,7 @@ def record_torch(name: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     xs = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]
     out = module(*xs)
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
-    sens = _sens([o.detach().numpy() for o in outs])
+    sens = random_sens([o.detach().numpy() for o in outs], SENS_SEED)
     scalar = sum((o * torch.from_numpy(s)).sum() for o, s in zip(outs, sens))
     wrt = [x for x in xs if x.requires_grad] + weights
     grads = iter(torch.autograd.grad(scalar, wrt, allow_unused=True))
@@ -116,7 +113,7 @@ def record_mindspore(name: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]
     """One MindSpore network: the exported model and MindSpore's ForwardValueAndGrad results."""
     import mindspore as ms
 
-    import ms_parity_nets as nets
+    from _support import mindspore_nets as nets
     from onnxgrad._frontend import parameter_map
     from onnxgrad.converters import mindspore as converter
 
@@ -131,7 +128,7 @@ def record_mindspore(name: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]
     tensors = nets.tensors(inputs)
     out = cell(*tensors)
     outs = [o.asnumpy() for o in out] if isinstance(out, tuple) else [out.asnumpy()]
-    sens = _sens(outs)
+    sens = random_sens(outs, SENS_SEED)
     sens_arg = tuple(ms.Tensor(s) for s in sens) if len(sens) > 1 else ms.Tensor(sens[0])
     value, (input_grads, weight_grads) = ms.nn.ForwardValueAndGrad(cell, weights, True, True, True)(
         *tensors, sens_arg
@@ -148,10 +145,10 @@ RECORDERS = {"torch": record_torch, "mindspore": record_mindspore}
 def framework_names(framework: str) -> list[str]:
     """Every network the framework's suite has (needs the framework)."""
     if framework == "torch":
-        from torch_models import MODELS
+        from _support.torch_models import MODELS
 
         return sorted(MODELS)
-    import ms_parity_nets as nets
+    from _support import mindspore_nets as nets
 
     return sorted(nets.NETWORKS)
 

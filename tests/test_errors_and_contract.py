@@ -12,8 +12,8 @@ import pytest
 
 import onnxgrad
 import onnxgrad.testing
+from _support.treecompare import assert_trees_close
 from onnxgrad import _engine, _gradient, nn
-from treecompare import assert_trees_close
 
 MODELS = pathlib.Path(__file__).resolve().parents[1] / "models"
 

@@ -10,10 +10,11 @@ ms = pytest.importorskip("mindspore")
 from mindspore import Tensor, nn  # noqa: E402
 
 import onnxgrad  # noqa: E402
-from treecompare import assert_trees_close  # noqa: E402
+from _support.tolerances import tolerance  # noqa: E402
+from _support.treecompare import assert_trees_close  # noqa: E402
 
 ms.set_context(mode=ms.PYNATIVE_MODE)
-TOLERANCE = dict(rtol=1e-4, atol=1e-5)
+TOLERANCE = tolerance("mindspore").kwargs()
 
 
 def test_mindspore_batchnorm_statistics_and_same_padding(monkeypatch):

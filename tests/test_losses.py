@@ -20,96 +20,15 @@ import numpy as np
 import onnx
 import onnx.parser
 import pytest
-from treecompare import assert_trees_close
 
 import onnxgrad
+from _support.loss_cases import CASES, REDUCTIONS, Case, make_labels
+from _support.sensitivity import random_sens
+from _support.tolerances import tolerance
+from _support.treecompare import assert_trees_close
 from onnxgrad import nn
 from onnxgrad.errors import InputError
 from onnxgrad.testing import check_grads
-
-REDUCTIONS = ("none", "mean", "sum")
-WEIGHT = np.array([0.5, 2.0, 1.5], np.float32)  # per class
-POS_WEIGHT = np.array([1.0, 3.0, 0.25], np.float32)
-
-
-@dataclasses.dataclass(frozen=True)
-class Tolerance:
-    """Allowed difference between onnxgrad's and MindSpore's float32 results."""
-
-    rtol: float = 1e-4
-    atol: float = 1e-5
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """One loss configuration.
-
-    Attributes:
-        loss: the class name, the same in ``onnxgrad.nn`` and ``mindspore.nn``.
-        kwargs: constructor arguments besides ``reduction`` (arrays become
-            MindSpore Tensors for MindSpore).
-        labels: ``'regression'`` (any float), ``'binary'`` (in [0, 1]),
-            ``'probabilities'`` (in [0, 1], rows not normalised) or ``'indices'`` (int32 classes).
-        logits: the logits' shape; classes on axis 1 (axis 0 for 1-D), or on the
-            last axis for SoftmaxCrossEntropyWithLogits.
-        true_gradient: whether MindSpore's gradient is the true gradient of its
-            forward value (finite differences apply).
-        tolerance: onnxgrad vs MindSpore.
-    """
-
-    loss: str
-    kwargs: dict[str, Any]
-    labels: str
-    logits: tuple[int, ...] = (4, 3)
-    true_gradient: bool = True
-    tolerance: Tolerance = Tolerance()
-
-
-WEIGHTED_CE = {"weight": WEIGHT, "ignore_index": 1, "label_smoothing": 0.1}
-CASES = {
-    "mse": Case("MSELoss", {}, "regression"),
-    "l1": Case("L1Loss", {}, "regression"),
-    "smooth_l1": Case("SmoothL1Loss", {"beta": 0.5}, "regression"),
-    "huber": Case("HuberLoss", {"delta": 0.7}, "regression"),
-    "bce_with_logits": Case("BCEWithLogitsLoss", {}, "binary"),
-    "bce_with_logits_weighted": Case("BCEWithLogitsLoss", {"weight": WEIGHT, "pos_weight": POS_WEIGHT}, "binary"),
-    # MindSpore back-propagates softmax - labels, not the true gradient, for rows not summing to 1,
-    # and gives the labels a zero gradient.
-    "softmax_ce_dense": Case("SoftmaxCrossEntropyWithLogits", {"sparse": False}, "probabilities", true_gradient=False),
-    "softmax_ce_sparse": Case("SoftmaxCrossEntropyWithLogits", {"sparse": True}, "indices"),
-    "cross_entropy": Case("CrossEntropyLoss", {}, "indices"),
-    "cross_entropy_weighted": Case("CrossEntropyLoss", WEIGHTED_CE, "indices"),
-    "cross_entropy_1d": Case("CrossEntropyLoss", {"weight": WEIGHT, "label_smoothing": 0.3}, "indices", (3,)),
-    "cross_entropy_4d": Case("CrossEntropyLoss", WEIGHTED_CE, "indices", (2, 3, 2, 2)),
-    "cross_entropy_probabilities": Case("CrossEntropyLoss", {}, "probabilities"),
-    "cross_entropy_probabilities_weighted": Case(
-        "CrossEntropyLoss", {"weight": WEIGHT, "label_smoothing": 0.2}, "probabilities"
-    ),
-    "cross_entropy_probabilities_4d": Case(
-        "CrossEntropyLoss", {"weight": WEIGHT, "label_smoothing": 0.2}, "probabilities", (2, 3, 2, 2)
-    ),
-    "nll": Case("NLLLoss", {}, "indices"),
-    "nll_weighted": Case("NLLLoss", {"weight": WEIGHT, "ignore_index": 1}, "indices"),
-    "nll_3d": Case("NLLLoss", {"weight": WEIGHT, "ignore_index": 2}, "indices", (2, 3, 4)),
-}
-
-
-def _class_axis(case: Case) -> int:
-    if case.loss == "SoftmaxCrossEntropyWithLogits" or len(case.logits) == 1:
-        return len(case.logits) - 1
-    return 1
-
-
-def make_labels(case: Case, rng: np.random.Generator) -> np.ndarray:
-    """Labels for the case's logits; class indices cover every class."""
-    if case.labels == "indices":
-        shape = tuple(d for axis, d in enumerate(case.logits) if axis != _class_axis(case))
-        classes = case.logits[_class_axis(case)]
-        size = int(np.prod(shape))
-        return rng.permutation(np.arange(size) % classes).reshape(shape).astype(np.int32)
-    if case.labels == "regression":
-        return rng.normal(size=case.logits).astype(np.float32)
-    return rng.uniform(size=case.logits).astype(np.float32)
 
 
 def ours(case: Case, reduction: str) -> nn.LossFn:
@@ -138,10 +57,6 @@ def backbone(shape: tuple[int, ...], dtype: str = "float", trainable: bool = Fal
     )
 
 
-def _sens_like(value: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return rng.normal(size=value.shape).astype(value.dtype)
-
-
 # --- onnxgrad against MindSpore -------------------------------------------------
 
 
@@ -152,11 +67,11 @@ def _compare_with_mindspore(case: Case, reduction: str, logits: np.ndarray, labe
     cell = nn.WithLossCell(backbone(logits.shape), ours(case, reduction))
     args = [logits, labels]
     if sens:
-        args.append(_sens_like(np.asarray(cell(logits, labels)), rng))
+        args.append(random_sens(np.asarray(cell(logits, labels)), rng))
 
-    import ms_parity_nets  # imports MindSpore
+    from _support import mindspore_nets  # imports MindSpore
 
-    expected = ms_parity_nets.reference(
+    expected = mindspore_nets.reference(
         lambda r: mindspores(case, r), case.loss, reduction, logits.size, dict(get_all=True, sens_param=sens),
         [ms.Tensor(a) for a in args],
     )
@@ -199,7 +114,9 @@ EDGE_CASES = {
     "nll_all_ignored": (CASES["nll_weighted"], _X, np.array([1, 1], np.int32)),
     # float16 probability targets; their gradient comes back in float16.
     "cross_entropy_float16_targets": (
-        dataclasses.replace(CASES["cross_entropy_probabilities_weighted"], tolerance=Tolerance(rtol=1e-3, atol=1e-3)),
+        dataclasses.replace(
+            CASES["cross_entropy_probabilities_weighted"], tolerance=tolerance("mindspore", dtype=np.float16)
+        ),
         _X,
         np.full((2, 3), 0.3, np.float16),
     ),
@@ -324,7 +241,6 @@ def test_label_shape_follows_the_label_dtype(loss, label_dtype, label_shape):
     label = model.graph.input[1].type.tensor_type
     assert [d.dim_value for d in label.shape.dim] == list(label_shape)
     assert label.elem_type == onnx.helper.np_dtype_to_tensor_dtype(np.dtype(label_dtype))
-
 
 def test_with_loss_cell_takes_the_label_dtype_and_other_label_dtypes_at_call_time():
     logits = np.array([[0.5, -1.0, 2.0], [0.0, 0.25, -0.5]], np.float32)

@@ -17,10 +17,10 @@ import pytest
 
 import onnxgrad
 import onnxgrad.testing
+from _support.reference_ops import reference as _reference
 from onnxgrad import _engine, _gradient, _lower, _prepare
 from onnxgrad._ort import ort
 from onnxgrad.errors import UnsupportedGradientError
-from reference_ops import reference as _reference
 from test_ops_fd import CASES, _network_and_args
 
 # Cases whose builder graph has no kernel to compare with on this CPU build (or a wrong one).

@@ -24,12 +24,12 @@ from mindspore.ops import operations as P  # noqa: E402
 
 import onnxgrad  # noqa: E402
 import onnxgrad.nn  # noqa: E402
+from _support.tolerances import tolerance  # noqa: E402
 from onnxgrad import _frontend  # noqa: E402
 from onnxgrad.converters import mindspore as converter  # noqa: E402
 from onnxgrad.errors import ConversionError, InputError  # noqa: E402
 
-# Two float32 implementations (MindSpore's CPU kernels, ONNX Runtime's).
-TOLERANCE = dict(rtol=1e-5, atol=1e-6)
+TOLERANCE = tolerance("mindspore:export").kwargs()
 
 
 def _f32(rng: np.random.Generator, *shape: int) -> np.ndarray:

@@ -7,8 +7,8 @@ import pathlib
 import numpy as np
 
 import onnxgrad
+from _support.treecompare import assert_trees_close
 from onnxgrad import nn
-from treecompare import assert_trees_close
 
 MODELS = pathlib.Path(__file__).resolve().parents[1] / "models"
 

@@ -18,14 +18,14 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
+from _support.tolerances import tolerance  # noqa: E402
+from _support.torch_models import MODELS  # noqa: E402
 from onnxgrad import _frontend  # noqa: E402
 from onnxgrad._graph import TensorInfo, default_opset  # noqa: E402
 from onnxgrad.converters import torch as converter  # noqa: E402
 from onnxgrad.errors import ConversionError, InputError  # noqa: E402
-from torch_models import MODELS  # noqa: E402
 
-# Two float32 implementations (PyTorch's CPU kernels, ONNX Runtime's).
-TOLERANCE = dict(rtol=1e-5, atol=1e-6)
+TOLERANCE = tolerance("torch").kwargs()
 
 
 def _run(model: onnx.ModelProto, inputs) -> list[np.ndarray]:

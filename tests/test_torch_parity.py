@@ -8,8 +8,8 @@ outputs of ``module(*inputs)`` (eval mode, as onnxgrad exports it), with
 by ``torch.autograd.grad`` (``allow_unused``; None becomes zeros). Int inputs
 get int zeros (token ids and class targets do not enter float math through a
 Cast). The expected result is nested as onnxgrad nests it and compared with
-:func:`treecompare.assert_trees_close`, with per-module tolerances from
-:data:`TOLERANCES`.
+:func:`_support.treecompare.assert_trees_close`, with per-module tolerances from
+``_support.tolerances``.
 """
 
 from __future__ import annotations
@@ -26,40 +26,17 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 import onnxgrad  # noqa: E402
+from _support.sensitivity import random_sens, rng_for  # noqa: E402
+from _support.tolerances import tolerance  # noqa: E402
+from _support.torch_models import MODELS  # noqa: E402
+from _support.treecompare import assert_trees_close  # noqa: E402
 from onnxgrad import _gradient  # noqa: E402
 from onnxgrad.converters import torch as converter  # noqa: E402
 from onnxgrad.testing import check_grads  # noqa: E402
-from torch_models import MODELS  # noqa: E402
-from treecompare import assert_trees_close  # noqa: E402
-
-
-@dataclasses.dataclass(frozen=True)
-class Tolerance:
-    """How closely onnxgrad must match torch.autograd for one module.
-
-    Both sides are float32 kernels (PyTorch's, ONNX Runtime's) summing in
-    different orders, so agreement is to a few float32 roundings of the
-    largest terms, not bit for bit.
-    """
-
-    rtol: float = 1e-5
-    atol: float = 1e-6
-    reason: str = "two float32 implementations"
-
-
-#: Per-module tolerances; modules not listed take the default.
-TOLERANCES: dict[str, Tolerance] = {
-    # With ones sensitivities the sum of a LayerNorm's outputs is sum(bias) whatever
-    # its input, so every gradient upstream of the norm is 0 up to rounding (~1e-7);
-    # with random sensitivities the gradients are O(1..10).
-    "layernorm": Tolerance(atol=5e-6, reason="gradients upstream of a final LayerNorm"),
-    "transformer": Tolerance(atol=5e-6, reason="gradients upstream of a final LayerNorm"),
-}
 
 
 def _tolerance(name: str) -> dict[str, float]:
-    tolerance = TOLERANCES.get(name, Tolerance())
-    return {"rtol": tolerance.rtol, "atol": tolerance.atol}
+    return tolerance("torch", name).kwargs()
 
 
 # --- The torch.autograd reference --------------------------------------------
@@ -122,12 +99,11 @@ def nest(ref: Reference, get_all: bool, get_by_list: bool) -> Any:
     return (inputs, weights) if get_all else weights
 
 
-def random_sens(module: Any, inputs: Sequence[Any], seed: int = 7) -> tuple:
+def module_sens(module: Any, inputs: Sequence[Any], name: str) -> tuple:
     """Seeded standard-normal sensitivities, one per output, shaped and typed like it."""
-    rng = np.random.default_rng(seed)
     with torch.no_grad():
         outs = _outputs(module(*inputs))
-    return tuple(torch.from_numpy(rng.normal(size=out.shape).astype(np.float32)) for out in outs)
+    return random_sens(outs, rng_for(name), wrap=torch.from_numpy)
 
 
 def sens_argument(sens: Sequence[Any]) -> Any:
@@ -159,7 +135,7 @@ def test_every_module_matches_autograd(name, sens_kind):
     case = MODELS[name]
     module, inputs = case.module(), case.inputs()
     weights = trainable(module)
-    sens = random_sens(module, inputs) if sens_kind == "random" else None
+    sens = module_sens(module, inputs, name) if sens_kind == "random" else None
     fvg = onnxgrad.ForwardValueAndGrad(module, weights, get_all=True, get_by_list=True, sens_param=sens is not None)
     args = inputs if sens is None else (*inputs, sens_argument(sens))
 
@@ -181,7 +157,7 @@ def test_flag_combinations_match_autograd(name, get_all, get_by_list, sens_param
     case = MODELS[name]
     module, inputs = case.module(), case.inputs()
     weights = trainable(module)
-    sens = random_sens(module, inputs) if sens_param else None
+    sens = module_sens(module, inputs, name) if sens_param else None
     # Without get_by_list the weights are ignored, as in MindSpore.
     fvg = onnxgrad.ForwardValueAndGrad(module, weights, get_all=get_all, get_by_list=get_by_list, sens_param=sens_param)
     args = inputs if sens is None else (*inputs, sens_argument(sens))
@@ -200,7 +176,7 @@ def test_flag_combinations_match_autograd(name, get_all, get_by_list, sens_param
 def test_numpy_in_gives_numpy_out():
     case = MODELS["two_outputs"]
     module, inputs = case.module(), case.inputs()
-    sens = random_sens(module, inputs)
+    sens = module_sens(module, inputs, "two_outputs")
     fvg = onnxgrad.ForwardValueAndGrad(module, module.parameters(), get_all=True, get_by_list=True, sens_param=True)
 
     value, grads = fvg(*(x.numpy() for x in inputs), tuple(s.numpy() for s in sens))
