@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import onnxgrad
+from _support.optim_cases import CASES, SHAPES, start_values, step_grads
 from onnxgrad import _device, _network, _train, optim
 from onnxgrad._ort import ort
-from test_optim import CASES, SHAPES, _grads, _start
 
 DIGITS = pathlib.Path(__file__).resolve().parent.parent / "models" / "digits_mlp.onnx"
 
@@ -123,11 +123,11 @@ def test_host_writes_reach_the_device_copy(on_device):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_device_step_matches_the_host_step_and_the_reference(case, host_reads):
-    host = [onnxgrad.Parameter(v, n) for n, v in _start().items()]
-    device = [onnxgrad.Parameter(v, n) for n, v in _start().items()]
+    host = [onnxgrad.Parameter(v, n) for n, v in start_values().items()]
+    device = [onnxgrad.Parameter(v, n) for n, v in start_values().items()]
     host_opt, device_opt = case.ours(host), case.ours(device)
     expected = case.reference()
-    for step, grads in enumerate(_grads(), 1):
+    for step, grads in enumerate(step_grads(), 1):
         host_opt.step(grads)
         device_opt.step([_device.to_device(g, _device.CPU) for g in grads])
         assert all(p._host_stale for p in device), "the device step copied weights to the host"
@@ -148,9 +148,9 @@ def test_device_step_matches_the_host_step_and_the_reference(case, host_reads):
 
 
 def test_host_and_device_steps_mix(host_reads):
-    grads = _grads()
-    host = [onnxgrad.Parameter(v, n) for n, v in _start().items()]
-    mixed = [onnxgrad.Parameter(v, n) for n, v in _start().items()]
+    grads = step_grads()
+    host = [onnxgrad.Parameter(v, n) for n, v in start_values().items()]
+    mixed = [onnxgrad.Parameter(v, n) for n, v in start_values().items()]
     host_opt, mixed_opt = optim.Adam(host, 1e-2), optim.Adam(mixed, 1e-2)
     for step, g in enumerate(grads):
         host_opt.step(g)

@@ -4,122 +4,25 @@ state round trips and argument errors."""
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pytest
 
 import onnxgrad
+from _support.optim_cases import CASES, SHAPES, start_values, step_grads
 from onnxgrad import optim
 
 DIGITS = pathlib.Path(__file__).resolve().parent.parent / "models" / "digits_mlp.onnx"
-SHAPES = {"fc.weight": (4, 3), "fc.bias": (3,), "bn.gamma": (3,)}
-STEPS = 5
-
-
-def _start() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return {name: rng.normal(size=shape).astype(np.float32) for name, shape in SHAPES.items()}
-
-
-def _grads() -> list[list[np.ndarray]]:
-    rng = np.random.default_rng(1)
-    return [[rng.normal(size=shape).astype(np.float32) for shape in SHAPES.values()] for _ in range(STEPS)]
-
-
 def _ours(make: Callable[[list], optim.Optimizer]) -> list[list[np.ndarray]]:
-    params = [onnxgrad.Parameter(value, name) for name, value in _start().items()]
+    params = [onnxgrad.Parameter(value, name) for name, value in start_values().items()]
     opt = make(params)
     history = []
-    for grads in _grads():
+    for grads in step_grads():
         opt.step(grads)
         history.append([p.value.copy() for p in params])
     return history
-
-
-def _torch(make: Callable[[list], Any]) -> list[list[np.ndarray]]:
-    torch = pytest.importorskip("torch")
-    params = [torch.nn.Parameter(torch.tensor(value)) for value in _start().values()]
-    opt = make(params)
-    history = []
-    for grads in _grads():
-        for p, g in zip(params, grads):
-            p.grad = torch.tensor(g)
-        opt.step()
-        history.append([p.detach().numpy().copy() for p in params])
-    return history
-
-
-def _mindspore(kwargs: dict) -> list[list[np.ndarray]]:
-    ms = pytest.importorskip("mindspore")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    params = [ms.Parameter(ms.Tensor(value.copy()), name=name) for name, value in _start().items()]
-    opt = ms.nn.Momentum(params, **kwargs)
-    history = []
-    for grads in _grads():
-        opt(tuple(ms.Tensor(g) for g in grads))
-        history.append([p.asnumpy().copy() for p in params])
-    return history
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """One optimizer configuration and its reference."""
-
-    name: str
-    ours: Callable[[list], optim.Optimizer]
-    reference: Callable[[], list[list[np.ndarray]]]
-    rtol: float = 1e-5
-    atol: float = 1e-6
-
-
-def _torch_sgd(**kw):
-    return lambda: _torch(lambda ps: __import__("torch").optim.SGD(ps, **kw))
-
-
-def _torch_adam(**kw):
-    return lambda: _torch(lambda ps: __import__("torch").optim.Adam(ps, **kw))
-
-
-CASES = [
-    Case("sgd", lambda ps: optim.SGD(ps, 0.1), _torch_sgd(lr=0.1)),
-    Case("sgd-momentum", lambda ps: optim.SGD(ps, 0.1, momentum=0.9), _torch_sgd(lr=0.1, momentum=0.9)),
-    Case(
-        "sgd-nesterov-decay",
-        lambda ps: optim.SGD(ps, 0.05, momentum=0.8, weight_decay=0.01, nesterov=True),
-        _torch_sgd(lr=0.05, momentum=0.8, weight_decay=0.01, nesterov=True),
-    ),
-    Case(
-        "sgd-dampening",
-        lambda ps: optim.SGD(ps, 0.1, momentum=0.9, dampening=0.5),
-        _torch_sgd(lr=0.1, momentum=0.9, dampening=0.5),
-    ),
-    Case("adam", lambda ps: optim.Adam(ps, 1e-2), _torch_adam(lr=1e-2)),
-    Case(
-        "adam-decay-betas",
-        lambda ps: optim.Adam(ps, 3e-2, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.1),
-        _torch_adam(lr=3e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1),
-    ),
-    Case(
-        "momentum",
-        lambda ps: optim.Momentum(ps, 0.1, 0.9),
-        lambda: _mindspore(dict(learning_rate=0.1, momentum=0.9)),
-    ),
-    # MindSpore skips the decay for names with 'beta'/'gamma' (bn.gamma here) and scales it by loss_scale.
-    Case(
-        "momentum-decay-loss-scale",
-        lambda ps: optim.Momentum(ps, 0.1, 0.9, weight_decay=0.05, loss_scale=4.0),
-        lambda: _mindspore(dict(learning_rate=0.1, momentum=0.9, weight_decay=0.05, loss_scale=4.0)),
-    ),
-    # MindSpore 2.10's CPU ApplyMomentum ignores use_nesterov; its documented formula is PyTorch's Nesterov SGD.
-    Case(
-        "momentum-nesterov",
-        lambda ps: optim.Momentum(ps, 0.1, 0.9, use_nesterov=True),
-        _torch_sgd(lr=0.1, momentum=0.9, nesterov=True),
-    ),
-]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -136,10 +39,10 @@ def test_update_matches_reference(case):
 
 @pytest.mark.parametrize("make", [c.ours for c in CASES], ids=[c.name for c in CASES])
 def test_step_updates_the_live_buffer_in_place(make):
-    params = [onnxgrad.Parameter(value, name) for name, value in _start().items()]
+    params = [onnxgrad.Parameter(value, name) for name, value in start_values().items()]
     buffers = [p.value for p in params]
     before = [b.copy() for b in buffers]
-    make(params).step(_grads()[0])
+    make(params).step(step_grads()[0])
     for p, buffer, old in zip(params, buffers, before):
         assert p.value is buffer, f"{p.name}: the optimizer rebound the buffer instead of updating it"
         assert not np.array_equal(buffer, old), f"{p.name} did not change"
@@ -147,13 +50,13 @@ def test_step_updates_the_live_buffer_in_place(make):
 
 @pytest.mark.parametrize("make", [c.ours for c in CASES], ids=[c.name for c in CASES])
 def test_state_dict_round_trip_continues_identically(make):
-    grads = _grads()
-    straight = [onnxgrad.Parameter(v, n) for n, v in _start().items()]
+    grads = step_grads()
+    straight = [onnxgrad.Parameter(v, n) for n, v in start_values().items()]
     opt = make(straight)
     for g in grads:
         opt.step(g)
 
-    first = [onnxgrad.Parameter(v, n) for n, v in _start().items()]
+    first = [onnxgrad.Parameter(v, n) for n, v in start_values().items()]
     opt1 = make(first)
     for g in grads[:2]:
         opt1.step(g)
