@@ -371,3 +371,41 @@ def test_a_hung_peer_ends_the_job_after_the_process_group_timeout(tmp_path):
     assert process.returncode != 0
     assert "RuntimeFailure: An all-reduce across 2 ranks failed on rank 0" in output, output[-4000:]
     assert "did not answer within the process group's timeout (3 s)" in output
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The scripts (one process: nothing to launch)
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_custom_loop_example_on_two_ranks_trains_as_one_process_with_twice_the_batch(tmp_path):
+    example = _script("distributed_example")
+    args = ["--epochs", "2", "--samples", "301"]  # 301: the last batch is short and rank 1 is padded
+    alone = tmp_path / "alone.npz"
+    assert example.main([*args, "--batch-size", str(RANKS * BATCH), "--out", str(alone)]) == 0
+    if not _gloo():
+        pytest.skip("the two-rank half needs torch with torch.distributed and gloo (the .[all] extra)")
+    ranks = tmp_path / "ranks.npz"
+    command = _torchrun(str(ROOT / "scripts" / "distributed_example.py"), *args, "--batch-size", str(BATCH),
+                        "--out", str(ranks))
+    output = _run(command, tmp_path / "log.txt")
+    assert output.count("epoch 2: train loss") == 1 and "(2 rank(s))" in output, output[-4000:]
+    with np.load(alone) as want, np.load(ranks) as got:
+        assert sorted(got.files) == sorted(want.files) == ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"]
+        for name in want.files:
+            np.testing.assert_allclose(got[name], want[name], rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+def test_the_benchmark_worker_times_every_part_of_a_step():
+    bench = _script("bench_distributed")
+    result = bench.worker("digits_mlp 64-64-10", steps=3, warmup=1, out=None)
+    assert result["ranks"] == 1 and result["grad_bytes"] == 4 * (64 * 64 + 64 + 64 * 10 + 10)
+    assert all(result[f"{k}_ms"] >= 0 for k in ("step", "forward_backward", "all_reduce", "optimizer"))
