@@ -8,10 +8,10 @@ killed, and an initializer whose data does not fill its declared shape fails dee
 :func:`validate` looks for each of these in pure Python, before any native code sees the
 model, and refuses with a :class:`ModelError` that names the tensor or node and the fix.
 
-A trip count computed at run time (a graph input, or arithmetic on one) cannot be read at
-load: :func:`guard_trip_counts` puts a check in front of each such Loop in the graph that
-onnxgrad runs, and :func:`trip_count_failure` turns its failure into an :class:`InputError`
-naming the Loop, before the first iteration allocates anything.
+This module checks the model's structure: its interface, declared shapes, tensors, functions
+and the inputs and attributes of each node. The control-flow checks (Loop, Scan, If, walking
+their subgraphs) and the run-time trip-count guard live in ``_validate_control``; the names
+listed here from it are re-exported, so callers keep importing them from ``_validate``.
 """
 
 from __future__ import annotations
@@ -24,19 +24,26 @@ import onnx
 from onnx import helper
 
 from onnxgrad._graph import is_default_domain
-from onnxgrad.errors import InputError, ModelError
+from onnxgrad._validate_control import (
+    MAX_TRIP_COUNT,
+    TRIP_GUARD_PREFIX,
+    all_graphs,
+    check_if,
+    check_loop,
+    check_scan,
+    constant_array,
+    guard_trip_counts,
+    subgraphs,
+    trip_count_failure,
+    walk_nodes,
+)
+from onnxgrad.errors import ModelError
 
 __all__ = [
-    "MAX_TRIP_COUNT", "MAX_ELEMENTS", "validate", "check_external_data", "all_graphs", "walk_nodes",
-    "guard_trip_counts", "trip_count_failure",
+    "MAX_TRIP_COUNT", "MAX_ELEMENTS", "TRIP_GUARD_PREFIX", "validate", "check_external_data", "all_graphs",
+    "walk_nodes", "guard_trip_counts", "trip_count_failure",
 ]
 
-#: The largest Loop trip count accepted, constant (checked at load) or computed (checked at run
-#: time, before the Loop starts): a Loop's scan outputs grow with every iteration, so a larger one
-#: exhausts memory rather than computing.
-MAX_TRIP_COUNT = 1 << 20
-#: Name prefix of the run-time trip-count check's failing node; the Loop's name follows.
-TRIP_GUARD_PREFIX = "onnxgrad/trip_count_guard/"
 #: The largest element count of a declared dimension or tensor accepted (int32 indexing
 #: limits of several ONNX Runtime kernels, and far beyond any host's memory in float32 ×8).
 MAX_ELEMENTS = 1 << 31
@@ -180,28 +187,6 @@ def _check_functions(model: onnx.ModelProto) -> None:
             visit(key, [key])
 
 
-def subgraphs(node: onnx.NodeProto):
-    """The graphs held in a node's attributes (a Loop's body, an If's branches)."""
-    for attr in node.attribute:
-        yield from [attr.g] if attr.HasField("g") else attr.graphs
-
-
-def all_graphs(graph: onnx.GraphProto):
-    """``graph`` and every graph nested in its nodes, outermost first."""
-    yield graph
-    for node in graph.node:
-        for sub in subgraphs(node):
-            yield from all_graphs(sub)
-
-
-def walk_nodes(nodes):
-    """Nodes and the nodes of their subgraphs."""
-    for node in nodes:
-        yield node
-        for graph in subgraphs(node):
-            yield from walk_nodes(graph.node)
-
-
 def _check_graph(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto], opsets=()) -> None:
     constants = dict(constants)
     for init in graph.initializer:
@@ -254,11 +239,11 @@ def _check_nodes(
                     if attr.name == "value" and attr.HasField("t"):
                         constants[node.output[0]] = attr.t
             elif node.op_type == "Loop":
-                _check_loop(node, label, constants)
+                check_loop(node, label, constants)
             elif node.op_type == "Scan":
-                _check_scan(node, label)
+                check_scan(node, label)
             elif node.op_type == "If":
-                _check_if(node, label)
+                check_if(node, label)
             elif node.op_type in ("ConstantOfShape", "Expand", "Range"):
                 _check_created_size(node, label, constants)
         for graph in subgraphs(node):
@@ -347,125 +332,9 @@ def _check_einsum(node: onnx.NodeProto, label: str, ranks: dict[str, int]) -> No
         raise ModelError(f"{label} has equation {equation!r}: {problem}. Fix the equation (e.g. 'ij,jk->ik').")
 
 
-def _body(node: onnx.NodeProto, name: str) -> onnx.GraphProto | None:
-    for attr in node.attribute:
-        if attr.name == name and attr.HasField("g"):
-            return attr.g
-    return None
-
-
-def _check_loop(node: onnx.NodeProto, label: str, constants: dict[str, onnx.TensorProto]) -> None:
-    body = _body(node, "body")
-    if body is None:
-        return  # the checker reports the missing body
-    carried = len(body.input) - 2
-    if len(node.input) != len(body.input) or carried < 0:
-        raise ModelError(
-            f"{label} has {len(node.input)} inputs but its body takes {len(body.input)} (trip count, condition, "
-            f"then {max(carried, 0)} loop-carried values): give the Loop one input per body input."
-        )
-    if len(body.output) != 1 + len(node.output) or len(body.output) < 1 + carried:
-        raise ModelError(
-            f"{label} has {len(node.output)} outputs but its body returns {len(body.output)} (the condition, "
-            f"{carried} loop-carried values, then scan outputs): the Loop needs one output per body output after "
-            "the condition."
-        )
-    trip = node.input[0]
-    if trip and trip in constants:
-        value = _scalar(constants[trip])
-        if value is not None and value > MAX_TRIP_COUNT:
-            raise ModelError(
-                f"{label} runs {value} iterations (constant trip count {trip!r}); onnxgrad accepts at most "
-                f"{MAX_TRIP_COUNT}: differentiating a Loop keeps every iteration's state. Lower the trip count."
-            )
-    cond = node.input[1] if len(node.input) > 1 else ""
-    if not trip and (not cond or _scalar(constants.get(cond)) not in (None, 0)) and _passes_condition(body):
-        raise ModelError(
-            f"{label} has no trip count and its body returns its condition unchanged, so it never ends: "
-            "give the Loop a trip count or compute the condition in the body."
-        )
-
-
-def guard_trip_counts(model: onnx.ModelProto) -> None:
-    """Puts a run-time check of ``MAX_TRIP_COUNT`` in front of every Loop whose trip count is not a constant.
-
-    The check feeds the trip count on unchanged when it is within the cap; past it, a Reshape
-    named ``TRIP_GUARD_PREFIX + <Loop name>`` fails before the Loop runs (ONNX has no assert op),
-    which :func:`trip_count_failure` recognises. Modifies ``model`` (onnxgrad's prepared copy).
-    """
-    for graph in all_graphs(model.graph):
-        constant = {init.name for init in graph.initializer}
-        constant |= {out for node in graph.node if node.op_type == "Constant" for out in node.output}
-        nodes = []
-        for node in graph.node:
-            trip = node.input[0] if node.op_type == "Loop" and is_default_domain(node.domain) and node.input else ""
-            if trip and trip not in constant:
-                guarded, checks = _trip_guard(node, trip)
-                nodes += checks
-                node.input[0] = guarded
-            nodes.append(node)
-        if len(nodes) != len(graph.node):
-            del graph.node[:]
-            graph.node.extend(nodes)
-
-
-def _trip_guard(loop: onnx.NodeProto, trip: str) -> tuple[str, list[onnx.NodeProto]]:
-    """The nodes that check ``trip`` against the cap, and the name of the trip count they pass on."""
-    loop_name = loop.name or loop.output[0]
-    prefix = f"{TRIP_GUARD_PREFIX}{loop_name}/"
-
-    def const(name: str, value: np.ndarray) -> onnx.NodeProto:
-        return helper.make_node("Constant", [], [prefix + name], value=onnx.numpy_helper.from_array(value))
-
-    nodes = [
-        const("cap", np.array(MAX_TRIP_COUNT, np.int64)),
-        const("zero", np.array(0, np.int64)),
-        const("fits", np.array([1], np.int64)),
-        const("does_not_fit", np.array([2], np.int64)),
-        helper.make_node("Greater", [trip, prefix + "cap"], [prefix + "over"]),
-        helper.make_node("Where", [prefix + "over", prefix + "does_not_fit", prefix + "fits"], [prefix + "shape"]),
-        # Fails past the cap: one element cannot take the shape [2].
-        helper.make_node("Reshape", [prefix + "zero", prefix + "shape"], [prefix + "probe"],
-                         name=TRIP_GUARD_PREFIX + loop_name),
-        helper.make_node("ReduceMax", [prefix + "probe"], [prefix + "no_change"], keepdims=0),
-        helper.make_node("Add", [trip, prefix + "no_change"], [prefix + "trip"]),
-    ]
-    return prefix + "trip", nodes
-
-
-def trip_count_failure(message: str) -> InputError | None:
-    """The error to raise for an ONNX Runtime failure of a :func:`guard_trip_counts` check, else None."""
-    match = re.search(re.escape(TRIP_GUARD_PREFIX) + r"([^']*)'", message)
-    if match is None:
-        return None
-    return InputError(
-        f"Loop node {match.group(1)!r} was asked for more than {MAX_TRIP_COUNT} iterations by a trip count computed "
-        f"at run time; onnxgrad refuses more (onnxgrad._validate.MAX_TRIP_COUNT), since a Loop's scan outputs grow "
-        "with every iteration until memory runs out. Pass inputs that give a smaller trip count."
-    )
-
-
-def _passes_condition(body: onnx.GraphProto) -> bool:
-    """Whether the body's condition output is its condition input, directly or through Identity."""
-    if len(body.input) < 2 or not body.output:
-        return False
-    producers = {out: n for n in body.node for out in n.output}
-    name = body.output[0].name
-    while name in producers and producers[name].op_type == "Identity" and producers[name].input:
-        name = producers[name].input[0]
-    return name == body.input[1].name
-
-
-def _scalar(tensor: onnx.TensorProto | None) -> int | None:
-    array = _array(tensor)
-    if array is None or array.size != 1 or not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
-        return None
-    return int(array.reshape(()))
-
-
 def _check_created_size(node: onnx.NodeProto, label: str, constants: dict[str, onnx.TensorProto]) -> None:
     """Tensors made from a constant shape or range must fit: ONNX Runtime would try to allocate them."""
-    values = [_array(constants.get(name)) if name else None for name in node.input]
+    values = [constant_array(constants.get(name)) if name else None for name in node.input]
     if node.op_type == "Range":
         if len(values) < 3 or any(v is None or v.size != 1 for v in values):
             return
@@ -480,42 +349,6 @@ def _check_created_size(node: onnx.NodeProto, label: str, constants: dict[str, o
     shape = values[0] if node.op_type == "ConstantOfShape" else values[1] if len(values) > 1 else None
     if shape is not None and np.issubdtype(shape.dtype, np.integer):
         _check_size([int(d) for d in shape.ravel()], f"{label} makes a tensor of constant shape {shape.tolist()}")
-
-
-def _array(tensor: onnx.TensorProto | None) -> np.ndarray | None:
-    if tensor is None or tensor.data_location == onnx.TensorProto.EXTERNAL:
-        return None
-    try:
-        return onnx.numpy_helper.to_array(tensor)
-    except Exception:  # an undecodable value: _check_tensor reports the tensor itself
-        return None
-
-
-def _check_scan(node: onnx.NodeProto, label: str) -> None:
-    body = _body(node, "body")
-    scans = next((a.i for a in node.attribute if a.name == "num_scan_inputs"), None)
-    if body is None or scans is None:
-        return
-    if not 0 < scans <= len(node.input) or len(node.input) != len(body.input):
-        raise ModelError(
-            f"{label} has {len(node.input)} inputs, num_scan_inputs={scans}, and its body takes {len(body.input)}: "
-            "give the Scan one input per body input, the last num_scan_inputs of them scanned."
-        )
-    if len(node.output) != len(body.output):
-        raise ModelError(
-            f"{label} has {len(node.output)} outputs but its body returns {len(body.output)}: "
-            "give the Scan one output per body output."
-        )
-
-
-def _check_if(node: onnx.NodeProto, label: str) -> None:
-    for name in ("then_branch", "else_branch"):
-        branch = _body(node, name)
-        if branch is not None and (len(branch.output) != len(node.output) or len(branch.input)):
-            raise ModelError(
-                f"{label}'s {name} returns {len(branch.output)} values for {len(node.output)} outputs "
-                f"(and takes {len(branch.input)} inputs): a branch takes no inputs and returns one value per output."
-            )
 
 
 def check_external_data(model: onnx.ModelProto, folder: str) -> None:
