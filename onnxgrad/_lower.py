@@ -613,22 +613,32 @@ class _ConvGeometry:
     out_spatial: list[int]
 
 
+def _pointwise(g: _ConvGeometry) -> bool:
+    """A 1x1 Conv with unit strides and no padding: the input is its own unfolding."""
+    return all(k == 1 for k in g.kernel) and all(s == 1 for s in g.strides) and not any(g.pads)
+
+
+def _batch_inner(lw: _Lowerer, x: str, batch: int, rows: int, positions: int) -> str:
+    """[N, rows, positions] as [rows, N * positions]: the batch joins the positions as a Gemm's inner dimension."""
+    x = lw.w.op("Reshape", x, lw.ints([batch, rows, positions]))
+    if batch > 1:
+        x = lw.w.op("Transpose", x, perm=[1, 0, 2])
+    return lw.w.op("Reshape", x, lw.ints([rows, batch * positions]))
+
+
 def _weight_grad_unfolded(lw: _Lowerer, x: str, dy: str, g: _ConvGeometry, out: str) -> None:
     """dW = dY . unfold(X)^T as one Gemm, already in W's layout [C_out, C_in * taps]. The unfolding is a
     Conv of one-hot kernels, one group per input channel, with the forward's strides, dilations and pads."""
     batch, c_in = g.x_shape[:2]
     c_out, taps, positions = g.w_shape[0], math.prod(g.kernel), math.prod(g.out_spatial)
-    dtype = helper.tensor_dtype_to_np_dtype(lw.elem(x) or onnx.TensorProto.FLOAT)
-    one_hot = np.tile(np.eye(taps, dtype=dtype).reshape(taps, 1, *g.kernel), (c_in, 1, *[1] * len(g.kernel)))
-    columns = lw.w.op("Conv", x, lw.w.constant(one_hot), kernel_shape=g.kernel, strides=g.strides,
-                      dilations=g.dilations, pads=g.pads, group=c_in)  # [N, C_in * taps, *out_spatial]
-    columns = lw.w.op("Reshape", columns, lw.ints([batch, c_in * taps, positions]))
-    grads = lw.w.op("Reshape", dy, lw.ints([batch, c_out, positions]))
-    if batch > 1:  # the batch joins the positions as the Gemm's inner dimension
-        columns = lw.w.op("Transpose", columns, perm=[1, 0, 2])
-        grads = lw.w.op("Transpose", grads, perm=[1, 0, 2])
-    columns = lw.w.op("Reshape", columns, lw.ints([c_in * taps, batch * positions]))
-    grads = lw.w.op("Reshape", grads, lw.ints([c_out, batch * positions]))
+    columns = x
+    if not _pointwise(g):  # [N, C_in * taps, *out_spatial]
+        dtype = helper.tensor_dtype_to_np_dtype(lw.elem(x) or onnx.TensorProto.FLOAT)
+        one_hot = np.tile(np.eye(taps, dtype=dtype).reshape(taps, 1, *g.kernel), (c_in, 1, *[1] * len(g.kernel)))
+        columns = lw.w.op("Conv", x, lw.w.constant(one_hot), kernel_shape=g.kernel, strides=g.strides,
+                          dilations=g.dilations, pads=g.pads, group=c_in)
+    columns = _batch_inner(lw, columns, batch, c_in * taps, positions)
+    grads = _batch_inner(lw, dy, batch, c_out, positions)
     lw.emit("Reshape", [lw.w.op("Gemm", grads, columns, transB=1), lw.ints(g.w_shape)], out)
 
 

@@ -190,6 +190,10 @@ CASES: tuple[Case, ...] = (
     # --- convolution and pooling
     Case("conv_bias_pad", "(T[1,2,4,4] x) => (T[1,3,4,4] y)", "y = Conv <pads = [1, 1, 1, 1]> (x, w, b)",
          {"w": (3, 2, 3, 3), "b": (3,)}, dtype="float", notes=f32("no double Conv kernel")),
+    Case("conv_pointwise", "(T[2,3,3,4] x) => (T[2,4,3,4] y)", "y = Conv (x, w, b)", {"w": (4, 3, 1, 1), "b": (4,)},
+         dtype="float", notes=f32("no double Conv kernel") + "; a 1x1 Conv is its own unfolding"),
+    Case("conv_pointwise_stride", "(T[2,3,5,4] x) => (T[2,4,3,2] y)", "y = Conv <strides = [2, 2]> (x, w)",
+         {"w": (4, 3, 1, 1)}, dtype="float", notes=f32("no double Conv kernel") + "; rows the stride skips"),
     Case("conv_stride", "(T[1,2,5,5] x) => (T[1,2,3,3] y)", "y = Conv <strides = [2, 2], pads = [1, 1, 1, 1]> (x, w)",
          {"w": (2, 2, 3, 3)}, dtype="float", notes=f32("no double Conv kernel")),
     # ORT's ConvGrad ignores auto_pad (MindSpore's Conv2d exports SAME_UPPER): onnxgrad makes pads explicit.
