@@ -10,15 +10,15 @@ again, until it succeeds, so that every blocking op type is found, not only the
 first. Which tensors reach the outputs is read off the graph with the same edge
 rules the gradient preparation uses.
 
-:func:`inspect_model` returns an :class:`InspectReport` (data only: nothing here
-formats or prints); :meth:`InspectReport.to_dict` gives it as JSON, and
+:func:`inspect_model` returns an :class:`InspectReport` (nothing here formats or
+prints). The report's rows and statuses are data in ``_inspect_report`` (re-exported
+here); :meth:`InspectReport.to_dict` gives it as JSON, and
 ``onnxgrad._inspect_text.to_text`` formats it for people.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import os
 from typing import Any, Mapping, Sequence
@@ -37,7 +37,25 @@ from onnxgrad._graph import (
     infer_types,
     is_default_domain,
 )
+from onnxgrad._inspect_report import (
+    BLOCKED,
+    NO,
+    NO_PATH,
+    NOT_FLOAT,
+    NOT_NEEDED,
+    OK,
+    PARTLY_BLOCKED,
+    UNKNOWN,
+    YES,
+    BlockingNode,
+    InspectReport,
+    OpRow,
+    SourceRow,
+    TensorRow,
+    WeightRow,
+)
 from onnxgrad._network import Network, load
+from onnxgrad._validate_control import walk_nodes
 from onnxgrad.errors import (
     GradientBuildError,
     InputError,
@@ -63,153 +81,6 @@ logger = logging.getLogger(__name__)
 #: At most this many distinct blocking op types are searched for.
 MAX_BLOCKING_TYPES = 32
 
-# Gradient column of the op histogram.
-YES, NO, NOT_NEEDED, UNKNOWN = "yes", "no", "-", "?"
-# Status of an input or weight.
-OK = "ok"
-BLOCKED = "blocked"
-PARTLY_BLOCKED = "partly blocked"
-NO_PATH = "no path"
-NOT_FLOAT = "not float"
-
-
-@dataclasses.dataclass
-class TensorRow:
-    """A graph input or output: name, shape (ints, size names, None) and dtype."""
-
-    name: str
-    shape: list | None
-    dtype: str
-
-
-@dataclasses.dataclass
-class WeightRow:
-    """An initializer: trainable weights first, then constants."""
-
-    name: str
-    shape: list[int]
-    dtype: str
-    elements: int
-    bytes: int
-    trainable: bool
-
-
-@dataclasses.dataclass
-class OpRow:
-    """One op type: how many nodes use it and whether onnxgrad differentiates it.
-
-    ``gradient`` is ``yes``, ``no`` (it blocks a gradient), ``-`` (no gradient
-    flows through these nodes, so none is needed) or ``?`` (unknown: the
-    gradient build failed for another reason).
-    """
-
-    op_type: str
-    domain: str
-    count: int
-    gradient: str
-
-
-@dataclasses.dataclass
-class SourceRow:
-    """An input or trainable weight and whether a gradient reaches it.
-
-    ``status``: ``ok`` (the outputs depend on it and nothing blocks the
-    gradient), ``blocked`` (only through blocking nodes), ``partly blocked``
-    (also through blocking nodes: the build fails until they are replaced),
-    ``no path`` (no output depends on it: its gradient is zero) or ``not
-    float`` (an int/bool input that enters no float math).
-    """
-
-    name: str
-    kind: str
-    dtype: str
-    status: str
-
-
-@dataclasses.dataclass
-class BlockingNode:
-    """A node on a gradient path whose op has no gradient, and the inputs/weights it blocks.
-
-    ``index`` is the node's position in the graph (unnamed nodes are shown by it).
-    """
-
-    index: int
-    name: str
-    op_type: str
-    domain: str
-    blocks: list[str]
-
-
-@dataclasses.dataclass
-class InspectReport:
-    """Everything ``onnxgrad inspect`` shows.
-
-    Attributes:
-        path: the model file.
-        ir_version: the file's IR version.
-        opsets: ``{domain: version}`` as imported by the file (``ai.onnx`` for the default domain).
-        producer: producer name and version.
-        graph_name: the graph's name.
-        inputs: the inputs the caller feeds (initializers excluded).
-        outputs: the outputs.
-        weights: every initializer, trainable weights first.
-        ops: the op histogram, most used first.
-        differentiable: whether the gradient of every output with respect to
-            every input and weight builds.
-        sources: each input and trainable weight with its gradient status.
-        blocking: the nodes that block a gradient.
-        error: why the gradient build failed, when not (only) for blocking ops.
-        notes: what the check assumed (symbolic sizes set to 1, conversions).
-    """
-
-    path: str
-    ir_version: int
-    opsets: dict[str, int]
-    producer: str
-    graph_name: str
-    inputs: list[TensorRow]
-    outputs: list[TensorRow]
-    weights: list[WeightRow]
-    ops: list[OpRow]
-    differentiable: bool
-    sources: list[SourceRow]
-    blocking: list[BlockingNode]
-    error: str | None
-    notes: list[str]
-
-    @property
-    def trainable(self) -> list[WeightRow]:
-        """The trainable weights."""
-        return [w for w in self.weights if w.trainable]
-
-    def totals(self) -> dict[str, int]:
-        """Counts, elements and bytes of trainable weights and constants."""
-        constants = [w for w in self.weights if not w.trainable]
-        return {
-            "trainable_count": len(self.trainable),
-            "trainable_elements": sum(w.elements for w in self.trainable),
-            "trainable_bytes": sum(w.bytes for w in self.trainable),
-            "constant_count": len(constants),
-            "constant_elements": sum(w.elements for w in constants),
-            "constant_bytes": sum(w.bytes for w in constants),
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the ``--json`` output)."""
-        data = dataclasses.asdict(self)
-        data["totals"] = self.totals()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> InspectReport:
-        """The report :meth:`to_dict` gave (its derived ``totals`` are recomputed)."""
-        rows = {"inputs": TensorRow, "outputs": TensorRow, "weights": WeightRow, "ops": OpRow, "sources": SourceRow,
-                "blocking": BlockingNode}
-        values = {f.name: data[f.name] for f in dataclasses.fields(cls)}
-        for key, row in rows.items():
-            values[key] = [row(**item) for item in values[key]]
-        return cls(**values)
-
 
 def _row(info: TensorInfo) -> TensorRow:
     return TensorRow(info.name, None if info.shape is None else list(info.shape), str(info.dtype))
@@ -223,17 +94,6 @@ def _weight_row(tensor: onnx.TensorProto, trainable: bool) -> WeightRow:
     except (KeyError, TypeError):  # strings and exotic types have no fixed size
         name, size = onnx.TensorProto.DataType.Name(tensor.data_type).lower(), 0
     return WeightRow(tensor.name, [int(d) for d in tensor.dims], name, elements, size, trainable)
-
-
-def _all_nodes(graph: onnx.GraphProto):
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(attribute.g)
-            elif attribute.type == onnx.AttributeProto.GRAPHS:
-                for sub in attribute.graphs:
-                    yield from _all_nodes(sub)
 
 
 def _is_float(name: str, types: Mapping[str, tuple]) -> bool:
@@ -439,7 +299,7 @@ def _inspect_network(
         trainable_rows.append(_weight_row(original[name], True) if name in original else _param_row(param))
     constant_rows = [_weight_row(init, False) for init in graph.initializer]
 
-    counts = collections.Counter((node.domain or "", node.op_type) for node in _all_nodes(graph))
+    counts = collections.Counter((node.domain or "", node.op_type) for node in walk_nodes(graph.node))
 
     types = infer_types(network.model if input_shapes is None else _concrete_model(network, input_shapes))
     float_outputs = {o.name for o in network.outputs if o.is_float}

@@ -1,4 +1,4 @@
-"""``onnxgrad inspect``'s text: an :class:`~onnxgrad._inspect.InspectReport` formatted for people.
+"""``onnxgrad inspect``'s text: an :class:`~onnxgrad._inspect_report.InspectReport` formatted for people.
 
 The analysis (``_inspect``) returns data; this module only formats it. ``shape_text``,
 ``size_text`` and ``table`` are also what the command line uses for its other listings.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # typing only: the report is data this module formats
-    from onnxgrad._inspect import InspectReport
+    from onnxgrad._inspect_report import InspectReport
 
 __all__ = ["to_text", "shape_text", "size_text", "table"]
 
