@@ -52,8 +52,8 @@ import onnx
 from onnx import helper
 
 import onnxgrad.nn
-from onnxgrad._frontend import BUFFER_MAP_KEY, Frontend, set_parameter_map
-from onnxgrad.converters._common import initializer_mismatch, rearranged_copy
+from onnxgrad import _frontend
+from onnxgrad.converters import _common
 from onnxgrad.errors import ConversionError, InputError
 
 __all__ = ["MindSporeFrontend", "frontend", "to_onnx"]
@@ -133,8 +133,8 @@ def to_onnx(cell: Any, *example_inputs: Any) -> onnx.ModelProto:
         if isinstance(cell, ms.nn.WithLossCell):
             return _export_with_loss(cell, inputs)
         model = _export(cell, inputs)
-    set_parameter_map(model, _parameter_map(cell, model))
-    set_parameter_map(model, _buffer_map(cell, model), BUFFER_MAP_KEY)
+    _frontend.set_parameter_map(model, _parameter_map(cell, model))
+    _frontend.set_parameter_map(model, _buffer_map(cell, model), _frontend.BUFFER_MAP_KEY)
     return model
 
 
@@ -160,8 +160,8 @@ def _export_with_loss(cell: Any, inputs: list[np.ndarray]) -> onnx.ModelProto:
     loss_fn = _loss_for(cell._loss_fn)
     backbone = _export(cell._backbone, inputs[:-1])
     # The map is built on the backbone's graph: the loss adds no parameters.
-    set_parameter_map(backbone, _parameter_map(cell, backbone))
-    set_parameter_map(backbone, _buffer_map(cell, backbone), BUFFER_MAP_KEY)
+    _frontend.set_parameter_map(backbone, _parameter_map(cell, backbone))
+    _frontend.set_parameter_map(backbone, _buffer_map(cell, backbone), _frontend.BUFFER_MAP_KEY)
     return onnxgrad.nn.attach_loss(backbone, loss_fn, inputs[-1].dtype)
 
 
@@ -360,7 +360,7 @@ def _buffer_map(cell: Any, model: onnx.ModelProto) -> dict[str, str]:
     return {
         p.name: p.name
         for p in _frozen(cell)
-        if p.name in initializers and initializer_mismatch(p.asnumpy(), initializers[p.name]) is None
+        if p.name in initializers and _common.initializer_mismatch(p.asnumpy(), initializers[p.name]) is None
     }
 
 
@@ -379,12 +379,12 @@ def _parameter_map(cell: Any, model: onnx.ModelProto) -> dict[str, str]:
         value = param.asnumpy()
         initializer = initializers.get(param.name)
         if initializer is None:
-            copy = rearranged_copy(value, [i for n, i in initializers.items() if n not in claimed])
+            copy = _common.rearranged_copy(value, [i for n, i in initializers.items() if n not in claimed])
             if copy is not None:
                 raise _transformed(param.name, f"its values are in initializer {copy!r}, rearranged")
             logger.debug("parameter %s is not in the exported graph: the outputs do not depend on it", param.name)
             continue
-        mismatch = initializer_mismatch(value, initializer)
+        mismatch = _common.initializer_mismatch(value, initializer)
         if mismatch:
             raise _transformed(param.name, mismatch)
         mapping[param.name] = initializer.name
@@ -512,7 +512,7 @@ def _loss_for(loss: Any) -> onnxgrad.nn.LossFn:
 # --- Frontend ---------------------------------------------------------------
 
 
-class MindSporeFrontend(Frontend):
+class MindSporeFrontend(_frontend.Frontend):
     """A MindSpore Cell seen by the facade (``ForwardValueAndGrad``, ``value_and_grad``).
 
     Args:

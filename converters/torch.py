@@ -97,10 +97,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxgrad._frontend import BUFFER_MAP_KEY, Frontend, set_parameter_map
-from onnxgrad._graph import TensorInfo, default_opset
+from onnxgrad import _frontend, _graph
+from onnxgrad._graph import TensorInfo
 from onnxgrad._versions import MAX_IR_VERSION, MAX_OPSET
-from onnxgrad.converters._common import fold_static_shapes, initializer_mismatch, rearranged_copy
+from onnxgrad.converters import _common
 from onnxgrad.errors import ConversionError, InputError
 
 __all__ = ["DEFAULT_EXPORTER", "DYNAMO_OPSET", "EXPORTERS", "OPSET", "TorchFrontend", "frontend", "to_onnx"]
@@ -239,15 +239,15 @@ def to_onnx(
             _check_branches(module, flat, inputs, branches)
     _restore_inputs(module, model, input_names, inputs)
     state = {name for name, _ in module.named_parameters()} | {name for name, _ in module.named_buffers()}
-    folded = fold_static_shapes(model, state)
+    folded = _common.fold_static_shapes(model, state)
     logger.debug("folded %d static shape computations of %s", folded, type(module).__name__)
     _exact_average_pools(model)
     _verify_forward(module, model, inputs, outputs, structure)
     parameters = _parameter_map(module, model, _reached_leaves(outputs))
-    set_parameter_map(model, parameters)
+    _frontend.set_parameter_map(model, parameters)
     buffers = _buffer_map(module, model)
     buffers.update(_mask_padding_rows(module, model, parameters))
-    set_parameter_map(model, buffers, BUFFER_MAP_KEY)
+    _frontend.set_parameter_map(model, buffers, _frontend.BUFFER_MAP_KEY)
     _record_structure(model, structure)
     return model
 
@@ -343,7 +343,7 @@ def _quiet_torch_logs() -> Iterator[None]:
 
 
 def _checked_versions(module: Any, model: onnx.ModelProto) -> onnx.ModelProto:
-    opset = default_opset(model)
+    opset = _graph.default_opset(model)
     logger.debug("PyTorch exported %s: IR %d, opset %d", type(module).__name__, model.ir_version, opset)
     if model.ir_version > MAX_IR_VERSION or opset > MAX_OPSET:
         # Only a future PyTorch could do this; the gradient builder would refuse the model.
@@ -799,7 +799,7 @@ def _buffer_map(module: Any, model: onnx.ModelProto) -> dict[str, str]:
     mapping = {}
     for name, tensor in _state(module).items():
         initializer = initializers.get(name)
-        if initializer is not None and initializer_mismatch(tensor.detach().cpu().numpy(), initializer) is None:
+        if initializer is not None and _common.initializer_mismatch(tensor.detach().cpu().numpy(), initializer) is None:
             mapping[name] = name
     return mapping
 
@@ -826,13 +826,13 @@ def _parameter_map(module: Any, model: onnx.ModelProto, reached: set[int]) -> di
             if id(param) not in reached:
                 logger.debug("parameter %s is not in the exported graph: the outputs do not depend on it", name)
                 continue
-            copy = rearranged_copy(value, unclaimed)
+            copy = _common.rearranged_copy(value, unclaimed)
             if copy is not None:
                 raise _transformed(name, f"its values are in initializer {copy!r}, rearranged")
             raise _transformed(
                 name, "the outputs depend on it, but no initializer holds it: it was folded into a constant"
             )
-        mismatch = initializer_mismatch(value, initializer)
+        mismatch = _common.initializer_mismatch(value, initializer)
         if mismatch:
             raise _transformed(name, mismatch)
         mapping[name] = initializer.name
@@ -917,7 +917,7 @@ class _Call:
     static: tuple[tuple[str, Any], ...]
 
 
-class TorchFrontend(Frontend):
+class TorchFrontend(_frontend.Frontend):
     """A PyTorch module seen by the facade (``ForwardValueAndGrad``, ``value_and_grad``).
 
     Pass one to the facade instead of the module to choose the exporter:

@@ -46,3 +46,9 @@ __all__ = [
     "InputError",
     "RuntimeFailure",
 ]
+
+# Re-exported names report their public home (repr, help(), documentation), as numpy's set_module does.
+for _obj in map(globals().get, __all__):
+    if getattr(_obj, "__module__", "").startswith(__name__ + "._"):
+        _obj.__module__ = __name__
+del _obj

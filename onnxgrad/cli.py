@@ -24,7 +24,7 @@ from onnxgrad._network import load
 from onnxgrad.errors import InputError, OnnxGradError
 from onnxgrad.nn._loss import LABEL, LOSS_OUTPUT
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("onnxgrad")
 
@@ -420,7 +420,7 @@ def _cmd_grad(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class ProgressBar:
+class _ProgressBar:
     """A one-line progress bar with loss and throughput, redrawn at most 10 times a second.
 
     Args:
@@ -536,7 +536,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         timeout=args.timeout,
     )
     show_bar = sys.stderr.isatty() if args.progress is None else args.progress
-    result = _train.train(config, ProgressBar(sys.stderr, show_bar))
+    result = _train.train(config, _ProgressBar(sys.stderr, show_bar))
     if result.rank != 0:
         return EXIT_OK  # rank 0 reports for the group
     _print_notes(result.notes)

@@ -1,8 +1,9 @@
-"""The public surface: every name in __all__ exists and is documented, and the
-core imports no framework."""
+"""The public surface: every name in __all__ exists and is documented, no public
+name leaks from a private module, and the core imports no framework."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import subprocess
 import sys
@@ -15,6 +16,12 @@ import onnxgrad.optim
 import onnxgrad.testing
 
 PUBLIC_MODULES = [onnxgrad, onnxgrad.nn, onnxgrad.optim, onnxgrad.testing]
+#: Every module a user may import (none of its dotted parts starts with an underscore); the
+#: converters import their framework lazily, so importing them needs neither.
+PUBLIC_MODULE_NAMES = [
+    "onnxgrad", "onnxgrad.nn", "onnxgrad.optim", "onnxgrad.testing", "onnxgrad.errors", "onnxgrad.distributed",
+    "onnxgrad.cli", "onnxgrad.converters", "onnxgrad.converters.torch", "onnxgrad.converters.mindspore",
+]
 EXPECTED = {
     "load", "Network", "Parameter", "ParameterTuple", "ForwardValueAndGrad", "value_and_grad", "nn",
     "OnnxGradError", "ConversionError", "GradientBuildError", "UnsupportedGradientError", "InputError",
@@ -48,3 +55,42 @@ def test_core_imports_no_framework():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, f"importing onnxgrad pulled in frameworks: {result.stdout}{result.stderr}"
+
+
+
+def _is_private(module_name: str) -> bool:
+    return any(part.startswith("_") for part in module_name.split("."))
+
+
+def _onnxgrad_objects(module) -> dict[str, object]:
+    """The module's public names bound to onnxgrad's own classes and functions (not modules, constants
+    or other packages' names)."""
+    found = {}
+    for name, obj in vars(module).items():
+        if name.startswith("_") or not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            continue
+        if (getattr(obj, "__module__", None) or "").split(".")[0] == "onnxgrad":
+            found[name] = obj
+    return found
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULE_NAMES)
+def test_no_public_name_leaks_from_a_private_module(module_name):
+    module = importlib.import_module(module_name)
+    exported = set(getattr(module, "__all__", ()))
+    # A name imported for the module's own use is fine where a public module exports the same object.
+    exported_anywhere = {
+        id(getattr(m, n)) for m in map(importlib.import_module, PUBLIC_MODULE_NAMES) for n in getattr(m, "__all__", ())
+    }
+    for name, obj in _onnxgrad_objects(module).items():
+        if name in exported:
+            assert not _is_private(obj.__module__), (
+                f"{module_name}.{name}.__module__ is {obj.__module__!r}, a private module: set it to "
+                f"{module_name!r} where {module_name} re-exports it (see onnxgrad/__init__.py)"
+            )
+        else:
+            assert id(obj) in exported_anywhere, (
+                f"{module_name}.{name} (from {obj.__module__}) is public by name but in no __all__: add it to "
+                f"{module_name}.__all__, or import it under a leading underscore (or its module: from onnxgrad "
+                f"import _x)"
+            )
