@@ -153,7 +153,7 @@ class Session:
             types = [t for t in output_types or () if t is not None]
             known = output_types is not None and len(types) == len(output_types)
             # Writing into caller-owned arrays is only safe on the CPU, and only pays off for big
-            # results: binding an output costs about 2 µs, copying 64 KiB about as much.
+            # results: binding an output has a fixed cost that copying a small result stays under.
             size = sum(np.dtype(d).itemsize * int(np.prod(s)) for s, d in types) if known else 0
             self._preallocate = on_cpu and known and size >= _PREALLOCATE_BYTES
             if self._preallocate:
