@@ -18,17 +18,19 @@ same gradients and the parameters stay identical.
 torch is imported only when a process group is used: ``pip install
 'onnxgrad[distributed]'`` (the CPU build of torch).
 
-Example (run with ``torchrun --nproc-per-node 2 script.py``; see
-``scripts/distributed_example.py``):
-    >>> ctx = onnxgrad.distributed.init()
-    >>> fvg = onnxgrad.ForwardValueAndGrad(cell, params, get_by_list=True)
-    >>> opt = onnxgrad.optim.SGD(params, 0.1)
-    >>> for epoch in range(epochs):
-    ...     part = onnxgrad.distributed.shard(len(x), ctx.rank, ctx.world_size, epoch=epoch, seed=0)
-    ...     for index in part.batches(batch_size):
-    ...         loss, grads = fvg(x[index], y[index])
-    ...         opt.step(onnxgrad.distributed.all_reduce_grads(grads))
-    >>> onnxgrad.distributed.shutdown()
+Example: a script's training loop, run with ``torchrun --nproc-per-node 2 script.py`` (not a
+doctest: it needs the processes torchrun starts; ``scripts/distributed_example.py`` is the whole
+script)::
+
+    ctx = onnxgrad.distributed.init()
+    fvg = onnxgrad.ForwardValueAndGrad(cell, params, get_by_list=True)
+    opt = onnxgrad.optim.SGD(params, 0.1)
+    for epoch in range(epochs):
+        part = onnxgrad.distributed.shard(len(x), ctx.rank, ctx.world_size, epoch=epoch, seed=0)
+        for index in part.batches(batch_size):
+            loss, grads = fvg(x[index], y[index])
+            opt.step(onnxgrad.distributed.all_reduce_grads(grads))
+    onnxgrad.distributed.shutdown()
 """
 
 from __future__ import annotations

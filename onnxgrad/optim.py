@@ -25,6 +25,7 @@ Example:
     >>> params = onnxgrad.ParameterTuple(net.trainable_params())
     >>> fvg = onnxgrad.ForwardValueAndGrad(net, params, get_by_list=True)
     >>> opt = onnxgrad.optim.Adam(params, learning_rate=1e-2)
+    >>> x, y = np.ones([8, 64], np.float32), np.arange(8, dtype=np.int32)  # a batch of 8 digits
     >>> loss, grads = fvg(x, y)
     >>> opt.step(grads)  # params[i].value changed in place
 """

@@ -179,6 +179,7 @@ def check_grads(
         >>> from onnxgrad.testing import check_grads
         >>> net = onnxgrad.load("models/seed_net.onnx")
         >>> check_grads(net, [np.ones([3, 2], np.float32)])
+        GradCheck(elements=10, precision='float64', non_smooth=())
     """
     network, arrays, weight_names = _bind(network, args, weights)
     rng = np.random.default_rng(seed)
