@@ -1094,6 +1094,8 @@ def _resume_from(config: TrainConfig, ctx: distributed.Context, checkpoint_path:
             f"{config.out_dir!r} holds the checkpoint of an earlier run: continue it with --resume, overwrite it "
             "with --force, or choose another --out-dir."
         )
+    if ctx.distributed:  # a restart before this run's first checkpoint must not resume the earlier run
+        os.remove(checkpoint_path)
     return None
 
 
