@@ -200,7 +200,7 @@ def setup_gemm(threads: int) -> Runner:
         run()
         return {}
 
-    return Runner(prime, {"gemm": run}, {"flops": 2 * n**3})
+    return Runner(prime, {"gemm": run}, info={"flops": 2 * n**3})
 
 
 def setup_torch(case: models.ModelCase, threads: int) -> Runner:
@@ -222,7 +222,7 @@ def setup_torch(case: models.ModelCase, threads: int) -> Runner:
         return {"loss": loss.detach().numpy(), **{name: g.numpy() for name, g in zip(names, grads)}}
 
     info = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-    return Runner(prime, {"torch": step}, info)
+    return Runner(prime, {"torch": step}, info=info)
 
 
 def setup_mindspore(case: models.ModelCase, threads: int, graph_mode: bool) -> Runner:
@@ -250,7 +250,7 @@ def setup_mindspore(case: models.ModelCase, threads: int, graph_mode: bool) -> R
 
     name = "ms_graph" if graph_mode else "ms_pynative"
     info = {"mindspore": ms.__version__, "threads_num": threads, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
-    return Runner(prime, {name: step}, info, finish)
+    return Runner(prime, {name: step}, info=info, finish=finish)
 
 
 def setup(system: str, model: str, threads: int, caller_threads: int = CALLER_THREADS) -> Runner:
