@@ -200,13 +200,12 @@ def _bound(network: Network) -> dict:
     return {**network.parameters_dict(), **network.buffers_dict()}
 
 
-def _output_types(built: GradientModel) -> list | None:
-    """(shape, dtype) of each output when all are known before running, else None."""
-    types = []
+def _output_types(built: GradientModel) -> list:
+    """(shape, dtype) of each output, None where the input shapes do not fix it (known only when run)."""
+    types: list = []
     for elem, shape in [*built.layout.output_types, *(built.layout.x_types[x] for x in built.layout.xs)]:
-        if not elem or shape is None or None in shape:
-            return None
-        types.append((shape, onnx.helper.tensor_dtype_to_np_dtype(elem)))
+        known = elem and shape is not None and None not in shape
+        types.append((shape, onnx.helper.tensor_dtype_to_np_dtype(elem)) if known else None)
     return types
 
 

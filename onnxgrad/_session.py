@@ -122,7 +122,8 @@ class Session:
         parameters: ``{graph input name: Parameter}`` bound for the session's
             lifetime.
         outputs: the output names to fetch, in order.
-        output_types: ``(shape, dtype)`` per output, or None where unknown.
+        output_types: ``(shape, dtype)`` per output, or None where the input
+            shapes do not fix it (such an output is bound afresh on every call).
         session_config: ORT session config entries (``add_session_config_entry``);
             ``intra_op_num_threads`` and ``inter_op_num_threads`` set the thread pools' sizes.
         share_key: sessions opened with the same key (the same graph,
@@ -148,16 +149,22 @@ class Session:
         self.input_names = graph_inputs - set(self._parameters)
         self._preallocate = False
         self._host_writes_seen = _parameter._host_writes_pending
+        types = list(output_types) if output_types is not None else [None] * len(self._outputs)
+        static = [t is not None and None not in t[0] for t in types]
+        # A bound output keeps the OrtValue ONNX Runtime allocated for it, and the next run must
+        # write a result of that same shape into it: outputs whose shape the input shapes do not
+        # fix (a Loop's scan output, a Slice to a computed end) are bound afresh every call.
+        self._rebound = tuple(name for name, fixed in zip(self._outputs, static) if not fixed)
         if not self.resident:
             on_cpu = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers)
-            types = [t for t in output_types or () if t is not None]
-            known = output_types is not None and len(types) == len(output_types)
+            fixed_types = [t for t in types if t is not None]
+            known = not self._rebound
             # Writing into caller-owned arrays is only safe on the CPU, and only pays off for big
             # results: binding an output has a fixed cost that copying a small result stays under.
-            size = sum(np.dtype(d).itemsize * int(np.prod(s)) for s, d in types) if known else 0
+            size = sum(np.dtype(d).itemsize * int(np.prod(s)) for s, d in fixed_types) if known else 0
             self._preallocate = on_cpu and known and size >= _PREALLOCATE_BYTES
             if self._preallocate:
-                self._output_types = [(tuple(shape), np.dtype(dtype).type) for shape, dtype in types]
+                self._output_types = [(tuple(shape), np.dtype(dtype).type) for shape, dtype in fixed_types]
         # An IOBinding holds one call's inputs and outputs: the creating thread keeps this one (no
         # lookup on the hot path); every other thread gets its own.
         self._owner = threading.get_ident()
@@ -211,6 +218,8 @@ class Session:
             self._host_writes_seen = _parameter._host_writes_pending
         self._bind_inputs(binding, feeds)
         results = None
+        for name in self._rebound:
+            binding.bind_output(name, "cpu")
         if self._preallocate:
             results = []
             for name, (shape, dtype) in zip(self._outputs, self._output_types):
