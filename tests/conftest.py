@@ -53,3 +53,11 @@ def every_built_graph_is_standard_onnx(monkeypatch):
         return built
 
     monkeypatch.setattr(_engine, "gradient_model", checked)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Runs ``onnxgrad ...``: ``cli(*argv)`` in process, ``cli.subprocess(*argv)`` as ``python -m onnxgrad``."""
+    from _support.cli import Cli
+
+    return Cli(capsys)

@@ -11,7 +11,7 @@ import pytest
 
 import onnxgrad
 import onnxgrad.testing
-from onnxgrad import _builder_env, _ort, cli
+from onnxgrad import _builder_env, _ort
 from onnxgrad.errors import GradientBuildError, OnnxGradError
 from test_ops_fd import CASES_BY_NAME, _network_and_args
 
@@ -65,25 +65,26 @@ def test_a_missing_builder_environment_names_the_install_command(monkeypatch, tm
         onnxgrad.ForwardValueAndGrad(network)(*args)
 
 
-def test_status_says_where_graphs_are_built(monkeypatch, capsys, tmp_path):
+def test_status_says_where_graphs_are_built(monkeypatch, cli, tmp_path):
     monkeypatch.setenv("ONNXGRAD_BUILDER_DIR", str(tmp_path / "env"))
     monkeypatch.delenv("ONNXGRAD_BUILDER_PYTHON", raising=False)
-    assert cli.main(["builder", "status", "--json"]) == 0
-    status = json.loads(capsys.readouterr().out)
+    code, out, _ = cli("builder", "status", "--json")
+    assert code == 0
+    status = json.loads(out)
     assert status["environment"] == str(tmp_path / "env") and status["ready"] is False
     assert status["in_process_builder"] == _builder_env.in_process()
     assert status["builds_in"] == ("this process" if _builder_env.in_process() else "subprocess")
-    assert cli.main(["builder", "status"]) == 0
-    assert "run `onnxgrad builder install`" in capsys.readouterr().out
+    code, out, _ = cli("builder", "status")
+    assert code == 0 and "run `onnxgrad builder install`" in out
 
 
-def test_install_leaves_a_working_environment_alone(monkeypatch, tmp_path, capsys):
+def test_install_leaves_a_working_environment_alone(monkeypatch, tmp_path, cli):
     folder = tmp_path / "env"
     (folder / "bin").mkdir(parents=True)
     os.symlink(_builder_python(), folder / "bin" / "python")
     monkeypatch.setenv("ONNXGRAD_BUILDER_DIR", str(folder))
-    assert cli.main(["builder", "install"]) == 0
-    assert "is ready" in capsys.readouterr().err
+    code, _, err = cli("builder", "install")
+    assert code == 0 and "is ready" in err
     assert os.path.islink(folder / "bin" / "python")  # not recreated
 
 

@@ -1,6 +1,6 @@
 """The ``onnxgrad`` command: ``inspect`` and ``grad`` (``train`` is in test_train.py).
 
-Commands run in-process through ``onnxgrad.cli.main`` (stdout/stderr captured);
+Commands run in-process through the ``cli`` fixture (``onnxgrad.cli.main``, stdout/stderr captured);
 the entry points (``python -m onnxgrad``) and the "runs with nothing from
 onnxgrad" claim run in subprocesses.
 """
@@ -22,7 +22,6 @@ from onnx import parser
 
 import onnxgrad
 from onnxgrad import nn
-from onnxgrad.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DIGITS = str(ROOT / "models" / "digits_mlp.onnx")
@@ -51,12 +50,6 @@ blocked (float[N,3] x, int64[N,3] ids, float[N,3] z, int64[N] flags) => (float[N
 """
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def blocked_path(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("blocked") / "blocked.onnx"
@@ -75,8 +68,8 @@ def _error_line(err: str) -> str:
 # inspect
 
 
-def test_inspect_text(capsys):
-    code, out, err = run(capsys, "inspect", DIGITS)
+def test_inspect_text(cli):
+    code, out, err = cli("inspect", DIGITS)
     assert code == 0, err
     assert "IR version 8; opsets: ai.onnx 17; producer: onnxgrad; graph: digits_mlp" in out
     assert "x  float32  [N, 64]" in out and "logits  float32  [N, 10]" in out
@@ -89,8 +82,8 @@ def test_inspect_text(capsys):
     assert err == ""
 
 
-def test_inspect_json(capsys):
-    code, out, _ = run(capsys, "inspect", DIGITS, "--json")
+def test_inspect_json(cli):
+    code, out, _ = cli("inspect", DIGITS, "--json")
     assert code == 0
     report = json.loads(out)
     assert report["ir_version"] == 8 and report["opsets"] == {"ai.onnx": 17}
@@ -123,8 +116,8 @@ def test_inspect_report_survives_the_child_process(blocked_path):
     assert _inspect_text.to_text(isolated) == _inspect_text.to_text(direct)
 
 
-def test_inspect_finds_every_blocking_node_and_what_it_blocks(capsys, blocked_path):
-    code, out, _ = run(capsys, "inspect", blocked_path, "--json")
+def test_inspect_finds_every_blocking_node_and_what_it_blocks(cli, blocked_path):
+    code, out, _ = cli("inspect", blocked_path, "--json")
     assert code == 0
     report = json.loads(out)
     assert report["differentiable"] is False and report["error"] is None
@@ -146,25 +139,25 @@ def test_inspect_finds_every_blocking_node_and_what_it_blocks(capsys, blocked_pa
     }
     assert report["totals"]["trainable_count"] == 4
 
-    code, out, _ = run(capsys, "inspect", blocked_path)
+    code, out, _ = cli("inspect", blocked_path)
     assert code == 0
     assert "NOT differentiable: no gradient for Compress" in out
     assert "#1 (unnamed)  Compress  x, w" in out
 
 
-def test_inspect_reads_external_data(capsys, tmp_path):
+def test_inspect_reads_external_data(cli, tmp_path):
     model = onnx.load(DIGITS)
     path = tmp_path / "external.onnx"
     onnx.save(model, path, save_as_external_data=True, location="external.onnx.data", size_threshold=0)
     assert (tmp_path / "external.onnx.data").stat().st_size == 19240
-    code, out, _ = run(capsys, "inspect", str(path), "--json")
+    code, out, _ = cli("inspect", str(path), "--json")
     assert code == 0
     report = json.loads(out)
     assert report["totals"]["trainable_elements"] == 4810 and report["differentiable"] is True
 
 
-def test_inspect_shape_option(capsys):
-    code, out, _ = run(capsys, "inspect", DIGITS, "--shape", "x=8,64")
+def test_inspect_shape_option(cli):
+    code, out, _ = cli("inspect", DIGITS, "--shape", "x=8,64")
     assert code == 0
     assert "symbolic size" not in out
 
@@ -178,30 +171,30 @@ def test_inspect_shape_option(capsys):
     ],
     ids=["missing", "garbage", "empty"],
 )
-def test_inspect_bad_file_is_one_line_and_exit_1(capsys, tmp_path, make, message):
+def test_inspect_bad_file_is_one_line_and_exit_1(cli, tmp_path, make, message):
     path = tmp_path / "missing.onnx"
     make(path)
-    code, out, err = run(capsys, "inspect", str(path))
+    code, out, err = cli("inspect", str(path))
     assert code == 1 and out == ""
     assert re.search(message, _error_line(err)), err
 
 
-def test_inspect_invalid_model(capsys, tmp_path):
+def test_inspect_invalid_model(cli, tmp_path):
     model = onnx.load(DIGITS)
     model.graph.node[0].input[0] = "nowhere"
     path = tmp_path / "invalid.onnx"
     onnx.save(model, path)
-    code, out, err = run(capsys, "inspect", str(path))
+    code, out, err = cli("inspect", str(path))
     assert code == 1 and out == ""
     assert "The model is not valid ONNX" in _error_line(err)
 
 
-def test_inspect_bad_shapes(capsys):
-    code, _, err = run(capsys, "inspect", DIGITS, "--shape", "x32")
+def test_inspect_bad_shapes(cli):
+    code, _, err = cli("inspect", DIGITS, "--shape", "x32")
     assert code == 2 and "'x32' is not NAME=D1,D2,..." in err
-    code, _, err = run(capsys, "inspect", DIGITS, "--shape", "y=1,64")
+    code, _, err = cli("inspect", DIGITS, "--shape", "y=1,64")
     assert code == 1 and "No input named 'y': the inputs are ['x']" in _error_line(err)
-    code, _, err = run(capsys, "inspect", DIGITS, "--shape", "x=4,63")
+    code, _, err = cli("inspect", DIGITS, "--shape", "x=4,63")
     assert code == 1 and "Input 'x' has shape [N, 64]; [4, 63] does not fit it" in _error_line(err)
 
 
@@ -239,10 +232,9 @@ def _assert_same(got: list[np.ndarray], want: list[np.ndarray], names: list[str]
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_grad_with_loss_and_sens_runs_standalone_and_matches_forward_value_and_grad(capsys, tmp_path):
+def test_grad_with_loss_and_sens_runs_standalone_and_matches_forward_value_and_grad(cli, tmp_path):
     out_path = tmp_path / "step.onnx"
-    code, out, err = run(
-        capsys, "grad", DIGITS, "-o", str(out_path), "--loss", "sparse_softmax_ce", "--label-dtype", "int64",
+    code, out, err = cli("grad", DIGITS, "-o", str(out_path), "--loss", "sparse_softmax_ce", "--label-dtype", "int64",
         "--inputs", "x", "--sens", "--shape", "x=8,64",
     )
     assert code == 0, err
@@ -268,9 +260,9 @@ def test_grad_with_loss_and_sens_runs_standalone_and_matches_forward_value_and_g
     _assert_same(got, want, ["loss", "onnxgrad/loss", "x_grad", *WEIGHTS])
 
 
-def test_grad_defaults_weights_only_ones_seed_and_notes_symbolic_sizes(capsys, tmp_path):
+def test_grad_defaults_weights_only_ones_seed_and_notes_symbolic_sizes(cli, tmp_path):
     out_path = tmp_path / "g.onnx"
-    code, out, err = run(capsys, "grad", DIGITS, "-o", str(out_path))
+    code, out, err = cli("grad", DIGITS, "-o", str(out_path))
     assert code == 0
     assert err == (
         "onnxgrad: note: input 'x': symbolic size 'N' set to 1 (choose it with --shape NAME=D1,D2,...)\n"
@@ -285,10 +277,9 @@ def test_grad_defaults_weights_only_ones_seed_and_notes_symbolic_sizes(capsys, t
     _assert_same(got, [logits, np.asarray(logits.sum(), np.float32), *dweights], ["logits", "loss", *WEIGHTS])
 
 
-def test_grad_weights_as_inputs_follow_the_fed_weights(capsys, tmp_path):
+def test_grad_weights_as_inputs_follow_the_fed_weights(cli, tmp_path):
     out_path = tmp_path / "g.onnx"
-    code, _, _ = run(
-        capsys, "grad", DIGITS, "-o", str(out_path), "--weights", "fc2.weight,fc2.bias", "--inputs", "all",
+    code, _, _ = cli("grad", DIGITS, "-o", str(out_path), "--weights", "fc2.weight,fc2.bias", "--inputs", "all",
         "--weights-as-inputs", "--shape", "x=4,64",
     )
     assert code == 0
@@ -310,9 +301,9 @@ def test_grad_weights_as_inputs_follow_the_fed_weights(capsys, tmp_path):
     _assert_same(got, [logits, np.asarray(logits.sum(), np.float32), dx, dw, db], ["logits", "loss", "x", "w", "b"])
 
 
-def test_grad_json_and_external_data(capsys, tmp_path):
+def test_grad_json_and_external_data(cli, tmp_path):
     out_path = tmp_path / "g.onnx"
-    code, out, _ = run(capsys, "grad", DIGITS, "-o", str(out_path), "--external-data", "--json", "--shape", "x=2,64")
+    code, out, _ = cli("grad", DIGITS, "-o", str(out_path), "--external-data", "--json", "--shape", "x=2,64")
     assert code == 0
     data = json.loads(out)
     assert data["path"] == str(out_path) and data["notes"] == []
@@ -330,10 +321,9 @@ def test_grad_json_and_external_data(capsys, tmp_path):
     _assert_same(got, [logits, np.asarray(logits.sum(), np.float32), *dweights], ["logits", "loss", *WEIGHTS])
 
 
-def test_grad_notes_tensors_without_a_path(capsys, blocked_path, tmp_path):
+def test_grad_notes_tensors_without_a_path(cli, blocked_path, tmp_path):
     out_path = tmp_path / "g.onnx"
-    code, out, err = run(
-        capsys, "grad", blocked_path, "-o", str(out_path), "--weights", "v,unused", "--shape", "x=2,3"
+    code, out, err = cli("grad", blocked_path, "-o", str(out_path), "--weights", "v,unused", "--shape", "x=2,3"
     )
     assert code == 0, err
     assert "onnxgrad: note: weight 'unused': no output depends on it, so it has no gradient output" in err
@@ -354,16 +344,16 @@ def test_grad_notes_tensors_without_a_path(capsys, blocked_path, tmp_path):
     ],
     ids=["input", "weight", "nothing", "loss", "label-dtype", "int-input", "shape"],
 )
-def test_grad_bad_arguments_exit_1_with_one_line(capsys, tmp_path, args, message):
+def test_grad_bad_arguments_exit_1_with_one_line(cli, tmp_path, args, message):
     out_path = tmp_path / "g.onnx"
-    code, out, err = run(capsys, "grad", DIGITS, "-o", str(out_path), *args)
+    code, out, err = cli("grad", DIGITS, "-o", str(out_path), *args)
     assert code == 1 and out == ""
     assert re.search(message, _error_line(err)), err
     assert not out_path.exists()
 
 
-def test_grad_blocked_model_names_the_op(capsys, blocked_path, tmp_path):
-    code, _, err = run(capsys, "grad", blocked_path, "-o", str(tmp_path / "g.onnx"), "--shape", "x=2,3")
+def test_grad_blocked_model_names_the_op(cli, blocked_path, tmp_path):
+    code, _, err = cli("grad", blocked_path, "-o", str(tmp_path / "g.onnx"), "--shape", "x=2,3")
     assert code == 1
     line = _error_line(err)
     assert "no gradient for op Compress" in line and "`onnxgrad inspect` lists the blocking nodes" in line
@@ -381,21 +371,21 @@ def test_grad_blocked_model_names_the_op(capsys, blocked_path, tmp_path):
     ],
     ids=["no-output", "dtype", "shape", "reduction", "command", "none"],
 )
-def test_usage_errors_exit_2(capsys, args, message):
-    code, out, err = run(capsys, *args)
+def test_usage_errors_exit_2(cli, args, message):
+    code, out, err = cli(*args)
     assert code == 2 and out == ""
     assert message in err
 
 
-def test_grad_missing_output_folder_is_created(capsys, tmp_path):
+def test_grad_missing_output_folder_is_created(cli, tmp_path):
     out_path = tmp_path / "a" / "b" / "g.onnx"
-    code, _, _ = run(capsys, "grad", DIGITS, "-o", str(out_path), "--shape", "x=1,64")
+    code, _, _ = cli("grad", DIGITS, "-o", str(out_path), "--shape", "x=1,64")
     assert code == 0 and out_path.is_file()
     assert not [p for p in out_path.parent.iterdir() if p.name != "g.onnx"], "temporary files left behind"
 
 
-def test_grad_help_documents_the_names(capsys):
-    code, out, _ = run(capsys, "grad", "--help")
+def test_grad_help_documents_the_names(cli):
+    code, out, _ = cli("grad", "--help")
     assert code == 0
     names = ("'label'", "'<output>_sens'", "'onnxgrad/loss'", "'<x>_grad'", "--weights-as-inputs", "sparse_softmax_ce")
     for text in names:
@@ -406,15 +396,10 @@ def test_grad_help_documents_the_names(capsys):
 # entry points
 
 
-def test_python_dash_m_and_version(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "onnxgrad", "--version"], capture_output=True, text=True, cwd=tmp_path
-    )
+def test_python_dash_m_and_version(cli, tmp_path):
+    done = cli.subprocess("--version", cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.strip() == f"onnxgrad {onnxgrad.__version__}"
-    done = subprocess.run(
-        [sys.executable, "-m", "onnxgrad", "inspect", str(tmp_path / "nope.onnx")],
-        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "GLOG_v": "3"},
-    )
+    done = cli.subprocess("inspect", tmp_path / "nope.onnx", cwd=tmp_path)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip().startswith("onnxgrad: error: No model file at")
 
@@ -453,10 +438,10 @@ cnn (float[N,1,8,8] x) => (float[N,3] y)
 }}"""
 
 
-def test_grad_on_a_cnn_writes_a_standard_graph_that_runs_standalone(capsys, tmp_path):
+def test_grad_on_a_cnn_writes_a_standard_graph_that_runs_standalone(cli, tmp_path):
     model_path, out_path = tmp_path / "cnn.onnx", tmp_path / "cnn_grad.onnx"
     onnx.save(parser.parse_model(_cnn_text()), model_path)
-    code, out, err = run(capsys, "grad", str(model_path), "-o", str(out_path), "--inputs", "all",
+    code, out, err = cli("grad", str(model_path), "-o", str(out_path), "--inputs", "all",
                          "--loss", "cross_entropy", "--shape", "x=4,1,8,8")
     assert code == 0, err
     written = onnx.load(out_path)
@@ -477,13 +462,10 @@ def test_grad_on_a_cnn_writes_a_standard_graph_that_runs_standalone(capsys, tmp_
 
 
 @pytest.mark.parametrize("command", [["inspect", DIGITS], ["inspect", "--json", DIGITS]])
-def test_closed_pipe_exits_silently(command):
+def test_closed_pipe_exits_silently(cli, command):
     # `onnxgrad inspect model.onnx | head -1`: the reader is gone before the output is written.
     reader, writer = os.pipe()
     os.close(reader)
     with os.fdopen(writer, "wb") as stdout:
-        done = subprocess.run(
-            [sys.executable, "-m", "onnxgrad", *command], stdout=stdout, stderr=subprocess.PIPE, text=True,
-            cwd=ROOT, env={**os.environ, "GLOG_v": "3"}, timeout=120, check=False,
-        )
+        done = cli.subprocess(*command, stdout=stdout, stderr=subprocess.PIPE, cwd=ROOT, timeout=120)
     assert done.stderr == "", done.stderr

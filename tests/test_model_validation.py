@@ -338,12 +338,11 @@ def test_newer_opsets_are_converted_down(opset):
     check_grads(net, (x,))
 
 
-def test_inspect_refuses_a_crashing_model_in_one_line(tmp_path):
+def test_inspect_refuses_a_crashing_model_in_one_line(cli, tmp_path):
     # Before: inspect's trial build ran shape inference on the recursive function and the command segfaulted.
     path = tmp_path / "recursive.onnx"
     onnx.save(parser.parse_model(REFUSED["recursive_function"][0]), path)
-    proc = subprocess.run([sys.executable, "-m", "onnxgrad", "inspect", str(path)], capture_output=True, text=True,
-                          timeout=120)
+    proc = cli.subprocess("inspect", path, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("onnxgrad: error: Model-local function local.f calls itself")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -18,7 +18,6 @@ import onnxruntime as ort
 import pytest
 
 from onnxgrad import _files, _train
-from onnxgrad.cli import main
 
 # The main job's data set, loss curve and these tests' data come with the train extra (CI's core-only run lacks it).
 pytest.importorskip("sklearn", reason="scikit-learn is in the train extra")
@@ -29,14 +28,8 @@ DIGITS = ROOT / "models" / "digits_mlp.onnx"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def train_json(capsys, out_dir: pathlib.Path, *argv: str) -> dict:
-    code, out, err = run(capsys, "train", "--out-dir", out_dir, "--json", *argv)
+def train_json(cli, out_dir: pathlib.Path, *argv: str) -> dict:
+    code, out, err = cli("train", "--out-dir", out_dir, "--json", *argv)
     assert code == 0, err
     return json.loads(out)
 
@@ -78,10 +71,10 @@ def _weights(model_path: str) -> dict[str, np.ndarray]:
 # The bundled default
 
 
-def test_bundled_default_reaches_95_percent_and_the_saved_model_agrees(capsys, tmp_path, monkeypatch):
+def test_bundled_default_reaches_95_percent_and_the_saved_model_agrees(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default output folder is runs/digits under the current folder
     start = time.perf_counter()
-    code, out, err = run(capsys, "train")
+    code, out, err = cli("train")
     elapsed = time.perf_counter() - start
     assert code == 0, err
     assert elapsed < 60, f"the bundled default took {elapsed:.1f} s"
@@ -141,8 +134,8 @@ def test_convert_and_train_script_is_the_same_command(tmp_path):
     ],
     ids=["adam", "sgd", "momentum-nesterov", "adam-decay", "sgd-sum"],
 )
-def test_loss_falls(capsys, tmp_path, options):
-    result = train_json(capsys, tmp_path, "--epochs", "3", *options)
+def test_loss_falls(cli, tmp_path, options):
+    result = train_json(cli, tmp_path, "--epochs", "3", *options)
     train_losses = [h["train_loss"] for h in result["history"]]
     val_losses = [h["val_loss"] for h in result["history"]]
     assert train_losses[-1] < train_losses[0] and val_losses[-1] < val_losses[0], result["history"]
@@ -150,11 +143,10 @@ def test_loss_falls(capsys, tmp_path, options):
     assert _session_accuracy(result["model_path"], *_validation_split()) == pytest.approx(result["val_accuracy"])
 
 
-def test_npz_data_with_named_arrays(capsys, tmp_path):
+def test_npz_data_with_named_arrays(cli, tmp_path):
     x, y = _digits()
     np.savez(tmp_path / "data.npz", pixels=x[:600], digit=y[:600])
-    result = train_json(
-        capsys, tmp_path / "run", "--data", tmp_path / "data.npz", "--x-key", "pixels", "--y-key", "digit",
+    result = train_json(cli, tmp_path / "run", "--data", tmp_path / "data.npz", "--x-key", "pixels", "--y-key", "digit",
         "--epochs", "4", "--val-fraction", "0.25", "--seed", "3",
     )
     assert result["train_samples"] == 450 and result["val_samples"] == 150
@@ -162,20 +154,19 @@ def test_npz_data_with_named_arrays(capsys, tmp_path):
     assert _session_accuracy(result["model_path"], x_val, y_val) == pytest.approx(result["val_accuracy"])
 
 
-def test_csv_data_with_header_and_label_column(capsys, tmp_path):
+def test_csv_data_with_header_and_label_column(cli, tmp_path):
     x, y = _digits()
     table = np.column_stack([y[:400], x[:400]])
     header = "label," + ",".join(f"p{i}" for i in range(64))
     np.savetxt(tmp_path / "data.csv", table, delimiter=",", header=header, comments="", fmt="%.6g")
-    result = train_json(
-        capsys, tmp_path / "run", "--data", tmp_path / "data.csv", "--label-column", "0", "--epochs", "3"
+    result = train_json(cli, tmp_path / "run", "--data", tmp_path / "data.csv", "--label-column", "0", "--epochs", "3"
     )
     assert result["train_samples"] == 320 and result["val_samples"] == 80
     assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"]
 
 
-def test_dense_softmax_ce_takes_class_indices_as_one_hot(capsys, tmp_path):
-    result = train_json(capsys, tmp_path, "--loss", "softmax_ce", "--epochs", "2")
+def test_dense_softmax_ce_takes_class_indices_as_one_hot(cli, tmp_path):
+    result = train_json(cli, tmp_path, "--loss", "softmax_ce", "--epochs", "2")
     assert result["val_accuracy"] > 0.8
     assert _session_accuracy(result["model_path"], *_validation_split()) == pytest.approx(result["val_accuracy"])
 
@@ -187,27 +178,26 @@ def test_every_loss_alias_names_a_loss_of_onnxgrad_nn():
     assert set(_train._LOSS_ALIASES) <= set(_train.loss_names())
 
 
-def test_regression_loss_reports_no_accuracy(capsys, tmp_path):
+def test_regression_loss_reports_no_accuracy(cli, tmp_path):
     x, _ = _digits()
     targets = np.stack([x[:300, :32].sum(1), x[:300, 32:].sum(1)] * 5, axis=1).astype(np.float32) / 10
     np.savez(tmp_path / "reg.npz", x=x[:300], y=targets)
-    result = train_json(capsys, tmp_path / "run", "--data", tmp_path / "reg.npz", "--loss", "mse", "--epochs", "3")
+    result = train_json(cli, tmp_path / "run", "--data", tmp_path / "reg.npz", "--loss", "mse", "--epochs", "3")
     assert result["val_accuracy"] is None
     assert result["history"][-1]["val_loss"] < result["history"][0]["val_loss"]
 
 
-def test_fixed_batch_model_pads_the_last_validation_batch(capsys, tmp_path):
+def test_fixed_batch_model_pads_the_last_validation_batch(cli, tmp_path):
     model = onnx.load(DIGITS)
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 16
     model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 16
     onnx.save(model, tmp_path / "fixed.onnx")
-    result = train_json(
-        capsys, tmp_path / "run", "--model", tmp_path / "fixed.onnx", "--batch-size", "16", "--epochs", "2"
+    result = train_json(cli, tmp_path / "run", "--model", tmp_path / "fixed.onnx", "--batch-size", "16", "--epochs", "2"
     )
     assert result["val_samples"] % 16 != 0  # the last validation batch is padded
     assert _session_accuracy(result["model_path"], *_validation_split()) == pytest.approx(result["val_accuracy"])
 
-    code, _, err = run(capsys, "train", "--model", tmp_path / "fixed.onnx", "--out-dir", tmp_path / "r2")
+    code, _, err = cli("train", "--model", tmp_path / "fixed.onnx", "--out-dir", tmp_path / "r2")
     assert code == 1
     assert "The model's input 'x' has shape [16, 64]" in err and "--batch-size" in err
 
@@ -216,10 +206,10 @@ def test_fixed_batch_model_pads_the_last_validation_batch(capsys, tmp_path):
 # Checkpoints
 
 
-def test_resume_continues_exactly_where_it_stopped(capsys, tmp_path):
-    straight = train_json(capsys, tmp_path / "straight", "--epochs", "4")
-    train_json(capsys, tmp_path / "split", "--epochs", "2")
-    resumed = train_json(capsys, tmp_path / "split", "--epochs", "4", "--resume")
+def test_resume_continues_exactly_where_it_stopped(cli, tmp_path):
+    straight = train_json(cli, tmp_path / "straight", "--epochs", "4")
+    train_json(cli, tmp_path / "split", "--epochs", "2")
+    resumed = train_json(cli, tmp_path / "split", "--epochs", "4", "--resume")
     assert resumed["start_epoch"] == 2 and len(resumed["history"]) == 4
     for a, b in zip(straight["history"], resumed["history"]):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
@@ -229,15 +219,15 @@ def test_resume_continues_exactly_where_it_stopped(capsys, tmp_path):
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7, err_msg=f"weight[{name}]")
 
     # An explicit checkpoint path into a new folder; nothing left to train resumes to the same model.
-    again = train_json(capsys, tmp_path / "other", "--epochs", "4", "--resume", tmp_path / "split" / "checkpoint.npz")
+    again = train_json(cli, tmp_path / "other", "--epochs", "4", "--resume", tmp_path / "split" / "checkpoint.npz")
     assert again["start_epoch"] == 4 and len(again["history"]) == 4
     for name in want:
         np.testing.assert_allclose(_weights(again["model_path"])[name], want[name], rtol=1e-6, atol=1e-7)
 
 
-def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(capsys, tmp_path, monkeypatch):
+def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(cli, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
-    train_json(capsys, run_dir, "--epochs", "2")
+    train_json(cli, run_dir, "--epochs", "2")
     checkpoint = run_dir / "checkpoint.npz"
     before = checkpoint.read_bytes()
 
@@ -248,7 +238,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(capsys, tmp_
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(_files, "_write_file", write_half_then_fail)
-    code, out, err = run(capsys, "train", "--out-dir", run_dir, "--epochs", "4", "--resume")
+    code, out, err = cli("train", "--out-dir", run_dir, "--epochs", "4", "--resume")
     assert code == 1 and out == ""
     # One clean line: no traceback beside it.
     assert re.fullmatch(
@@ -262,16 +252,16 @@ def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(capsys, tmp_
     ), "a temporary checkpoint was left behind"
 
     monkeypatch.setattr(_files, "_write_file", real_write)
-    resumed = train_json(capsys, run_dir, "--epochs", "4", "--resume")
-    straight = train_json(capsys, tmp_path / "straight", "--epochs", "4")
+    resumed = train_json(cli, run_dir, "--epochs", "4", "--resume")
+    straight = train_json(cli, tmp_path / "straight", "--epochs", "4")
     assert resumed["start_epoch"] == 2
     want, got = _weights(straight["model_path"]), _weights(resumed["model_path"])
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7, err_msg=f"weight[{name}]")
 
 
-def test_checkpoint_holds_weights_optimizer_state_and_history(capsys, tmp_path):
-    result = train_json(capsys, tmp_path, "--epochs", "2", "--optimizer", "momentum")
+def test_checkpoint_holds_weights_optimizer_state_and_history(cli, tmp_path):
+    result = train_json(cli, tmp_path, "--epochs", "2", "--optimizer", "momentum")
     with np.load(result["checkpoint_path"], allow_pickle=False) as archive:
         keys = set(archive.files)
         meta = json.loads(str(archive["meta"]))
@@ -290,23 +280,23 @@ def test_checkpoint_holds_weights_optimizer_state_and_history(capsys, tmp_path):
     ],
     ids=["missing", "garbage", "other-optimizer"],
 )
-def test_bad_checkpoints(capsys, tmp_path, setup, args, message):
+def test_bad_checkpoints(cli, tmp_path, setup, args, message):
     if setup == "garbage":
         tmp_path.joinpath("checkpoint.npz").write_bytes(b"not a zip file")
     elif setup == "adam":
-        train_json(capsys, tmp_path, "--epochs", "1")
-    code, out, err = run(capsys, "train", "--out-dir", tmp_path, "--epochs", "2", *args)
+        train_json(cli, tmp_path, "--epochs", "1")
+    code, out, err = cli("train", "--out-dir", tmp_path, "--epochs", "2", *args)
     assert code == 1 and out == ""
     assert re.search(message, err.strip().splitlines()[-1]), err
 
 
-def test_checkpoint_of_another_model_is_refused(capsys, tmp_path):
-    train_json(capsys, tmp_path, "--epochs", "1")
+def test_checkpoint_of_another_model_is_refused(cli, tmp_path):
+    train_json(cli, tmp_path, "--epochs", "1")
     model = onnx.load(DIGITS)
     model.graph.initializer[0].name = "renamed.weight"
     model.graph.node[0].input[1] = "renamed.weight"
     onnx.save(model, tmp_path / "renamed.onnx")
-    code, _, err = run(capsys, "train", "--model", tmp_path / "renamed.onnx", "--out-dir", tmp_path, "--resume")
+    code, _, err = cli("train", "--model", tmp_path / "renamed.onnx", "--out-dir", tmp_path, "--resume")
     assert code == 1
     assert "lacks" in err or "The checkpoint holds weights" in err
 
@@ -316,18 +306,18 @@ def test_checkpoint_of_another_model_is_refused(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("attribute", ["mindspore_mlp", "MindSporeMLP"], ids=["factory", "class"])
-def test_mindspore_cell_is_converted_and_trained(capsys, tmp_path, attribute):
+def test_mindspore_cell_is_converted_and_trained(cli, tmp_path, attribute):
     pytest.importorskip("mindspore")
-    result = train_json(capsys, tmp_path, "--model", f"train_nets:{attribute}", "--epochs", "3")
+    result = train_json(cli, tmp_path, "--model", f"train_nets:{attribute}", "--epochs", "3")
     assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"]
     assert result["val_accuracy"] > 0.8
     assert _session_accuracy(result["model_path"], *_validation_split()) == pytest.approx(result["val_accuracy"])
 
 
 @pytest.mark.parametrize("attribute", ["torch_mlp", "torch_instance"], ids=["factory", "instance"])
-def test_torch_module_is_converted_and_trained(capsys, tmp_path, attribute):
+def test_torch_module_is_converted_and_trained(cli, tmp_path, attribute):
     pytest.importorskip("torch")
-    result = train_json(capsys, tmp_path, "--model", f"train_nets:{attribute}", "--epochs", "3")
+    result = train_json(cli, tmp_path, "--model", f"train_nets:{attribute}", "--epochs", "3")
     assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"]
     assert _session_accuracy(result["model_path"], *_validation_split()) == pytest.approx(result["val_accuracy"])
 
@@ -342,12 +332,12 @@ def test_torch_module_is_converted_and_trained(capsys, tmp_path, attribute):
     ],
     ids=["torch", "torch-reshape", "mindspore", "onnx"],
 )
-def test_saved_model_is_deployable_on_the_whole_data_set(capsys, tmp_path, attribute, framework, input_name):
+def test_saved_model_is_deployable_on_the_whole_data_set(cli, tmp_path, attribute, framework, input_name):
     # Exported for --batch-size 32, the model still runs every batch size: here all 1797 digits at once.
     if framework:
         pytest.importorskip(framework)
     model_args = ["--model", f"train_nets:{attribute}"] if attribute else []
-    result = train_json(capsys, tmp_path, *model_args, "--epochs", "2")
+    result = train_json(cli, tmp_path, *model_args, "--epochs", "2")
     assert result["notes"] == []
     model = onnx.load(result["model_path"])
     assert [i.name for i in model.graph.input] == [input_name]
@@ -362,10 +352,9 @@ def test_saved_model_is_deployable_on_the_whole_data_set(capsys, tmp_path, attri
     assert np.mean(np.argmax(val_logits, axis=-1) == y_val) == pytest.approx(result["val_accuracy"])
 
 
-def test_batch_dependent_model_keeps_its_batch_size_and_says_so(capsys, tmp_path):
+def test_batch_dependent_model_keeps_its_batch_size_and_says_so(cli, tmp_path):
     pytest.importorskip("torch")
-    code, out, err = run(
-        capsys, "train", "--out-dir", tmp_path, "--model", "train_nets:torch_batch_mean", "--epochs", "1"
+    code, out, err = cli("train", "--out-dir", tmp_path, "--model", "train_nets:torch_batch_mean", "--epochs", "1"
     )
     assert code == 0, err
     assert "note: model.onnx takes batches of exactly 32" in err
@@ -380,15 +369,15 @@ def test_batch_dependent_model_keeps_its_batch_size_and_says_so(capsys, tmp_path
 # Output and errors
 
 
-def test_progress_bar_on_request_and_summaries_always(capsys, tmp_path):
-    code, out, err = run(capsys, "train", "--out-dir", tmp_path / "a", "--epochs", "2", "--progress")
+def test_progress_bar_on_request_and_summaries_always(cli, tmp_path):
+    code, out, err = cli("train", "--out-dir", tmp_path / "a", "--epochs", "2", "--progress")
     assert code == 0
     assert "\r" in err and re.search(r"epoch 1/2 \[[#-]{24}\] \d+/45 loss \d+\.\d{4} [\d,]+ samples/s", err)
     assert re.search(r"epoch 2/2  train loss \d\.\d{4}  val loss \d\.\d{4}  val acc +\d+\.\d%", err)
     assert out.startswith("trained 2 epoch(s) in ")
     assert "wrote " in out and "model.onnx" in out
 
-    code, _, err = run(capsys, "train", "--out-dir", tmp_path / "b", "--epochs", "2", "--no-progress")
+    code, _, err = cli("train", "--out-dir", tmp_path / "b", "--epochs", "2", "--no-progress")
     assert code == 0 and "\r" not in err and len(err.strip().splitlines()) == 2
 
 
@@ -413,13 +402,13 @@ def test_progress_bar_on_request_and_summaries_always(capsys, tmp_path):
     ids=["optimizer", "batch", "loss", "fraction", "data", "npz-key", "format", "import", "attribute",
          "not-a-network", "model", "lr", "diverges", "label-dtype"],
 )
-def test_bad_arguments(capsys, tmp_path, monkeypatch, args, code, message):
+def test_bad_arguments(cli, tmp_path, monkeypatch, args, code, message):
     monkeypatch.chdir(tmp_path)
     x, y = _digits()
     np.savez(tmp_path / "DATA.npz", x=x[:50], y=y[:50])
     np.savez(tmp_path / "FLOATS.npz", x=x[:50], y=y[:50].astype(np.float32) + 0.5)
     (tmp_path / "DATA.txt.json").write_text("{}")
-    got, out, err = run(capsys, "train", "--out-dir", tmp_path / "run", "--epochs", "1", *args)
+    got, out, err = cli("train", "--out-dir", tmp_path / "run", "--epochs", "1", *args)
     assert got == code and out == ""
     assert re.search(message, err), err
     if code == 1:
@@ -451,61 +440,61 @@ def _npz(tmp_path, y, x=None) -> pathlib.Path:
     ],
     ids=["too-large", "minus-one", "strings", "nan"],
 )
-def test_bad_labels_are_refused_before_training(capsys, tmp_path, labels, message):
+def test_bad_labels_are_refused_before_training(cli, tmp_path, labels, message):
     # Before: GatherElements' internal error (too large), or 0% accuracy trained silently (-1).
     data = _npz(tmp_path, labels)
-    code, out, err = run(capsys, "train", "--data", data, "--out-dir", tmp_path / "run", "--epochs", "1")
+    code, out, err = cli("train", "--data", data, "--out-dir", tmp_path / "run", "--epochs", "1")
     assert code == 1 and out == "", err
     assert re.search(message, err), err
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
 
 
-def test_label_count_must_match_the_inputs(capsys, tmp_path):
+def test_label_count_must_match_the_inputs(cli, tmp_path):
     x, y = _digits()
     data = _npz(tmp_path, y[:50], x=x[:60])
-    code, _, err = run(capsys, "train", "--data", data, "--out-dir", tmp_path / "run")
+    code, _, err = cli("train", "--data", data, "--out-dir", tmp_path / "run")
     assert code == 1 and "has 60 inputs but 50 labels: give one label per sample" in err
 
 
-def test_integer_valued_float64_npz_labels_are_class_indices(capsys, tmp_path):
+def test_integer_valued_float64_npz_labels_are_class_indices(cli, tmp_path):
     x, y = _digits()
-    as_int = train_json(capsys, tmp_path / "int", "--data", _npz(tmp_path, y, x), "--epochs", "2")
-    as_float = train_json(capsys, tmp_path / "float", "--data", _npz(tmp_path, y.astype(np.float64), x), "--epochs", "2")
+    as_int = train_json(cli, tmp_path / "int", "--data", _npz(tmp_path, y, x), "--epochs", "2")
+    as_float = train_json(cli, tmp_path / "float", "--data", _npz(tmp_path, y.astype(np.float64), x), "--epochs", "2")
     assert [h["val_loss"] for h in as_float["history"]] == [h["val_loss"] for h in as_int["history"]]
 
 
-def test_label_column_by_header_name(capsys, tmp_path):
+def test_label_column_by_header_name(cli, tmp_path):
     x, y = _digits()
     table = np.column_stack([y[:400], x[:400]])
     path = tmp_path / "data.csv"
     header = ",".join(["digit", *(f"p{i}" for i in range(64))])
     np.savetxt(path, table, delimiter=",", header=header, comments="", fmt="%g")
-    by_name = train_json(capsys, tmp_path / "name", "--data", path, "--label-column", "digit", "--epochs", "2")
-    by_index = train_json(capsys, tmp_path / "index", "--data", path, "--label-column", "0", "--epochs", "2")
+    by_name = train_json(cli, tmp_path / "name", "--data", path, "--label-column", "digit", "--epochs", "2")
+    by_index = train_json(cli, tmp_path / "index", "--data", path, "--label-column", "0", "--epochs", "2")
     assert [h["val_loss"] for h in by_name["history"]] == [h["val_loss"] for h in by_index["history"]]
-    code, _, err = run(capsys, "train", "--data", path, "--label-column", "label", "--out-dir", tmp_path / "bad")
+    code, _, err = cli("train", "--data", path, "--label-column", "label", "--out-dir", tmp_path / "bad")
     assert code == 1 and "has no column named 'label' (its header has ['digit', 'p0'," in err
 
 
-def test_second_run_refuses_to_overwrite_a_checkpoint(capsys, tmp_path):
-    train_json(capsys, tmp_path, "--epochs", "1")
+def test_second_run_refuses_to_overwrite_a_checkpoint(cli, tmp_path):
+    train_json(cli, tmp_path, "--epochs", "1")
     before = (tmp_path / "checkpoint.npz").read_bytes()
-    code, out, err = run(capsys, "train", "--out-dir", tmp_path, "--epochs", "1")
+    code, out, err = cli("train", "--out-dir", tmp_path, "--epochs", "1")
     assert code == 1 and out == ""
     assert "holds the checkpoint of an earlier run: continue it with --resume, overwrite it with --force" in err
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
-    forced = train_json(capsys, tmp_path, "--epochs", "2", "--force")
+    forced = train_json(cli, tmp_path, "--epochs", "2", "--force")
     assert forced["start_epoch"] == 0 and len(forced["history"]) == 2
 
 
-def test_resume_at_the_final_epoch_says_there_is_nothing_to_train(capsys, tmp_path):
-    train_json(capsys, tmp_path, "--epochs", "2")
-    code, out, err = run(capsys, "train", "--out-dir", tmp_path, "--epochs", "2", "--resume")
+def test_resume_at_the_final_epoch_says_there_is_nothing_to_train(cli, tmp_path):
+    train_json(cli, tmp_path, "--epochs", "2")
+    code, out, err = cli("train", "--out-dir", tmp_path, "--epochs", "2", "--resume")
     assert code == 0 and "trained 0 epoch(s) (resumed after epoch 2)" in out
     assert "note: the checkpoint is at epoch 2 and --epochs is 2: nothing left to train; raise --epochs" in err
 
 
-def test_ctrl_c_saves_the_last_epoch_and_says_how_to_resume(capsys, tmp_path, monkeypatch):
+def test_ctrl_c_saves_the_last_epoch_and_says_how_to_resume(cli, tmp_path, monkeypatch):
     real_epoch = _train._train_epoch
 
     def interrupted_in_epoch_3(epoch, *args, **kwargs):
@@ -514,7 +503,7 @@ def test_ctrl_c_saves_the_last_epoch_and_says_how_to_resume(capsys, tmp_path, mo
         return real_epoch(epoch, *args, **kwargs)
 
     monkeypatch.setattr(_train, "_train_epoch", interrupted_in_epoch_3)
-    code, out, err = run(capsys, "train", "--out-dir", tmp_path, "--epochs", "5")
+    code, out, err = cli("train", "--out-dir", tmp_path, "--epochs", "5")
     assert code == 130
     assert re.search(r"interrupted; saved epoch 2 to .*checkpoint\.npz, .*model\.onnx and .*metrics\.json\. "
                      r"Continue with: onnxgrad train --resume --out-dir", err), err
@@ -527,33 +516,33 @@ def test_ctrl_c_saves_the_last_epoch_and_says_how_to_resume(capsys, tmp_path, mo
         np.testing.assert_array_equal(model_weights[name], value, err_msg=name)
 
     monkeypatch.setattr(_train, "_train_epoch", real_epoch)
-    resumed = train_json(capsys, tmp_path, "--epochs", "3", "--resume")
+    resumed = train_json(cli, tmp_path, "--epochs", "3", "--resume")
     assert resumed["start_epoch"] == 2 and len(resumed["history"]) == 3
 
 
-def test_sgd_is_plain_and_metrics_record_the_effective_hyperparameters(capsys, tmp_path):
-    result = train_json(capsys, tmp_path, "--epochs", "1", "--optimizer", "sgd")
+def test_sgd_is_plain_and_metrics_record_the_effective_hyperparameters(cli, tmp_path):
+    result = train_json(cli, tmp_path, "--epochs", "1", "--optimizer", "sgd")
     config = json.loads(pathlib.Path(result["metrics_path"]).read_text())["config"]
     assert config["learning_rate"] == 0.1 and config["momentum"] == 0.0
     with np.load(result["checkpoint_path"]) as archive:
         assert not [k for k in archive.files if "momentum" in k], "plain SGD keeps no momentum buffer"
-    momentum = train_json(capsys, tmp_path / "m", "--epochs", "1", "--optimizer", "momentum")
+    momentum = train_json(cli, tmp_path / "m", "--epochs", "1", "--optimizer", "momentum")
     config = json.loads(pathlib.Path(momentum["metrics_path"]).read_text())["config"]
     assert config["learning_rate"] == 0.1 and config["momentum"] == 0.9
 
 
-def test_verbose_flag_after_the_command(capsys, tmp_path):
-    code, _, err = run(capsys, "train", "-v", "--out-dir", tmp_path, "--epochs", "0")
+def test_verbose_flag_after_the_command(cli, tmp_path):
+    code, _, err = cli("train", "-v", "--out-dir", tmp_path, "--epochs", "0")
     assert code == 0 and "onnxgrad: INFO: training " in err
 
 
-def test_loss_curve_has_a_title_and_percent_accuracy(capsys, tmp_path, monkeypatch):
+def test_loss_curve_has_a_title_and_percent_accuracy(cli, tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
     figures = []
     real_savefig = Figure.savefig
     monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figures.append(self), real_savefig(self, *a, **k)))
-    result = train_json(capsys, tmp_path, "--epochs", "2")
+    result = train_json(cli, tmp_path, "--epochs", "2")
     (figure,) = figures
     axes, twin = figure.axes
     assert "digits_mlp.onnx on sklearn digits" in axes.get_title()
@@ -562,7 +551,7 @@ def test_loss_curve_has_a_title_and_percent_accuracy(capsys, tmp_path, monkeypat
     assert accuracy[-1] == pytest.approx(100 * result["val_accuracy"])
 
 
-def test_stale_temporary_files_of_killed_runs_are_removed(capsys, tmp_path):
+def test_stale_temporary_files_of_killed_runs_are_removed(cli, tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)  # that process has exited
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
@@ -573,7 +562,7 @@ def test_stale_temporary_files_of_killed_runs_are_removed(capsys, tmp_path):
         for path in [*stale, live]:
             path.write_bytes(b"partial")
         try:
-            train_json(capsys, tmp_path, "--epochs", "1")
+            train_json(cli, tmp_path, "--epochs", "1")
         finally:
             alive.kill()
     assert not any(p.exists() for p in stale)
@@ -595,25 +584,22 @@ _FIT = r"The data's samples have shape \[64\] and dtype float32: make the networ
     ],
     ids=["class-needing-arguments", "torch-input-size", "mindspore-input-size"],
 )
-def test_framework_model_errors_give_advice_for_the_command_line(capsys, tmp_path, monkeypatch, spec, framework,
+def test_framework_model_errors_give_advice_for_the_command_line(cli, tmp_path, monkeypatch, spec, framework,
                                                                  message):
     pytest.importorskip(framework)
     monkeypatch.chdir(tmp_path)  # MindSpore writes its analyze_fail report into the current folder
-    code, out, err = run(capsys, "train", "--model", spec, "--out-dir", tmp_path / "run", "--epochs", "1")
+    code, out, err = cli("train", "--model", spec, "--out-dir", tmp_path / "run", "--epochs", "1")
     assert code == 1 and out == ""
     assert re.search(message, err.strip().splitlines()[-1]), err
     assert not [advice for advice in _train._EXAMPLE_ADVICE if advice in err]  # the Python API's advice
 
 
-def test_mindspore_export_prints_no_deprecation_warning(tmp_path):
+def test_mindspore_export_prints_no_deprecation_warning(cli, tmp_path):
     pytest.importorskip("mindspore")
     env = {k: v for k, v in os.environ.items() if k != "GLOG_v"}  # MindSpore's default log level
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT)])
-    done = subprocess.run(
-        [sys.executable, "-m", "onnxgrad", "train", "--model", "train_nets:mindspore_mlp", "--epochs", "1",
-         "--out-dir", str(tmp_path)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False,
-    )
+    done = cli.subprocess("train", "--model", "train_nets:mindspore_mlp", "--epochs", "1", "--out-dir", tmp_path,
+                          env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "will be deleted" not in done.stderr and "mindspore.onnx.export" not in done.stderr
 
