@@ -11,9 +11,9 @@ import pytest
 
 import onnxgrad
 import onnxgrad.testing
+from _support.op_cases import CASES_BY_NAME, network_and_args
 from onnxgrad import _builder_env, _ort
 from onnxgrad.errors import GradientBuildError, OnnxGradError
-from test_ops_fd import CASES_BY_NAME, _network_and_args
 
 
 def _builder_python() -> str:
@@ -29,7 +29,7 @@ def subprocess_builder(monkeypatch, fresh_cache):
 
 @pytest.mark.parametrize("name", ["conv_groups", "maxpool_overlap", "layernorm", "softmaxceloss_weight_ignore"])
 def test_subprocess_builds_the_same_gradients_as_this_process(name, subprocess_builder, monkeypatch):
-    _, network, args = _network_and_args(CASES_BY_NAME[name])
+    _, network, args = network_and_args(CASES_BY_NAME[name])
     weights = network.trainable_params()
     from_subprocess = onnxgrad.ForwardValueAndGrad(network, weights, get_all=True, get_by_list=True)(*args)
     onnxgrad.testing.check_grads(network, args)  # and the subprocess's graph is right
@@ -60,7 +60,7 @@ def test_a_missing_builder_environment_names_the_install_command(monkeypatch, tm
     monkeypatch.setenv("ONNXGRAD_BUILDER", "subprocess")
     monkeypatch.delenv("ONNXGRAD_BUILDER_PYTHON", raising=False)
     monkeypatch.setenv("ONNXGRAD_BUILDER_DIR", str(tmp_path / "none"))
-    _, network, args = _network_and_args(CASES_BY_NAME["tanh"])
+    _, network, args = network_and_args(CASES_BY_NAME["tanh"])
     with pytest.raises(GradientBuildError, match="onnxgrad builder install"):
         onnxgrad.ForwardValueAndGrad(network)(*args)
 
@@ -100,7 +100,7 @@ def test_a_cached_graph_needs_no_builder(monkeypatch, tmp_path, fresh_cache):
     from onnxgrad import _cache
 
     case = CASES_BY_NAME["conv_groups"]
-    _, network, args = _network_and_args(case)
+    _, network, args = network_and_args(case)
     first = onnxgrad.ForwardValueAndGrad(network, network.trainable_params(), get_all=True, get_by_list=True)(*args)
     # A machine with no builder at all, sharing the disk cache.
     _cache.clear_memory()

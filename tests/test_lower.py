@@ -17,11 +17,11 @@ import pytest
 
 import onnxgrad
 import onnxgrad.testing
+from _support.op_cases import CASES, network_and_args
 from _support.reference_ops import reference as _reference
 from onnxgrad import _engine, _gradient, _lower, _prepare
 from onnxgrad._ort import ort
 from onnxgrad.errors import UnsupportedGradientError
-from test_ops_fd import CASES, _network_and_args
 
 # Cases whose builder graph has no kernel to compare with on this CPU build (or a wrong one).
 _NO_KERNEL = {
@@ -31,7 +31,7 @@ _NO_KERNEL = {
 
 
 def _graphs(case):
-    _, network, args = _network_and_args(case)
+    _, network, args = network_and_args(case)
     weights = tuple(network.parameters_dict())
     floats = tuple(k for k, info in enumerate(network.inputs) if info.is_float)
     shapes = {info.name: a.shape for info, a in zip(network.inputs, args)}
@@ -192,7 +192,7 @@ def test_both_conv_weight_gradients_agree(name, monkeypatch):
 def test_api_graphs_run_on_the_reference_evaluator():
     # The graph behind ForwardValueAndGrad, not just the lowering: same values on both runtimes.
     case = next(c for c in CASES if c.name == "conv_groups")
-    _, network, args = _network_and_args(case)
+    _, network, args = network_and_args(case)
     grad_fn = onnxgrad.ForwardValueAndGrad(network, weights=network.trainable_params(), get_all=True, get_by_list=True)
     value, (input_grads, weight_grads) = grad_fn(*args)
     spec = _engine.GradSpec(inputs=(0,), weights=tuple(network.parameters_dict()))
