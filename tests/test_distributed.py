@@ -221,14 +221,14 @@ _RUNNER = textwrap.dedent(
     from onnxgrad import _train, distributed
 
     ctx = distributed.init(timeout=120)
-    real_finish = _train._finish
+    real_finish = _train.report._finish
 
     def finish(config, data, description, backbone, *args, **kwargs):
         # Every rank's final weights: the ranks must hold the same ones.
         np.savez(f"{config.out_dir}-rank{ctx.rank}.npz", **{p.name: p.value for p in backbone.trainable_params()})
         return real_finish(config, data, description, backbone, *args, **kwargs)
 
-    _train._finish = finish
+    _train.report._finish = finish
     for out_dir, settings in json.loads(sys.argv[1]).items():
         result = _train.train(_train.TrainConfig(out_dir=out_dir, batch_size=int(sys.argv[2]), **settings))
         assert result.world_size == ctx.world_size and result.rank == ctx.rank

@@ -173,9 +173,9 @@ def test_dense_softmax_ce_takes_class_indices_as_one_hot(cli, tmp_path):
 
 def test_every_loss_alias_names_a_loss_of_onnxgrad_nn():
     # An alias to a class that does not exist was hidden by loss_names() instead of failing.
-    missing = {alias: cls for alias, (cls, _) in _train._LOSS_ALIASES.items() if cls not in _train._loss_classes()}
+    missing = {alias: cls for alias, (cls, _) in _train.model._LOSS_ALIASES.items() if cls not in _train.model._loss_classes()}
     assert missing == {}, f"aliases to losses onnxgrad.nn does not define: {missing}"
-    assert set(_train._LOSS_ALIASES) <= set(_train.loss_names())
+    assert set(_train.model._LOSS_ALIASES) <= set(_train.loss_names())
 
 
 def test_regression_loss_reports_no_accuracy(cli, tmp_path):
@@ -495,14 +495,14 @@ def test_resume_at_the_final_epoch_says_there_is_nothing_to_train(cli, tmp_path)
 
 
 def test_ctrl_c_saves_the_last_epoch_and_says_how_to_resume(cli, tmp_path, monkeypatch):
-    real_epoch = _train._train_epoch
+    real_epoch = _train.loop._train_epoch
 
     def interrupted_in_epoch_3(epoch, *args, **kwargs):
         if epoch == 3:
             raise KeyboardInterrupt
         return real_epoch(epoch, *args, **kwargs)
 
-    monkeypatch.setattr(_train, "_train_epoch", interrupted_in_epoch_3)
+    monkeypatch.setattr(_train.loop, "_train_epoch", interrupted_in_epoch_3)
     code, out, err = cli("train", "--out-dir", tmp_path, "--epochs", "5")
     assert code == 130
     assert re.search(r"interrupted; saved epoch 2 to .*checkpoint\.npz, .*model\.onnx and .*metrics\.json\. "
@@ -515,7 +515,7 @@ def test_ctrl_c_saves_the_last_epoch_and_says_how_to_resume(cli, tmp_path, monke
     for name, value in saved.items():  # the model holds the saved epoch's weights
         np.testing.assert_array_equal(model_weights[name], value, err_msg=name)
 
-    monkeypatch.setattr(_train, "_train_epoch", real_epoch)
+    monkeypatch.setattr(_train.loop, "_train_epoch", real_epoch)
     resumed = train_json(cli, tmp_path, "--epochs", "3", "--resume")
     assert resumed["start_epoch"] == 2 and len(resumed["history"]) == 3
 
@@ -591,7 +591,7 @@ def test_framework_model_errors_give_advice_for_the_command_line(cli, tmp_path, 
     code, out, err = cli("train", "--model", spec, "--out-dir", tmp_path / "run", "--epochs", "1")
     assert code == 1 and out == ""
     assert re.search(message, err.strip().splitlines()[-1]), err
-    assert not [advice for advice in _train._EXAMPLE_ADVICE if advice in err]  # the Python API's advice
+    assert not [advice for advice in _train.model._EXAMPLE_ADVICE if advice in err]  # the Python API's advice
 
 
 def test_mindspore_export_prints_no_deprecation_warning(cli, tmp_path):
