@@ -22,13 +22,13 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import onnxgrad  # noqa: E402
+from _support.tolerances import tolerance  # noqa: E402
 from onnxgrad.converters import torch as converter  # noqa: E402
 
 pytree = torch.utils._pytree
 
 BATCH, SEQ, VOCAB = 2, 7, 40
-# float32 on both sides: PyTorch's CPU kernels and ONNX Runtime's sum in different orders.
-RTOL, ATOL = 2e-4, 2e-5
+RTOL, ATOL = tolerance("torch", "transformers").rtol, tolerance("torch", "transformers").atol
 
 
 def _mask(seed: int) -> torch.Tensor:
