@@ -1,7 +1,7 @@
 import os
 import sys
 
-# Tests import their shared helpers (treecompare, ...) by module name.
+# Tests import their shared pieces as _support.<module> (and node_corpus, references, train_nets) from here.
 sys.path.insert(0, os.path.dirname(__file__))
 # MindSpore logs every graph compile at WARNING; keep test output readable.
 os.environ.setdefault("GLOG_v", "3")
