@@ -11,19 +11,19 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx.reference import ReferenceEvaluator
 
 import onnxgrad
-from onnxgrad import _device, _engine
+from onnxgrad import _device, _engine, _lower
 from onnxgrad.testing import check_grads
 
-# head: the first n + 1 entries of y (1 to 3 of them); steps: 0, 1, ..., trips - 1 with trips = n or 2n.
+# head: the first n entries of y (0 to 3 of them); steps: 0, 1, ..., trips - 1 with trips = n or 2n.
 MODEL = """<ir_version: 8, opset_import: ["": 17]>
 g (float[3] x, int64 n) => (float[3] y, float[M] head, float[N] steps) <float[3] w = {{0.5, -2.0, 3.0}}> {{
     y = Mul(x, w)
     zero = Constant <value = int64[1] {{0}}> ()
     one = Constant <value = int64[1] {{1}}> ()
-    n1 = Reshape(n, one)
-    end = Add(n1, one)
+    end = Reshape(n, one)
     head = Slice(y, zero, end)
     c = Constant <value = bool {{1}}> ()
     trips = {trips}
@@ -94,3 +94,28 @@ def test_outputs_of_data_dependent_shape_from_many_threads_match_serial_calls():
         for a, b in zip(g, e, strict=True):
             assert a.shape == b.shape, (size, a.shape, b.shape)
             np.testing.assert_array_equal(a, b, err_msg=f"n={size}")
+
+
+REDUCE = """<ir_version: 8, opset_import: ["": 17]>
+g (float[A, B] x, int64[K] axes) => (float[P, Q] kept, float[R] dropped) {
+    kept = ReduceSum <noop_with_empty_axes = 1, keepdims = 1> (x, axes)
+    dropped = ReduceSum <noop_with_empty_axes = 1, keepdims = 0> (x, axes)
+}"""
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (2, 0), (2, 3)], ids=str)
+@pytest.mark.parametrize("axes", [[], [0], [1], [-1], [-2], [0, 1]], ids=str)
+def test_a_sum_over_run_time_axes_is_right_on_empty_tensors(shape, axes):
+    # ONNX Runtime's ReduceSum gave a tensor of ones' shape for empty axes on an empty input (the gradient
+    # of a slice that came out empty had shape [1]) and left negative axes unreduced; lowering rewrites it.
+    model = onnx.parser.parse_model(REDUCE)
+    lowered = onnx.ModelProto()
+    lowered.CopyFrom(model)
+    _lower.lower(lowered, {})
+    assert any(n.op_type == "Unsqueeze" for n in lowered.graph.node)
+    x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    feeds = {"x": x, "axes": np.array(axes, np.int64)}
+    want = ReferenceEvaluator(model).run(None, feeds)
+    for name, got, expected in zip(["kept", "dropped"], _fresh_run(lowered, ["kept", "dropped"], feeds), want):
+        assert got.shape == expected.shape, (name, got.shape, expected.shape)
+        np.testing.assert_array_equal(got, expected, err_msg=name)
