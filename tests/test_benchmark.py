@@ -139,6 +139,20 @@ def test_real_check_names_each_mismatching_gradient():
     assert real._real_check("module", np.float32(2.0), dict(reference[1]), reference) == []
 
 
+def test_real_targets_mark_each_model():
+    records = {
+        "fast": {"check": "ok", "file_over_torch": 0.9, "module_over_file": 1.04},
+        "slow": {"check": "ok", "file_over_torch": 1.2, "module_over_file": 0.9},
+        "broken": {"check": ["file loss: max abs err 0.06"]},
+    }
+    assert real.real_targets(records) == [
+        "Targets:",
+        "- [pass] fast: file / PyTorch eager = 0.9 (< 1)", "- [pass] fast: module / file = 1.04 (within 5%)",
+        "- [FAIL] slow: file / PyTorch eager = 1.2 (< 1)", "- [FAIL] slow: module / file = 0.9 (within 5%)",
+        "- [n/a ] broken: file / PyTorch eager = – (< 1)", "- [n/a ] broken: module / file = – (within 5%)",
+    ]
+
+
 def test_real_architecture_on_a_tiny_bert(monkeypatch):
     """The --real path end to end on a BERT small enough for CI: both routes checked against autograd, timed."""
     pytest.importorskip("torch", reason="PyTorch is optional")

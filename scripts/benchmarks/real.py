@@ -18,6 +18,9 @@ from scripts.benchmarks import models
 from scripts.benchmarks.common import Settings, error_text, log, parse_names, timed
 from scripts.benchmarks.report import fmt, machine
 
+#: The module route's time within this fraction of the file route's (issue 14's target).
+TARGET_MODULE_VS_FILE = 0.05
+
 #: Gradient cross-check of the real architectures against autograd (float32; deep graphs sum in other orders).
 REAL_TOLERANCE = dict(rtol=2e-3, atol=2e-4)
 #: Session config of both onnxgrad routes: ORT's threads must not spin while PyTorch runs in the same process.
@@ -185,6 +188,21 @@ def real_tables(records: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
+def real_targets(records: dict[str, dict[str, Any]]) -> list[str]:
+    """The targets per real architecture: the file route faster than PyTorch eager, the module route
+    within TARGET_MODULE_VS_FILE of the file route. A model that failed its check has no figures (n/a)."""
+    out = ["Targets:"]
+    for name, r in records.items():
+        checked = r.get("check") == "ok" and "file_over_torch" in r
+        file_ratio, module_ratio = r.get("file_over_torch"), r.get("module_over_file")
+        marks = ["n/a " if not checked else ("pass" if ok else "FAIL") for ok in (
+            checked and file_ratio < 1, checked and abs(module_ratio - 1) <= TARGET_MODULE_VS_FILE)]
+        out.append(f"- [{marks[0]}] {name}: file / PyTorch eager = {fmt(file_ratio)} (< 1)")
+        out.append(f"- [{marks[1]}] {name}: module / file = {fmt(module_ratio)} "
+                   f"(within {100 * TARGET_MODULE_VS_FILE:g}%)")
+    return out
+
+
 def real_main(args: argparse.Namespace, settings: Settings) -> int:
     """``--real``: the real architectures, in this process."""
     known = list(models.REAL_MODELS)
@@ -200,6 +218,7 @@ def real_main(args: argparse.Namespace, settings: Settings) -> int:
         ok = ok and records[name]["check"] == "ok"
         log(f"{name}: {records[name]['check']}")
     print(real_tables(records))
+    print("\n" + "\n".join(real_targets(records)))
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"\n({machine().get('cpu')}, {os.cpu_count()} CPUs, {settings.threads} threads; "
           f"run took {time.perf_counter() - started:.0f} s; load average at the end {fmt(load and load[0])})")
