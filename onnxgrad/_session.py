@@ -248,7 +248,7 @@ class Session:
         for name, stay in zip(self._outputs, keep):
             binding.bind_output(name, *(device if stay else _device.CPU))
         self._run(binding)
-        return [value if stay else value.numpy() for value, stay in zip(binding.get_outputs(), keep)]
+        return [value if stay else value.numpy() for value, stay in zip(_own_outputs(binding), keep)]
 
     def _bind_inputs(self, binding: Any, feeds: Mapping[str, Any]) -> None:
         """Binds the call's inputs: numpy arrays from host memory, OrtValues where they live."""
@@ -270,6 +270,19 @@ class Session:
                 f"ONNX Runtime failed while running the graph: {_last_line(err)}. "
                 "Check the input values and shapes; if they are right, please report this."
             ) from err
+
+
+def _own_outputs(binding: Any) -> list[Any]:
+    """The last run's outputs as OrtValues of their own.
+
+    In onnxruntime 1.19 (the training build), ``IOBinding.get_outputs`` iterates
+    the binding's output vector, which yields views of its slots: rebinding an
+    output for the next call turned an OrtValue kept from this call into the
+    next call's result. Indexing the vector copies each value out (as later
+    onnxruntime versions do themselves).
+    """
+    outputs = binding._iobinding.get_outputs()
+    return [ort.OrtValue(outputs[i]) for i in range(len(outputs))]
 
 
 def _last_line(err: Exception) -> str:

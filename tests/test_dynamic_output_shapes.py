@@ -119,3 +119,24 @@ def test_a_sum_over_run_time_axes_is_right_on_empty_tensors(shape, axes):
     for name, got, expected in zip(["kept", "dropped"], _fresh_run(lowered, ["kept", "dropped"], feeds), want):
         assert got.shape == expected.shape, (name, got.shape, expected.shape)
         np.testing.assert_array_equal(got, expected, err_msg=name)
+
+
+@pytest.mark.parametrize("trips", list(TRIPS.values()), ids=list(TRIPS))
+def test_results_kept_as_ortvalues_are_not_overwritten_by_later_calls(trips, resident):
+    # onnxruntime 1.19's IOBinding.get_outputs gave views of the binding's slots: on a device, the
+    # OrtValues of one call turned into the next call's results when the outputs were bound again.
+    net = onnxgrad.load(onnx.parser.parse_model(MODEL.format(trips=trips)))
+    fvg = onnxgrad.ForwardValueAndGrad(net, net.trainable_params(), get_all=True, get_by_list=True)
+    calls = [(X, 3), (X * 10, 1), (X - 1, 0), (X * 2, 4)]
+    kept, expected = [], []
+    for x, size in calls:
+        n = np.array(size, np.int64)
+        values, (input_grads, weight_grads) = fvg(_device.wrap(x.copy()), _device.wrap(n.copy()))
+        results = [*values, *input_grads, *weight_grads]
+        assert all(_device.is_ortvalue(r) for r in results)
+        kept.append(results)
+        want_values, (want_inputs, want_weights) = fvg(x, n)  # numpy in, numpy out: the reference
+        expected.append([*want_values, *want_inputs, *want_weights])
+    for (_, size), results, want in zip(calls, kept, expected, strict=True):
+        for k, (got, w) in enumerate(zip(results, want, strict=True)):
+            np.testing.assert_array_equal(_device.to_host(got), w, err_msg=f"result {k} of the call with n={size}")
