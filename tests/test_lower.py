@@ -181,7 +181,7 @@ def test_both_conv_weight_gradients_agree(name, monkeypatch):
     # Small unfolded inputs take one Gemm (what test_ops_fd checks); larger ones a correlating Conv.
     case = next(c for c in CASES if c.name == name)
     _, unfolded, outputs, feeds = _graphs(case)
-    monkeypatch.setattr(_lower, "_MAX_UNFOLDED_ELEMENTS", 0)
+    monkeypatch.setattr(_lower.convolution, "_MAX_UNFOLDED_ELEMENTS", 0)
     _, correlated, _, _ = _graphs(case)
     assert "Gemm" in {n.op_type for n in unfolded.graph.node} - {n.op_type for n in correlated.graph.node}
     expected = ort.InferenceSession(unfolded.SerializeToString()).run(outputs, feeds)
