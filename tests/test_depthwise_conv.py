@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import onnxgrad  # noqa: E402
+from _support.tolerances import tolerance  # noqa: E402
 
-# Two float32 implementations of the same sums (PyTorch's CPU kernels, ONNX Runtime's).
-TOLERANCE = dict(rtol=1e-4, atol=1e-5)
+TOLERANCE = tolerance("torch", "depthwise_conv").kwargs()
 
 
 @dataclasses.dataclass(frozen=True)

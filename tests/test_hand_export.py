@@ -18,8 +18,9 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 import onnxgrad  # noqa: E402
+from _support.tolerances import tolerance  # noqa: E402
 
-TOLERANCE = dict(rtol=1e-4, atol=1e-5)
+TOLERANCE = tolerance("torch", "hand_export").kwargs()
 
 
 class SamePadConvNorm(nn.Module):
