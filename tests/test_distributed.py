@@ -387,6 +387,7 @@ def _script(name: str):
 
 
 def test_the_custom_loop_example_on_two_ranks_trains_as_one_process_with_twice_the_batch(tmp_path):
+    pytest.importorskip("sklearn", reason="the example trains on scikit-learn's digits (the train extra)")
     example = _script("distributed_example")
     args = ["--epochs", "2", "--samples", "301"]  # 301: the last batch is short and rank 1 is padded
     alone = tmp_path / "alone.npz"

@@ -25,7 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 REQUIRES = {
     "onnxgrad.converters.torch": "torch",
     "onnxgrad.converters.mindspore": "mindspore",
-    "onnxgrad._train.train": "sklearn",
+    "onnxgrad._train.loop.train": "sklearn",
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
