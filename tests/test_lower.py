@@ -241,3 +241,20 @@ def test_other_providers_keep_the_graph():
     model = _gemm_model(0, 1, 1.0, 1.0, [5])
     for kind in ("cpu", "cuda"):
         assert _lower.for_provider(model, kind) is model
+
+
+def test_a_training_kernel_left_inside_a_subgraph_is_an_onnxgrad_error_naming_it():
+    # The lowering passes walk the main graph; a kernel left in a branch must still be reported, not crash.
+    from onnx import TensorProto, helper
+
+    from onnxgrad.errors import GradientBuildError
+
+    branch = helper.make_graph([helper.make_node("ReluGrad", ["x", "x"], ["z"], domain="com.microsoft")], "b", [],
+                               [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)], "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, []), helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    with pytest.raises(GradientBuildError, match="com.microsoft::ReluGrad"):
+        _lower.lower(model, {})

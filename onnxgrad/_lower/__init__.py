@@ -183,6 +183,6 @@ def lower(model: onnx.ModelProto, types: dict) -> onnx.ModelProto:
     del model.opset_import[:]
     model.opset_import.extend(kept)
     left_over = nonstandard_nodes(model)
-    if left_over:
-        raise lw.fail(left_over[0], "it is still there after lowering")
+    if left_over:  # e.g. inside a subgraph or function body, which the passes above do not visit
+        raise Lowerer(model, types).fail(left_over[0], "it is still there after lowering")
     return model
