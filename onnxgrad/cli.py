@@ -19,7 +19,7 @@ from typing import Any, Sequence, TextIO
 
 import numpy as np
 
-from onnxgrad import __version__, _builder_env, _export, _inspect, _inspect_text, _train, nn
+from onnxgrad import __version__, _builder_env, _export, _inspect, _inspect_text, _train, nn, optim
 from onnxgrad._network import load
 from onnxgrad.errors import InputError, OnnxGradError
 from onnxgrad.nn._loss import LABEL, LOSS_OUTPUT
@@ -107,7 +107,7 @@ Shapes are fixed at export. The file runs in a training build of ONNX Runtime
 
 
 def _add_loss_options(parser: argparse.ArgumentParser, default: str | None) -> None:
-    names = _train.loss_names()
+    names = nn.loss_names()
     parser.add_argument(
         "--loss",
         default=default,
@@ -231,9 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_loss_options(train, defaults.loss)
     train.add_argument(
-        "--optimizer", default=defaults.optimizer, choices=sorted(_train.OPTIMIZERS), help="default: adam"
+        "--optimizer", default=defaults.optimizer, choices=sorted(optim.OPTIMIZERS), help="default: adam"
     )
-    rates = ", ".join(f"{k} {v:g}" for k, v in _train.OPTIMIZERS.items())
+    rates = ", ".join(f"{k} {v:g}" for k, v in optim.OPTIMIZERS.items())
     train.add_argument("--lr", type=float, metavar="RATE", help=f"learning rate (default: {rates})")
     train.add_argument(
         "--momentum", type=float, default=defaults.momentum, help="default: 0 for sgd (plain SGD), 0.9 for momentum"
@@ -388,7 +388,7 @@ def _tensor_dicts(infos, model) -> list[dict[str, Any]]:
 def _cmd_grad(args: argparse.Namespace) -> int:
     network = load(args.model)
     if args.loss:
-        loss_fn = _train.make_loss(args.loss, args.reduction)
+        loss_fn = nn.make_loss(args.loss, args.reduction)
         allowed = loss_fn.label_dtypes()
         if args.label_dtype is not None and np.dtype(args.label_dtype) not in allowed:
             raise InputError(

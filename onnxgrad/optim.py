@@ -14,6 +14,8 @@ see them on the next call without any rebuild.
 - :class:`Adam` follows ``torch.optim.Adam`` (L2 weight decay added to the
   gradient, ``eps`` added after the bias-corrected square root).
 
+:func:`make_optimizer` makes one by name, for configurations and the command line.
+
 Each update rule is written once (``_rule``). Given numpy gradients it runs on
 the host; given OrtValue gradients (from a network on CUDA or CANN, see
 :mod:`onnxgrad._device`) the same arithmetic runs as an ONNX graph on their
@@ -33,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import math
+import types
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -41,7 +44,7 @@ from onnxgrad import _device, _trace
 from onnxgrad._network import Parameter, ParameterTuple
 from onnxgrad.errors import InputError
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Adam"]
+__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "OPTIMIZERS", "make_optimizer"]
 
 _STEP = "step"
 _KIND = "optimizer"
@@ -453,3 +456,46 @@ class Adam(Optimizer):
         v = state["exp_avg_sq"] * h["beta2"] + h["rest2"] * (g * g)
         denom = xp.sqrt(v) / h["correction2"] + h["eps"]
         return value - h["step_size"] * (m / denom), {"exp_avg": m, "exp_avg_sq": v}
+
+
+#: The names :func:`make_optimizer` takes, and each one's default learning rate.
+OPTIMIZERS: Mapping[str, float] = types.MappingProxyType({"sgd": 0.1, "momentum": 0.1, "adam": 3e-3})
+
+
+def make_optimizer(
+    name: str,
+    params: Iterable[Parameter],
+    learning_rate: float | None = None,
+    *,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+) -> Optimizer:
+    """A new optimizer of the kind called ``name`` (any case), over ``params``.
+
+    Args:
+        name: a name from :data:`OPTIMIZERS`: ``sgd`` (:class:`SGD`),
+            ``momentum`` (:class:`Momentum`) or ``adam`` (:class:`Adam`).
+        params: the Parameters to update.
+        learning_rate: None: the optimizer's default in :data:`OPTIMIZERS`.
+        momentum: for ``sgd`` and ``momentum``. None: 0 for ``sgd`` (plain
+            SGD, as ``torch.optim.SGD``), 0.9 for ``momentum``.
+        nesterov: Nesterov momentum (``sgd``, ``momentum``).
+        weight_decay: L2 penalty added to the gradients.
+        beta1: Adam's first-moment decay.
+        beta2: Adam's second-moment decay.
+
+    Raises:
+        InputError: an unknown name or a hyperparameter out of range.
+    """
+    key = name.lower()
+    if key not in OPTIMIZERS:
+        raise InputError(f"Unknown optimizer {name!r}: choose one of {sorted(OPTIMIZERS)}.")
+    lr = OPTIMIZERS[key] if learning_rate is None else learning_rate
+    if key == "sgd":
+        return SGD(params, lr, 0.0 if momentum is None else momentum, weight_decay, nesterov)
+    if key == "momentum":
+        return Momentum(params, lr, 0.9 if momentum is None else momentum, weight_decay, use_nesterov=nesterov)
+    return Adam(params, lr, beta1, beta2, weight_decay=weight_decay)

@@ -28,6 +28,7 @@ from _support.tolerances import tolerance
 from _support.treecompare import assert_trees_close
 from onnxgrad import nn
 from onnxgrad.errors import InputError
+from onnxgrad.nn import _registry
 from onnxgrad.testing import check_grads
 
 
@@ -263,3 +264,18 @@ def test_loss_fn_is_closed_to_subclasses_outside_onnxgrad():
         class MyLoss(nn.MSELoss):
             def _build(self, gw, logits, label, logits_info, label_dtype):
                 return logits
+
+
+def test_every_loss_alias_names_a_loss_of_onnxgrad_nn():
+    # An alias to a class that does not exist was hidden by loss_names() instead of failing.
+    missing = {alias: cls for alias, (cls, _) in _registry._LOSS_ALIASES.items() if cls not in _registry._loss_classes()}
+    assert missing == {}, f"aliases to losses onnxgrad.nn does not define: {missing}"
+    assert set(_registry._LOSS_ALIASES) <= set(nn.loss_names())
+
+
+def test_make_loss_builds_the_named_loss_and_refuses_unknown_names():
+    loss = nn.make_loss("sparse_softmax_ce", reduction="sum")
+    assert type(loss) is nn.SoftmaxCrossEntropyWithLogits and loss.sparse and loss.reduction == "sum"
+    assert type(nn.make_loss("HuberLoss")) is nn.HuberLoss  # a class name works too
+    with pytest.raises(InputError, match=r"Unknown loss 'hinge': choose one of \[.*'mse'"):
+        nn.make_loss("hinge")

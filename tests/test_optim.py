@@ -121,3 +121,20 @@ def test_load_state_dict_rejects_other_optimizers_and_models():
     renamed = [onnxgrad.Parameter(np.zeros(3, np.float32), "v")]
     with pytest.raises(onnxgrad.InputError, match="lacks .*exp_avg/v"):
         optim.Adam(renamed).load_state_dict(adam_state)
+
+
+def test_make_optimizer_builds_the_named_optimizer_with_its_defaults():
+    def param():
+        return [onnxgrad.Parameter(np.zeros(3, np.float32), "w")]
+
+    sgd = optim.make_optimizer("SGD", param())
+    assert type(sgd) is optim.SGD and sgd.learning_rate == optim.OPTIMIZERS["sgd"] and sgd.momentum == 0.0
+    momentum = optim.make_optimizer("momentum", param(), 0.05, nesterov=True, weight_decay=1e-4)
+    assert type(momentum) is optim.Momentum and momentum.learning_rate == 0.05
+    assert (momentum.momentum, momentum.use_nesterov, momentum.weight_decay) == (0.9, True, 1e-4)
+    adam = optim.make_optimizer("adam", param(), beta1=0.8, beta2=0.99)
+    assert type(adam) is optim.Adam and adam.learning_rate == optim.OPTIMIZERS["adam"]
+    assert (adam.beta1, adam.beta2) == (0.8, 0.99)
+    assert sorted(optim.OPTIMIZERS) == ["adam", "momentum", "sgd"]
+    with pytest.raises(onnxgrad.InputError, match=r"Unknown optimizer 'lamb': choose one of \['adam', 'momentum', 'sgd'\]"):
+        optim.make_optimizer("lamb", param())

@@ -171,13 +171,6 @@ def test_dense_softmax_ce_takes_class_indices_as_one_hot(cli, tmp_path):
     assert _session_accuracy(result["model_path"], *_validation_split()) == pytest.approx(result["val_accuracy"])
 
 
-def test_every_loss_alias_names_a_loss_of_onnxgrad_nn():
-    # An alias to a class that does not exist was hidden by loss_names() instead of failing.
-    missing = {alias: cls for alias, (cls, _) in _train.model._LOSS_ALIASES.items() if cls not in _train.model._loss_classes()}
-    assert missing == {}, f"aliases to losses onnxgrad.nn does not define: {missing}"
-    assert set(_train.model._LOSS_ALIASES) <= set(_train.loss_names())
-
-
 def test_regression_loss_reports_no_accuracy(cli, tmp_path):
     x, _ = _digits()
     targets = np.stack([x[:300, :32].sum(1), x[:300, 32:].sum(1)] * 5, axis=1).astype(np.float32) / 10

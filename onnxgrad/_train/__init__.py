@@ -22,7 +22,7 @@ Nothing here prints: progress goes to the ``progress`` callback as
 :class:`StepEvent` and :class:`EpochEvent`, and to ``logging``.
 
 The parts: :mod:`.config` (what to train, events, the result), :mod:`.data`
-(reading, splitting, labels), :mod:`.model` (model, loss, optimizer),
+(reading, splitting, labels), :mod:`.model` (model, optimizer),
 :mod:`.checkpoint`, :mod:`.loop` (the training loop and validation),
 :mod:`.ranks` (the glue to :mod:`onnxgrad.distributed`) and :mod:`.report`
 (the deployable model, curve and metrics).
@@ -40,7 +40,6 @@ from onnxgrad._train.config import (
     DIGITS,
     METRICS,  # noqa: F401
     MODEL,  # noqa: F401
-    OPTIMIZERS,
     EpochEvent,
     StepEvent,
     TrainConfig,
@@ -49,14 +48,13 @@ from onnxgrad._train.config import (
 )
 from onnxgrad._train.data import Dataset, check_labels, load_data, split
 from onnxgrad._train.loop import train
-from onnxgrad._train.model import loss_names, make_loss, make_optimizer, resolve_model
+from onnxgrad._train.model import optimizer_for, resolve_model
 from onnxgrad._train.report import deployable_model
 
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_OUT_DIR",
     "DIGITS",
-    "OPTIMIZERS",
     "TrainConfig",
     "TrainResult",
     "StepEvent",
@@ -65,9 +63,7 @@ __all__ = [
     "train",
     "load_data",
     "split",
-    "make_loss",
-    "loss_names",
-    "make_optimizer",
+    "optimizer_for",
     "resolve_model",
     "save_checkpoint",
     "load_checkpoint",

@@ -19,10 +19,6 @@ CURVE = "loss_curve.png"
 METRICS = "metrics.json"
 
 
-#: Optimizer names and their default learning rates.
-OPTIMIZERS = {"sgd": 0.1, "momentum": 0.1, "adam": 3e-3}
-
-
 @dataclasses.dataclass
 class TrainConfig:
     """What to train, on what, and how.
@@ -37,10 +33,10 @@ class TrainConfig:
         y_key: NPZ array holding the labels.
         label_column: CSV column holding the labels: an index (negative counts
             from the end) or the name of a header column.
-        loss: a name from :func:`loss_names`.
+        loss: a name from :func:`onnxgrad.nn.loss_names`.
         reduction: the loss's reduction (``mean``, ``sum`` or ``none``).
         optimizer: ``sgd``, ``momentum`` or ``adam``.
-        learning_rate: None: the optimizer's default (:data:`OPTIMIZERS`).
+        learning_rate: None: the optimizer's default (:data:`onnxgrad.optim.OPTIMIZERS`).
         momentum: momentum of ``sgd`` and ``momentum``. None: 0 for ``sgd``
             (plain SGD, as ``torch.optim.SGD``), 0.9 for ``momentum``.
         nesterov: Nesterov momentum (``sgd``, ``momentum``).

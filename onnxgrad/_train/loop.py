@@ -21,7 +21,7 @@ from onnxgrad._train import report
 from onnxgrad._train.checkpoint import load_checkpoint, save_checkpoint
 from onnxgrad._train.config import CHECKPOINT, EpochEvent, StepEvent, TrainConfig, TrainingInterrupted, TrainResult
 from onnxgrad._train.data import _is_classification, _label_array, check_labels, load_data, split
-from onnxgrad._train.model import make_loss, make_optimizer, resolve_model
+from onnxgrad._train.model import optimizer_for, resolve_model
 from onnxgrad._train.ranks import _resume_from, _resume_position, _start_state
 from onnxgrad.errors import InputError
 
@@ -29,8 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 # Training alternates sessions (the step's, then the evaluation's): ORT's spinning
-# thread pools then fight over the cores. Without spinning an MLP 784-512-256-10
-# step plus an eval forward took 2.96 ms instead of 4.49 (alone: 2.24 vs 1.97).
+# thread pools then fight over the cores, so the sessions do not spin (README, Speed).
 _NO_SPIN_CONFIG = {"session.intra_op.allow_spinning": "0"}
 
 
@@ -132,7 +131,7 @@ def train(config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None
 def _train(
     config: TrainConfig, progress: Callable[[StepEvent | EpochEvent], None] | None, ctx: distributed.Context
 ) -> TrainResult:
-    loss_fn = make_loss(config.loss, config.reduction)
+    loss_fn = nn.make_loss(config.loss, config.reduction)
     data = load_data(config)
     out_dir = pathlib.Path(config.out_dir)
     checkpoint_path = str(out_dir / CHECKPOINT)
@@ -176,8 +175,8 @@ def _train(
     # On a device, batches go over as OrtValues, so the gradients stay there for the optimizer.
     device = _device.device_of(providers)
     to_device = (lambda a: _device.to_device(a, device)) if _device.resident(device) else (lambda a: a)
-    optimizer = make_optimizer(config, params)
-    eval_cell = nn.WithLossCell(backbone, make_loss(config.loss, "none"), label_dtype=y_train.dtype)
+    optimizer = optimizer_for(config, params)
+    eval_cell = nn.WithLossCell(backbone, nn.make_loss(config.loss, "none"), label_dtype=y_train.dtype)
     evaluate = _Evaluator(backbone, eval_cell, config.batch_size, fixed, classification, providers, session_config)
 
     if ctx.is_main:

@@ -1,5 +1,5 @@
-"""The model to train (an ONNX file, or a framework object exported through its front-end), the loss
-and the optimizer a configuration names."""
+"""The model to train (an ONNX file, or a framework object exported through its front-end) and the
+optimizer a configuration names (the losses by name are :func:`onnxgrad.nn.make_loss`'s)."""
 
 from __future__ import annotations
 
@@ -10,90 +10,28 @@ from typing import Any
 
 import numpy as np
 
-from onnxgrad import _frontend, nn, optim
+from onnxgrad import _frontend, optim
 from onnxgrad._network import Network, ParameterTuple, load
-from onnxgrad._train.config import DEFAULT_MODEL, OPTIMIZERS, TrainConfig
+from onnxgrad._train.config import DEFAULT_MODEL, TrainConfig
 from onnxgrad.errors import ConversionError, InputError, OnnxGradError
 
-# Loss names for the command line: (class in onnxgrad.nn, keyword arguments); each class exists (a test
-# checks). Any other LossFn subclass in onnxgrad.nn is offered by its class name.
-_LOSS_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "sparse_softmax_ce": ("SoftmaxCrossEntropyWithLogits", {"sparse": True}),
-    "softmax_ce": ("SoftmaxCrossEntropyWithLogits", {"sparse": False}),
-    "cross_entropy": ("CrossEntropyLoss", {}),
-    "nll": ("NLLLoss", {}),
-    "mse": ("MSELoss", {}),
-    "l1": ("L1Loss", {}),
-    "smooth_l1": ("SmoothL1Loss", {}),
-    "huber": ("HuberLoss", {}),
-    "bce_with_logits": ("BCEWithLogitsLoss", {}),
-}
 
-
-
-
-def _loss_classes() -> dict[str, type]:
-    """The LossFn subclasses ``onnxgrad.nn`` exports, by class name."""
-    classes = {}
-    for cls_name in getattr(nn, "__all__", ()):
-        cls = getattr(nn, cls_name, None)
-        if isinstance(cls, type) and issubclass(cls, nn.LossFn) and cls is not nn.LossFn:
-            classes[cls_name] = cls
-    return classes
-
-
-def loss_names() -> dict[str, str]:
-    """Loss names offered by :func:`make_loss`: ``{name: what it builds}``.
-
-    Short names for the losses that have one, class names for the others;
-    :func:`make_loss` also takes every class name.
-    """
-    classes = _loss_classes()
-    names = {}
-    for alias, (cls_name, kwargs) in _LOSS_ALIASES.items():
-        if cls_name in classes:
-            args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-            names[alias] = f"nn.{cls_name}({args})"
-    covered = {cls_name for cls_name, _ in _LOSS_ALIASES.values()}
-    for cls_name in classes:
-        if cls_name not in covered:
-            names[cls_name] = f"nn.{cls_name}()"
-    return names
-
-
-def make_loss(name: str, reduction: str = "mean") -> nn.LossFn:
-    """The loss called ``name`` (a name from :func:`loss_names`, or a loss class name) with this reduction.
-
-    Raises:
-        InputError: an unknown name or reduction.
-    """
-    classes = _loss_classes()
-    if name in _LOSS_ALIASES and _LOSS_ALIASES[name][0] in classes:
-        cls_name, kwargs = _LOSS_ALIASES[name]
-    elif name in classes:
-        cls_name, kwargs = name, {}
-    else:
-        raise InputError(f"Unknown loss {name!r}: choose one of {sorted(loss_names())} (or a loss class name).")
-    return classes[cls_name](reduction=reduction, **kwargs)
-
-
-def make_optimizer(config: TrainConfig, params: ParameterTuple) -> optim.Optimizer:
-    """The optimizer the config names, over ``params``.
+def optimizer_for(config: TrainConfig, params: ParameterTuple) -> optim.Optimizer:
+    """The optimizer the config names, over ``params`` (see :func:`onnxgrad.optim.make_optimizer`).
 
     Raises:
         InputError: an unknown optimizer or a bad hyperparameter.
     """
-    name = config.optimizer.lower()
-    if name not in OPTIMIZERS:
-        raise InputError(f"Unknown optimizer {config.optimizer!r}: choose one of {sorted(OPTIMIZERS)}.")
-    lr = OPTIMIZERS[name] if config.learning_rate is None else config.learning_rate
-    if name == "sgd":
-        momentum = 0.0 if config.momentum is None else config.momentum
-        return optim.SGD(params, lr, momentum, config.weight_decay, config.nesterov)
-    if name == "momentum":
-        momentum = 0.9 if config.momentum is None else config.momentum
-        return optim.Momentum(params, lr, momentum, config.weight_decay, use_nesterov=config.nesterov)
-    return optim.Adam(params, lr, config.beta1, config.beta2, weight_decay=config.weight_decay)
+    return optim.make_optimizer(
+        config.optimizer,
+        params,
+        config.learning_rate,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+        beta1=config.beta1,
+        beta2=config.beta2,
+    )
 
 
 def _default_model_path() -> str:

@@ -7,6 +7,7 @@ returns MindSpore's forward values and gradients, the labels' included.
 from onnxgrad.nn._bce import BCEWithLogitsLoss
 from onnxgrad.nn._cross_entropy import CrossEntropyLoss, NLLLoss
 from onnxgrad.nn._loss import LossFn, WithLossCell, attach_loss
+from onnxgrad.nn._registry import loss_names, make_loss
 from onnxgrad.nn._regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 from onnxgrad.nn._softmax_ce import SoftmaxCrossEntropyWithLogits
 
@@ -24,6 +25,9 @@ __all__ = [
     "SmoothL1Loss",
     "HuberLoss",
     "BCEWithLogitsLoss",
+    # losses by name
+    "make_loss",
+    "loss_names",
 ]
 
 # Re-exported names report their public home (repr, help(), documentation), as numpy's set_module does.
