@@ -103,7 +103,7 @@ def declare_output_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     if missing:
         types = infer_types(model)
         for output in missing:
-            shape = types.get(output.name, (0, None))[1]
+            shape = types.shape(output.name)
             if shape is not None:
                 dims = output.type.tensor_type.shape
                 dims.SetInParent()

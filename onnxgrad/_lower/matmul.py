@@ -70,7 +70,7 @@ def for_provider(model: onnx.ModelProto, device_kind: str) -> onnx.ModelProto:
         alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
         out = node.output[0]
-        elem = types.get(node.input[0], (0, None))[0]
+        elem = types.elem(node.input[0])
         dtype = helper.tensor_dtype_to_np_dtype(elem) if elem else np.float32
         steps = []
         if alpha != 1.0:
