@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import onnx
 
-from onnxgrad._graph import GraphWriter, is_default_domain
+from onnxgrad._graph import GraphWriter, TypeTable, is_default_domain
 from onnxgrad._rewrites import (  # noqa: F401 (each module registers its rewrites)
     activations,
     control_flow,
@@ -45,13 +45,13 @@ __doc__ += listing() + "\n"
 _constant = constant
 
 
-def apply_rewrites(model: onnx.ModelProto, w: GraphWriter, types: dict) -> None:
+def apply_rewrites(model: onnx.ModelProto, w: GraphWriter, types: TypeTable) -> None:
     """Rewrites, in place, every node of the main graph that needs it.
 
     Args:
         model: the (onnxgrad-owned) model.
         w: a writer on its graph.
-        types: ``{tensor: (elem_type, shape)}`` from shape inference.
+        types: the type table (:func:`onnxgrad._graph.infer_types`) of the graph.
     """
     graph = model.graph
     new_nodes: list[onnx.NodeProto] = []
@@ -67,14 +67,14 @@ def apply_rewrites(model: onnx.ModelProto, w: GraphWriter, types: dict) -> None:
     graph.node.extend(new_nodes)
 
 
-def explain_kept(node: onnx.NodeProto, graph: onnx.GraphProto, types: dict) -> str | None:
+def explain_kept(node: onnx.NodeProto, graph: onnx.GraphProto, types: TypeTable) -> str | None:
     """Why onnxgrad kept ``node`` of ``graph`` instead of rewriting it (an attribute and its value,
     a shape that is not static), or None when its op has no rewrite or no explanation.
 
     Args:
         node: a node of ``graph`` after the rewrites.
         graph: the prepared graph.
-        types: ``{tensor: (elem_type, shape)}`` from shape inference of ``graph``.
+        types: the type table (:func:`onnxgrad._graph.infer_types`) of ``graph``.
     """
     rewrite = REWRITES.get(node.op_type) if is_default_domain(node.domain) else None
     if rewrite is None or rewrite.explain is None:

@@ -7,7 +7,7 @@ import onnx
 from onnx import helper
 
 from onnxgrad._custom_gradients import DOMAIN
-from onnxgrad._graph import FLOAT_TYPES, GraphWriter, constant_value
+from onnxgrad._graph import GraphWriter, TypeTable, constant_value
 from onnxgrad._graph import attr as attr  # the families read attributes through _common
 
 
@@ -39,7 +39,7 @@ def call_function(w: GraphWriter, name: str, op: str, inputs: list[str], outputs
     w.node(name, inputs, outputs, domain=DOMAIN)
 
 
-def broadcast_operands(w: GraphWriter, types: dict, a: str, b: str) -> tuple[str, str] | None:
+def broadcast_operands(w: GraphWriter, types: TypeTable, a: str, b: str) -> tuple[str, str] | None:
     """Both operands expanded to their broadcast (static) shape, so that a function's gradients
     need no reduction; None when a shape is unknown."""
     shape_a, shape_b = static_shape(types, a), static_shape(types, b)
@@ -51,21 +51,17 @@ def broadcast_operands(w: GraphWriter, types: dict, a: str, b: str) -> tuple[str
     return w.op("Expand", a, out), w.op("Expand", b, out)
 
 
-def is_float(types: dict, name: str) -> bool:
-    return types.get(name, (0, None))[0] in FLOAT_TYPES
+def is_float(types: TypeTable, name: str) -> bool:
+    return types.is_float(name)
 
 
-def rank_of(types: dict, name: str) -> int | None:
-    shape = types.get(name, (0, None))[1]
-    return None if shape is None else len(shape)
+def rank_of(types: TypeTable, name: str) -> int | None:
+    return types.rank(name)
 
 
-def static_shape(types: dict, name: str) -> tuple[int, ...] | None:
+def static_shape(types: TypeTable, name: str) -> tuple[int, ...] | None:
     """The static shape of ``name``, or None when any size is unknown."""
-    shape = types.get(name, (0, None))[1]
-    if shape is None or any(d is None for d in shape):
-        return None
-    return tuple(shape)
+    return types.static_shape(name)
 
 
 def reduction_axes(node: onnx.NodeProto, w: GraphWriter) -> tuple[list[int] | None, bool] | None:
@@ -84,7 +80,7 @@ def reduction_axes(node: onnx.NodeProto, w: GraphWriter) -> tuple[list[int] | No
     return axes, bool(attr(node, "keepdims", 1))
 
 
-def const_like(w: GraphWriter, value: float, ref: str, types: dict) -> str:
+def const_like(w: GraphWriter, value: float, ref: str, types: TypeTable) -> str:
     # A scalar constant in the dtype of tensor `ref` (float32 when unknown).
-    elem = types.get(ref, (onnx.TensorProto.FLOAT, None))[0]
+    elem = types.elem(ref) or onnx.TensorProto.FLOAT
     return w.constant(value, helper.tensor_dtype_to_np_dtype(elem))

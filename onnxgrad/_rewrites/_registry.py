@@ -11,7 +11,7 @@ from typing import Callable
 
 import onnx
 
-from onnxgrad._graph import GraphWriter
+from onnxgrad._graph import GraphWriter, TypeTable
 
 #: Why an op is rewritten (the groups of :func:`listing`).
 NO_GRADIENT = "no gradient in ORT's builder"
@@ -22,10 +22,10 @@ REASONS = (NO_GRADIENT, NO_KERNEL, WRONG_GRADIENT, OUTER_SCOPE)
 
 #: ``rewrite(node, w, types)`` appends the replacement nodes to ``w`` and returns True, or returns
 #: False to keep the node (a shape, size or attribute it needs is not known or not covered).
-RewriteFn = Callable[[onnx.NodeProto, GraphWriter, dict], bool]
+RewriteFn = Callable[[onnx.NodeProto, GraphWriter, TypeTable], bool]
 #: ``explain(node, graph, types)``: what keeps a node of ``graph`` from being rewritten (an attribute
 #: and its value, an unknown shape), or None.
-ExplainFn = Callable[[onnx.NodeProto, onnx.GraphProto, dict], "str | None"]
+ExplainFn = Callable[[onnx.NodeProto, onnx.GraphProto, TypeTable], "str | None"]
 
 
 @dataclasses.dataclass(frozen=True)

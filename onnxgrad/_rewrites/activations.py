@@ -7,7 +7,7 @@ import math
 import onnx
 from onnx import helper
 
-from onnxgrad._graph import GraphWriter
+from onnxgrad._graph import GraphWriter, TypeTable
 from onnxgrad._rewrites._common import attr, const_like, is_float
 from onnxgrad._rewrites._registry import NO_GRADIENT, WRONG_GRADIENT, register
 
@@ -27,7 +27,7 @@ def _gelu(node, w, types) -> bool:
     return True
 
 
-def _elu_of(w: GraphWriter, x: str, alpha: float, types: dict) -> str:
+def _elu_of(w: GraphWriter, x: str, alpha: float, types: TypeTable) -> str:
     # Elu(x) = Relu(x) + alpha * (exp(-Relu(-x)) - 1)
     negative_part = w.op("Neg", w.op("Relu", w.op("Neg", x)))
     expm1 = w.op("Sub", w.op("Exp", negative_part), const_like(w, 1.0, x, types))
@@ -35,12 +35,12 @@ def _elu_of(w: GraphWriter, x: str, alpha: float, types: dict) -> str:
     return w.op("Add", w.op("Relu", x), scaled)
 
 
-def _softplus_of(w: GraphWriter, x: str, types: dict) -> str:
-    elem = types.get(x, (onnx.TensorProto.FLOAT, None))[0]
+def _softplus_of(w: GraphWriter, x: str, types: TypeTable) -> str:
+    elem = types.elem(x) or onnx.TensorProto.FLOAT
     return w.softplus(x, helper.tensor_dtype_to_np_dtype(elem))
 
 
-def _hard_sigmoid_of(w: GraphWriter, x: str, alpha: float, beta: float, types: dict) -> str:
+def _hard_sigmoid_of(w: GraphWriter, x: str, alpha: float, beta: float, types: TypeTable) -> str:
     # HardSigmoid(x) = min(max(alpha * x + beta, 0), 1)
     linear = w.op("Add", w.op("Mul", x, const_like(w, alpha, x, types)), const_like(w, beta, x, types))
     return w.op("Min", w.op("Max", linear, const_like(w, 0.0, x, types)), const_like(w, 1.0, x, types))

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxgrad._graph import GraphWriter
+from onnxgrad._graph import GraphWriter, TypeTable
 from onnxgrad._rewrites._common import attr, constant
 from onnxgrad._rewrites._registry import OUTER_SCOPE, register
 from onnxgrad._validate import TRIP_GUARD_PREFIX
@@ -91,13 +91,13 @@ def _scalar_like(value: onnx.ValueInfoProto, number, dtype) -> np.ndarray:
     return np.full([1] * rank, number, dtype)
 
 
-def _explain_if(node: onnx.NodeProto, graph: onnx.GraphProto, types: dict) -> str | None:
+def _explain_if(node: onnx.NodeProto, graph: onnx.GraphProto, types: TypeTable) -> str | None:
     """Why an If is kept, or None."""
     branches = [attr(node, "then_branch"), attr(node, "else_branch")]
     if any(b is None or len(b.output) != len(node.output) for b in branches):
         return "its branches do not match its outputs"  # the checks on load refuse such a model first
     for out in node.output:
-        elem, shape = types.get(out, (0, None))
+        elem, shape = types.type_of(out)
         if out and (not elem or shape is None or None in shape):
             # Shape inference merges the branches' shapes: unknown unless both are static and equal.
             return (f"its output {out!r} has no static shape: its branches give outputs of different or unknown "
@@ -203,7 +203,7 @@ def _loop(node, w, types) -> bool:
     return True
 
 
-def _sequence_length(node: onnx.NodeProto, types: dict) -> tuple[int | None, str | None]:
+def _sequence_length(node: onnx.NodeProto, types: TypeTable) -> tuple[int | None, str | None]:
     """A Scan's static sequence length (models are converted to opset 16 or later on load, so no
     opset-8 batch axis), or None and why it cannot be unrolled."""
     scan_inputs, body = attr(node, "num_scan_inputs"), attr(node, "body")
@@ -213,7 +213,7 @@ def _sequence_length(node: onnx.NodeProto, types: dict) -> tuple[int | None, str
     axes = attr(node, "scan_input_axes") or [0] * scan_inputs
     lengths = set()
     for name, axis in zip(node.input[carried:], axes):
-        shape = types.get(name, (0, None))[1]
+        shape = types.shape(name)
         if shape is None or not -len(shape) <= axis < len(shape) or shape[axis] is None:
             return None, f"the length of its scan input {name!r} is not static"
         lengths.add(shape[axis])

@@ -18,9 +18,9 @@ def _explicit_pads(node, w, types) -> bool:
     mode = attr(node, "auto_pad", "NOTSET")
     if mode == "NOTSET":
         return False
-    shape = types.get(node.input[0], (0, None))[1]
+    shape = types.shape(node.input[0])
     if node.op_type == "Conv":
-        kernel = attr(node, "kernel_shape") or (types.get(node.input[1], (0, None))[1] or ())[2:]
+        kernel = attr(node, "kernel_shape") or (types.shape(node.input[1]) or ())[2:]
     else:
         kernel = attr(node, "kernel_shape")
     if shape is None or None in shape or not kernel or None in kernel:

@@ -45,7 +45,7 @@ def _mean(node, w, types) -> bool:
 @register("CastLike", why=NO_GRADIENT)
 def _cast_like(node, w, types) -> bool:
     # No gradient in the builder; Cast to the (static) type of the second input has one.
-    elem = types.get(node.input[1], (0, None))[0]
+    elem = types.elem(node.input[1])
     if not elem:
         return False
     saturate = {"saturate": attr(node, "saturate")} if attr(node, "saturate") is not None else {}
@@ -151,7 +151,7 @@ def _dropout(node, w, types) -> bool:
     x = node.input[0]
     w.node("Identity", [x], node.output[:1])
     if len(node.output) > 1 and node.output[1]:  # the mask: all kept
-        elem = types.get(node.output[1], (onnx.TensorProto.BOOL, None))[0]
+        elem = types.elem(node.output[1]) or onnx.TensorProto.BOOL
         one = numpy_helper.from_array(np.ones([1], helper.tensor_dtype_to_np_dtype(elem)))
         w.node("ConstantOfShape", [w.op("Shape", x)], node.output[1:2], value=one)
     return True

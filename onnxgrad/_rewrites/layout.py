@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxgrad._graph import TensorType, TypeTable
 from onnxgrad._rewrites._common import attr, constant, is_float, rank_of, static_shape
 from onnxgrad._rewrites._registry import NO_GRADIENT, WRONG_GRADIENT, register
 from onnxgrad._rewrites.convolution import _conv_transpose
@@ -141,7 +142,8 @@ def _col2im(node, w, types) -> bool:
              for i, (h, m, k, d, s) in enumerate(zip(image, counts, block, dilations, strides))]
     transposed = helper.make_node("ConvTranspose", [blocks, weight], list(node.output[:1]), group=channels,
                                   strides=strides, dilations=dilations, pads=pads, output_padding=extra)
-    known = {**types, blocks: (elem, (n, channels * positions, *counts)), weight: (elem, kernel.shape)}
+    known = TypeTable({**types, blocks: TensorType(elem, (n, channels * positions, *counts)),
+                       weight: TensorType(elem, kernel.shape)})
     return _conv_transpose(transposed, w, known)
 
 

@@ -60,7 +60,7 @@ def _einsum(node, w, types) -> bool:
     equation = attr(node, "equation").replace(" ", "")
     if not all(is_float(types, x) for x in node.input):
         return False
-    shapes = [types.get(x, (0, None))[1] for x in node.input]
+    shapes = [types.shape(x) for x in node.input]
     if "." in equation or any(len(set(op)) != len(op) for op in equation.partition("->")[0].split(",")):
         if any(shape is None or None in shape for shape in shapes):
             return False

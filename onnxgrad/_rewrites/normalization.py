@@ -18,7 +18,7 @@ def _batch_norm(node, w, types) -> bool:
     if len([o for o in node.output if o]) > 1:
         return False
     x, scale, bias, mean, var = node.input[:5]
-    rank = len(types.get(x, (None, None))[1] or ())
+    rank = types.rank(x) or 0
     if rank < 2:
         return False
     eps = w.constant(attr(node, "epsilon", 1e-5), helper.tensor_dtype_to_np_dtype(types[x][0]))
@@ -101,7 +101,7 @@ def _layer_norm(node, w, types) -> bool:
         return False
     x, scale = node.input[:2]
     # A zero bias shaped like the scale; Shape stops the gradient.
-    zero = numpy_helper.from_array(np.zeros([1], helper.tensor_dtype_to_np_dtype(types.get(x, (1, None))[0])))
+    zero = numpy_helper.from_array(np.zeros([1], helper.tensor_dtype_to_np_dtype(types.elem(x) or onnx.TensorProto.FLOAT)))
     bias = w.op("ConstantOfShape", w.op("Shape", scale), value=zero)
     rewritten = onnx.NodeProto()
     rewritten.CopyFrom(node)
@@ -126,7 +126,7 @@ def _layer_norm_with_statistics(node, w, types) -> bool:
         )
     axis = attr(node, "axis", -1) % rank
     axes = list(range(axis, rank))
-    elem = types.get(x, (onnx.TensorProto.FLOAT, None))[0]
+    elem = types.elem(x) or onnx.TensorProto.FLOAT
     stash = attr(node, "stash_type", onnx.TensorProto.FLOAT)
     # The statistics are computed (and returned) in stash_type; Y comes back in x's type.
     compute = stash if elem in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16) else elem

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from onnxgrad._graph import TypeTable
 from onnxgrad._rewrites._common import attr, is_float, static_shape
 from onnxgrad._rewrites._registry import NO_GRADIENT, register
 
@@ -23,10 +24,10 @@ def _activation_names(node: onnx.NodeProto) -> list[str]:
     return names or [d.lower() for d in _RECURRENT[node.op_type][1]] * directions
 
 
-def _kept(node: onnx.NodeProto, graph: onnx.GraphProto, types: dict) -> str | None:
+def _kept(node: onnx.NodeProto, graph: onnx.GraphProto, types: TypeTable) -> str | None:
     """Why a recurrent node cannot be unrolled (an attribute or a shape), or None."""
     x, weight = node.input[:2]
-    x_shape = types.get(x, (0, None))[1]
+    x_shape = types.shape(x)
     if not is_float(types, x):
         return f"its input X {x!r} is not a float tensor"
     if static_shape(types, weight) is None:

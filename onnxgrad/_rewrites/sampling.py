@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxgrad._graph import GraphWriter
+from onnxgrad._graph import GraphWriter, TypeTable
 from onnxgrad._rewrites._common import attr, constant, is_float, static_shape
 from onnxgrad._rewrites._registry import NO_GRADIENT, NO_KERNEL, register
 
@@ -222,7 +222,7 @@ def _horner(w: GraphWriter, t: str, coefficients: list[float], dtype) -> str:
     return total
 
 
-def _grid_sample_kept(node: onnx.NodeProto, graph: onnx.GraphProto, types: dict) -> str | None:
+def _grid_sample_kept(node: onnx.NodeProto, graph: onnx.GraphProto, types: TypeTable) -> str | None:
     """Why a GridSample node cannot be rewritten (an attribute, a shape or a dtype), or None."""
     x, grid = node.input[:2]
     mode = attr(node, "mode", "linear")
