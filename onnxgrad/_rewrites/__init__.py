@@ -45,24 +45,24 @@ __doc__ += listing() + "\n"
 _constant = constant
 
 
-def apply_rewrites(model: onnx.ModelProto, w: GraphWriter, types: TypeTable) -> None:
+def apply_rewrites(model: onnx.ModelProto, gw: GraphWriter, types: TypeTable) -> None:
     """Rewrites, in place, every node of the main graph that needs it.
 
     Args:
         model: the (onnxgrad-owned) model.
-        w: a writer on its graph.
+        gw: a writer on its graph.
         types: the type table (:func:`onnxgrad._graph.infer_types`) of the graph.
     """
     graph = model.graph
     new_nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         rewrite = REWRITES.get(node.op_type) if is_default_domain(node.domain) else None
-        w.nodes = []
-        if rewrite is not None and rewrite.apply(node, w, types):
-            new_nodes.extend(w.nodes)
+        gw.nodes = []
+        if rewrite is not None and rewrite.apply(node, gw, types):
+            new_nodes.extend(gw.nodes)
         else:
             new_nodes.append(node)
-    w.nodes = graph.node
+    gw.nodes = graph.node
     del graph.node[:]
     graph.node.extend(new_nodes)
 

@@ -63,13 +63,13 @@ def _rename_reads(graph: onnx.GraphProto, renamed: dict[str, str]) -> None:
             value.name = value.name + "/inlined"
 
 
-def _inline(body: onnx.GraphProto, w: GraphWriter, bound: dict[str, str]) -> list[str]:
-    """Appends a copy of ``body``'s nodes to ``w`` with its inputs read from ``bound[input]``, its
+def _inline(body: onnx.GraphProto, gw: GraphWriter, bound: dict[str, str]) -> list[str]:
+    """Appends a copy of ``body``'s nodes to ``gw`` with its inputs read from ``bound[input]``, its
     initializers as Constants and every name it defines renamed; returns its outputs' new names."""
     renamed = dict(bound)
     for init in body.initializer:
-        renamed[init.name] = w.fresh("inlined")
-        w.node("Constant", [], [renamed[init.name]], value=numpy_helper.from_array(numpy_helper.to_array(init)))
+        renamed[init.name] = gw.fresh("inlined")
+        gw.node("Constant", [], [renamed[init.name]], value=numpy_helper.from_array(numpy_helper.to_array(init)))
     for original in body.node:
         node = onnx.NodeProto()
         node.CopyFrom(original)
@@ -77,11 +77,11 @@ def _inline(body: onnx.GraphProto, w: GraphWriter, bound: dict[str, str]) -> lis
             node.input[k] = renamed.get(name, name)
         for k, name in enumerate(node.output):
             if name:
-                renamed[name] = node.output[k] = w.fresh("inlined")
+                renamed[name] = node.output[k] = gw.fresh("inlined")
         for sub in _subgraphs(node):
             _rename_reads(sub, renamed)
-        node.name = w.fresh(node.op_type)
-        w.nodes.append(node)
+        node.name = gw.fresh(node.op_type)
+        gw.nodes.append(node)
     return [renamed.get(value.name, value.name) for value in body.output]
 
 
@@ -114,22 +114,22 @@ def _explain_if(node: onnx.NodeProto, graph: onnx.GraphProto, types: TypeTable) 
 
 @register("If", why=OUTER_SCOPE, note="outputs of one static shape: both branches inlined, each output picked "
           "with Where (a constant condition: its branch only)", explain=_explain_if)
-def _if(node, w, types) -> bool:
-    if _explain_if(node, w.graph, types) is not None:
+def _if(node, gw, types) -> bool:
+    if _explain_if(node, gw.graph, types) is not None:
         return False
-    value = constant(w, node.input[0])
+    value = constant(gw, node.input[0])
     if value is not None:
         chosen = attr(node, "then_branch" if bool(np.asarray(value).reshape(-1)[0]) else "else_branch")
-        for out, source in zip(node.output, _inline(chosen, w, {})):
+        for out, source in zip(node.output, _inline(chosen, gw, {})):
             if out:
-                w.node("Identity", [source], [out])
+                gw.node("Identity", [source], [out])
         return True
-    condition = w.op("Reshape", node.input[0], w.constant(np.zeros(0, np.int64)))  # one element, as a scalar
-    then_outputs = _inline(attr(node, "then_branch"), w, {})
-    else_outputs = _inline(attr(node, "else_branch"), w, {})
+    condition = gw.op("Reshape", node.input[0], gw.constant(np.zeros(0, np.int64)))  # one element, as a scalar
+    then_outputs = _inline(attr(node, "then_branch"), gw, {})
+    else_outputs = _inline(attr(node, "else_branch"), gw, {})
     for out, picked, other in zip(node.output, then_outputs, else_outputs):
         if out:
-            w.node("Where", [condition, picked, other], [out])
+            gw.node("Where", [condition, picked, other], [out])
     return True
 
 
@@ -178,28 +178,28 @@ def _trip_count(node: onnx.NodeProto, graph: onnx.GraphProto) -> tuple[int | Non
 
 @register("Loop", why=OUTER_SCOPE, note=f"unrolled: a constant trip count of at most {MAX_UNROLL}, no early exit",
           explain=lambda node, graph, types: _trip_count(node, graph)[1])
-def _loop(node, w, types) -> bool:
-    count, _ = _trip_count(node, w.graph)
+def _loop(node, gw, types) -> bool:
+    count, _ = _trip_count(node, gw.graph)
     if count is None:
         return False
     body = attr(node, "body")
     carried = len(node.input) - 2
     state = list(node.input[2:])
     scans: list[list[str]] = [[] for _ in range(len(body.output) - 1 - carried)]
-    true = w.constant(_scalar_like(body.input[1], True, np.bool_))
+    true = gw.constant(_scalar_like(body.input[1], True, np.bool_))
     for i in range(count):
-        bound = {body.input[0].name: w.constant(_scalar_like(body.input[0], i, np.int64)), body.input[1].name: true}
+        bound = {body.input[0].name: gw.constant(_scalar_like(body.input[0], i, np.int64)), body.input[1].name: true}
         bound.update({value.name: name for value, name in zip(body.input[2:], state)})
-        outputs = _inline(body, w, bound)
+        outputs = _inline(body, gw, bound)
         state = outputs[1:1 + carried]
         for collected, name in zip(scans, outputs[1 + carried:]):
-            collected.append(w.unsqueeze(name, [0]))
+            collected.append(gw.unsqueeze(name, [0]))
     for out, name in zip(node.output, state):
         if out:
-            w.node("Identity", [name], [out])
+            gw.node("Identity", [name], [out])
     for out, collected in zip(node.output[carried:], scans):
         if out:
-            w.node("Concat", collected, [out], axis=0)
+            gw.node("Concat", collected, [out], axis=0)
     return True
 
 
@@ -225,7 +225,7 @@ def _sequence_length(node: onnx.NodeProto, types: TypeTable) -> tuple[int | None
 
 @register("Scan", why=OUTER_SCOPE, note=f"unrolled: a static sequence length of at most {MAX_UNROLL}",
           explain=lambda node, graph, types: _sequence_length(node, types)[1])
-def _scan(node, w, types) -> bool:
+def _scan(node, gw, types) -> bool:
     length, _ = _sequence_length(node, types)
     if length is None:
         return False
@@ -242,16 +242,16 @@ def _scan(node, w, types) -> bool:
     for t in range(length):
         bound = {value.name: name for value, name in zip(body.input, state)}
         for value, name, axis, backward in zip(body.input[carried:], node.input[carried:], in_axes, in_reversed):
-            index = w.constant(np.array(length - 1 - t if backward else t, np.int64))
-            bound[value.name] = w.op("Gather", name, index, axis=axis)
-        outputs = _inline(body, w, bound)
+            index = gw.constant(np.array(length - 1 - t if backward else t, np.int64))
+            bound[value.name] = gw.op("Gather", name, index, axis=axis)
+        outputs = _inline(body, gw, bound)
         state = outputs[:carried]
         for collected, name, axis in zip(scans, outputs[carried:], out_axes):
-            collected.append(w.unsqueeze(name, [axis]))
+            collected.append(gw.unsqueeze(name, [axis]))
     for out, name in zip(node.output, state):
         if out:
-            w.node("Identity", [name], [out])
+            gw.node("Identity", [name], [out])
     for out, collected, axis, backward in zip(node.output[carried:], scans, out_axes, out_reversed):
         if out:
-            w.node("Concat", collected[::-1] if backward else collected, [out], axis=axis)
+            gw.node("Concat", collected[::-1] if backward else collected, [out], axis=axis)
     return True

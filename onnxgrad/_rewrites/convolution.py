@@ -13,7 +13,7 @@ from onnxgrad._rewrites._registry import NO_GRADIENT, NO_KERNEL, WRONG_GRADIENT,
     "Conv", "MaxPool", "AveragePool", why=WRONG_GRADIENT,
     note="auto_pad SAME_*/VALID: ConvGrad ignores auto_pad; written as explicit pads",
 )
-def _explicit_pads(node, w, types) -> bool:
+def _explicit_pads(node, gw, types) -> bool:
     """auto_pad SAME_*/VALID as explicit pads: ORT's ConvGrad ignores auto_pad (wrong gradients)."""
     mode = attr(node, "auto_pad", "NOTSET")
     if mode == "NOTSET":
@@ -38,12 +38,12 @@ def _explicit_pads(node, w, types) -> bool:
         begins.append(small if mode != "SAME_LOWER" else large)
         ends.append(large if mode != "SAME_LOWER" else small)
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in ("auto_pad", "pads")}
-    w.node(node.op_type, list(node.input), list(node.output), pads=begins + ends, **attrs)
+    gw.node(node.op_type, list(node.input), list(node.output), pads=begins + ends, **attrs)
     return True
 
 
 @register("ConvTranspose", why=NO_KERNEL)
-def _conv_transpose(node, w, types) -> bool:
+def _conv_transpose(node, gw, types) -> bool:
     # ConvTranspose(x, W) = Conv(x with stride-1 zeros between elements, W flipped with in/out channels
     # swapped per group): the CPU build has no ConvTransposeGrad kernel.
     x, weight = node.input[:2]
@@ -65,26 +65,26 @@ def _conv_transpose(node, w, types) -> bool:
     if any(s > 1 for s in strides):
         n, c, dims = shape[0], shape[1], shape[2:]
         interleaved = [n, c] + [v for d in dims for v in (d, 1)]
-        padded = w.op("Pad", w.op("Reshape", x, w.constant(interleaved, np.int64)),
-                      w.constant([0] * len(interleaved) + [0, 0] + [v for s in strides for v in (0, s - 1)], np.int64))
-        spread = w.op("Reshape", padded, w.constant([n, c] + [d * s for d, s in zip(dims, strides)], np.int64))
+        padded = gw.op("Pad", gw.op("Reshape", x, gw.constant(interleaved, np.int64)),
+                      gw.constant([0] * len(interleaved) + [0, 0] + [v for s in strides for v in (0, s - 1)], np.int64))
+        spread = gw.op("Reshape", padded, gw.constant([n, c] + [d * s for d, s in zip(dims, strides)], np.int64))
         axes = list(range(2, 2 + spatial))
-        x = w.op("Slice", spread, w.constant([0] * spatial, np.int64),
-                 w.constant([(d - 1) * s + 1 for d, s in zip(dims, strides)], np.int64), w.constant(axes, np.int64))
+        x = gw.op("Slice", spread, gw.constant([0] * spatial, np.int64),
+                 gw.constant([(d - 1) * s + 1 for d, s in zip(dims, strides)], np.int64), gw.constant(axes, np.int64))
     c_in, c_out_group = kernel[0], kernel[1]
-    grouped = w.op("Reshape", weight, w.constant([group, c_in // group, c_out_group, *sizes], np.int64))
-    swapped = w.op("Transpose", grouped, perm=[0, 2, 1, *range(3, 3 + spatial)])
-    regrouped = w.op("Reshape", swapped, w.constant([group * c_out_group, c_in // group, *sizes], np.int64))
+    grouped = gw.op("Reshape", weight, gw.constant([group, c_in // group, c_out_group, *sizes], np.int64))
+    swapped = gw.op("Transpose", grouped, perm=[0, 2, 1, *range(3, 3 + spatial)])
+    regrouped = gw.op("Reshape", swapped, gw.constant([group * c_out_group, c_in // group, *sizes], np.int64))
     flipped = regrouped
     for axis, size in enumerate(sizes, start=2):  # Gather, not a step -1 Slice: SliceGrad rejects those
-        flipped = w.op("Gather", flipped, w.constant(np.arange(size - 1, -1, -1, dtype=np.int64)), axis=axis)
+        flipped = gw.op("Gather", flipped, gw.constant(np.arange(size - 1, -1, -1, dtype=np.int64)), axis=axis)
     inputs = [x, flipped] + ([node.input[2]] if len(node.input) > 2 and node.input[2] else [])
-    w.node("Conv", inputs, node.output, dilations=list(dilations), group=group, pads=begins + ends)
+    gw.node("Conv", inputs, node.output, dilations=list(dilations), group=group, pads=begins + ends)
     return True
 
 
 @register("LpPool", why=NO_GRADIENT)
-def _lp_pool(node, w, types) -> bool:
+def _lp_pool(node, gw, types) -> bool:
     """LpPool as (sum over the window of |x|^p)^(1/p), the sum an AveragePool counting the padding."""
     x = node.input[0]
     shape = static_shape(types, x)
@@ -95,8 +95,8 @@ def _lp_pool(node, w, types) -> bool:
     kernel = list(attr(node, "kernel_shape"))
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name != "p"}
     attrs["count_include_pad"] = 1
-    powered = w.op("Pow", w.op("Abs", x), w.constant(np.array(p, dtype)))
-    mean = w.op("AveragePool", powered, **attrs)
-    total = w.op("Mul", mean, w.constant(np.array(float(np.prod(kernel)), dtype)))
-    w.node("Pow", [total, w.constant(np.array(1.0 / p, dtype))], node.output)
+    powered = gw.op("Pow", gw.op("Abs", x), gw.constant(np.array(p, dtype)))
+    mean = gw.op("AveragePool", powered, **attrs)
+    total = gw.op("Mul", mean, gw.constant(np.array(float(np.prod(kernel)), dtype)))
+    gw.node("Pow", [total, gw.constant(np.array(1.0 / p, dtype))], node.output)
     return True

@@ -34,7 +34,7 @@ def _einsum_explicit(equation: str, shapes: list[tuple[int, ...]]) -> tuple[list
     return operands, out.replace("...", ellipsis)
 
 
-def _einsum_diagonal(w: GraphWriter, x: str, labels: str, shape: tuple[int, ...]) -> tuple[str, str]:
+def _einsum_diagonal(gw: GraphWriter, x: str, labels: str, shape: tuple[int, ...]) -> tuple[str, str]:
     """An operand with an index repeated (``ii``) as its diagonal, a Gather on the pair's flattened
     axes: ``(tensor, labels)`` with each index once."""
     while len(set(labels)) != len(labels):
@@ -43,16 +43,16 @@ def _einsum_diagonal(w: GraphWriter, x: str, labels: str, shape: tuple[int, ...]
         second = labels.index(letter, first + 1)
         others = [k for k in range(len(labels)) if k not in (first, second)]
         size = shape[first]
-        moved = w.op("Transpose", x, perm=others + [first, second])
-        flat = w.op("Reshape", moved, w.constant([0] * len(others) + [size * size], np.int64))
-        x = w.op("Gather", flat, w.constant(np.arange(size, dtype=np.int64) * (size + 1)), axis=len(others))
+        moved = gw.op("Transpose", x, perm=others + [first, second])
+        flat = gw.op("Reshape", moved, gw.constant([0] * len(others) + [size * size], np.int64))
+        x = gw.op("Gather", flat, gw.constant(np.arange(size, dtype=np.int64) * (size + 1)), axis=len(others))
         labels = "".join(labels[k] for k in others) + letter
         shape = tuple(shape[k] for k in others) + (size,)
     return x, labels
 
 
 @register("Einsum", why=NO_GRADIENT, note="an onnxgrad function")
-def _einsum(node, w, types) -> bool:
+def _einsum(node, gw, types) -> bool:
     """Einsum as an onnxgrad function per equation, its gradients Einsums too: the gradient of an
     operand contracts dY with the other operands (and ones shaped like the operand, for its indices
     that appear nowhere else). Ellipses become letters (static ranks; no broadcast of size-1 ellipsis
@@ -73,7 +73,7 @@ def _einsum(node, w, types) -> bool:
     tensors = list(node.input)
     for k, op in enumerate(operands):
         if len(set(op)) != len(op):
-            tensors[k], operands[k] = _einsum_diagonal(w, tensors[k], op, tuple(shapes[k]))
+            tensors[k], operands[k] = _einsum_diagonal(gw, tensors[k], op, tuple(shapes[k]))
     name = "Einsum_" + "".join(c if c.isalnum() else "_" for c in f"{','.join(operands)}_{out}")
     grads: list[cg.GradNode] = []
     for k, op in enumerate(operands):
@@ -88,12 +88,12 @@ def _einsum(node, w, types) -> bool:
             inputs.append(f"ones{k}")
         grads.append(cg.GradNode("Einsum", tuple(inputs), (f"GI({k})",), {"equation": f"{','.join(labels)}->{op}"}))
     cg.register(cg.CustomGradient(name, tuple(grads)))
-    call_function(w, name, "Einsum", tensors, node.output, equation=f"{','.join(operands)}->{out}")
+    call_function(gw, name, "Einsum", tensors, node.output, equation=f"{','.join(operands)}->{out}")
     return True
 
 
 @register("Det", why=NO_GRADIENT, note="up to 4 x 4")
-def _det(node, w, types) -> bool:
+def _det(node, gw, types) -> bool:
     """Det of matrices up to 4 x 4 as its Leibniz sum (products of entries, one per permutation):
     exact gradients, singular matrices included. No gradient in the builder."""
     x = node.input[0]
@@ -102,18 +102,18 @@ def _det(node, w, types) -> bool:
             or not is_float(types, x)):
         return False
     size = shape[-1]
-    flat = w.op("Reshape", x, w.constant([*shape[:-2], size * size], np.int64))
+    flat = gw.op("Reshape", x, gw.constant([*shape[:-2], size * size], np.int64))
     total = None
     for permutation in itertools.permutations(range(size)):
         sign = np.linalg.det(np.eye(size)[list(permutation)])
-        factors = [w.op("Gather", flat, w.constant(np.array(row * size + col, np.int64)), axis=-1)
+        factors = [gw.op("Gather", flat, gw.constant(np.array(row * size + col, np.int64)), axis=-1)
                    for row, col in enumerate(permutation)]
         term = factors[0]
         for factor in factors[1:]:
-            term = w.op("Mul", term, factor)
+            term = gw.op("Mul", term, factor)
         if total is None:
-            total = term if sign > 0 else w.op("Neg", term)
+            total = term if sign > 0 else gw.op("Neg", term)
         else:
-            total = w.op("Add" if sign > 0 else "Sub", total, term)
-    w.node("Identity", [total], node.output)
+            total = gw.op("Add" if sign > 0 else "Sub", total, term)
+    gw.node("Identity", [total], node.output)
     return True

@@ -132,12 +132,12 @@ def _antialias_row(row: np.ndarray, x: float, scale: float, mode: str, a: float,
         row[index] += weight
 
 
-def _resize_geometry(node, w, shape, f: type) -> tuple[list[int], list[float], list[tuple[float, float]]] | None:
+def _resize_geometry(node, gw, shape, f: type) -> tuple[list[int], list[float], list[tuple[float, float]]] | None:
     """``(output shape, scale per axis, roi per axis)`` of a Resize with constant roi, scales and sizes,
     as ONNX Runtime computes them (in the float type ``f``); None when one is not constant."""
     rank = len(shape)
     inputs = list(node.input) + [""] * 4
-    values = [constant(w, name) if name else np.zeros(0) for name in inputs[1:4]]
+    values = [constant(gw, name) if name else np.zeros(0) for name in inputs[1:4]]
     known = [v for v in values if v is not None]
     if len(known) < len(values):
         return None
@@ -167,7 +167,7 @@ def _resize_geometry(node, w, shape, f: type) -> tuple[list[int], list[float], l
 
 
 @register("Resize", why=NO_KERNEL, note="also Upsample, converted to Resize on load")
-def _resize(node, w, types) -> bool:
+def _resize(node, gw, types) -> bool:
     """Resize (nearest, linear, cubic, antialiased or not) with a static input shape and constant roi,
     scales and sizes, axis by axis as taps: Gathers of the sampled indices times constant weights,
     whose gradients the builder has (ResizeGrad has no CPU kernel)."""
@@ -177,7 +177,7 @@ def _resize(node, w, types) -> bool:
         return False
     dtype = helper.tensor_dtype_to_np_dtype(types[x][0])
     real = np.float64 if dtype == np.float64 else np.float32
-    geometry = _resize_geometry(node, w, shape, real)
+    geometry = _resize_geometry(node, gw, shape, real)
     if geometry is None:
         return False
     out = x
@@ -193,32 +193,32 @@ def _resize(node, w, types) -> bool:
             # The k-th nonzero weight of every output position (index 0, weight 0 where a row has fewer).
             order = np.argsort(matrix == 0, axis=1, kind="stable")[:, k]
             weight = matrix[np.arange(size_out), order]
-            picked = w.op("Gather", out, w.constant(order.astype(np.int64)), axis=axis)
+            picked = gw.op("Gather", out, gw.constant(order.astype(np.int64)), axis=axis)
             if not np.all(weight == 1.0):
-                picked = w.op("Mul", picked, w.constant(weight.reshape(broadcast), dtype))
-            total = picked if total is None else w.op("Add", total, picked)
+                picked = gw.op("Mul", picked, gw.constant(weight.reshape(broadcast), dtype))
+            total = picked if total is None else gw.op("Add", total, picked)
         if outside.any():
-            fill = w.constant((outside * float(attr(node, "extrapolation_value", 0.0))).reshape(broadcast), dtype)
-            total = fill if total is None else w.op("Add", total, fill)
+            fill = gw.constant((outside * float(attr(node, "extrapolation_value", 0.0))).reshape(broadcast), dtype)
+            total = fill if total is None else gw.op("Add", total, fill)
         out = total
-    w.node("Identity", [out], node.output[:1])
+    gw.node("Identity", [out], node.output[:1])
     return True
 
 
-def _reflect(w: GraphWriter, value: str, low: float, high: float, dtype) -> str:
+def _reflect(gw: GraphWriter, value: str, low: float, high: float, dtype) -> str:
     """``value`` reflected into [low, high] as often as needed (a triangle wave; the identity inside)."""
-    span, period = w.constant(np.array(high - low, dtype)), w.constant(np.array(2 * (high - low), dtype))
-    shifted = w.op("Sub", value, w.constant(np.array(low, dtype)))
-    wrapped = w.op("Sub", shifted, w.op("Mul", w.op("Floor", w.op("Div", shifted, period)), period))
-    folded = w.op("Sub", span, w.op("Abs", w.op("Sub", wrapped, span)))
-    return w.op("Add", folded, w.constant(np.array(low, dtype)))
+    span, period = gw.constant(np.array(high - low, dtype)), gw.constant(np.array(2 * (high - low), dtype))
+    shifted = gw.op("Sub", value, gw.constant(np.array(low, dtype)))
+    wrapped = gw.op("Sub", shifted, gw.op("Mul", gw.op("Floor", gw.op("Div", shifted, period)), period))
+    folded = gw.op("Sub", span, gw.op("Abs", gw.op("Sub", wrapped, span)))
+    return gw.op("Add", folded, gw.constant(np.array(low, dtype)))
 
 
-def _horner(w: GraphWriter, t: str, coefficients: list[float], dtype) -> str:
+def _horner(gw: GraphWriter, t: str, coefficients: list[float], dtype) -> str:
     """The polynomial with ``coefficients`` (highest power first) at ``t``."""
-    total = w.constant(np.array(coefficients[0], dtype))
+    total = gw.constant(np.array(coefficients[0], dtype))
     for c in coefficients[1:]:
-        total = w.op("Add", w.op("Mul", total, t), w.constant(np.array(c, dtype)))
+        total = gw.op("Add", gw.op("Mul", total, t), gw.constant(np.array(c, dtype)))
     return total
 
 
@@ -242,11 +242,11 @@ def _grid_sample_kept(node: onnx.NodeProto, graph: onnx.GraphProto, types: TypeT
 @register(
     "GridSample", why=NO_GRADIENT, note="every mode and padding, 1 to 3 spatial axes", explain=_grid_sample_kept
 )
-def _grid_sample(node, w, types) -> bool:
+def _grid_sample(node, gw, types) -> bool:
     """GridSample (linear, nearest or cubic; zeros, border or reflection padding; 1 to 3 spatial axes)
     as GatherElements of the samples each output reads (2^r corners, 4^r for cubic, one for nearest)
     times weights computed from the grid, so that both X and the grid get gradients."""
-    if _grid_sample_kept(node, w.graph, types) is not None:
+    if _grid_sample_kept(node, gw.graph, types) is not None:
         return False
     x, grid = node.input[:2]
     shape, grid_shape = static_shape(types, x), static_shape(types, grid)
@@ -258,77 +258,77 @@ def _grid_sample(node, w, types) -> bool:
     rank = len(sizes)
     samples = int(np.prod(grid_shape[1:-1], dtype=np.int64))
     align = bool(attr(node, "align_corners", 0))
-    flat_x = w.op("Reshape", x, w.constant([n, channels, -1], np.int64))
-    index_shape = w.constant([n, channels, samples], np.int64)
+    flat_x = gw.op("Reshape", x, gw.constant([n, channels, -1], np.int64))
+    index_shape = gw.constant([n, channels, samples], np.int64)
     strides = [int(np.prod(sizes[k + 1:], dtype=np.int64)) for k in range(rank)]
 
     def const(value: float) -> str:
-        return w.constant(np.array(value, dtype))
+        return gw.constant(np.array(value, dtype))
 
     one, a = const(1.0), -0.75  # a: PyTorch's and ONNX's cubic coefficient
     options: list[list[tuple[str, str | None]]] = []  # per spatial axis of X: [(sample index, weight or None)]
     for k, size in enumerate(sizes):
         # The grid's last axis lists coordinates innermost axis first: (x, y, z).
-        normalized = w.op("Reshape", w.op("Gather", grid, w.constant(np.array(rank - 1 - k, np.int64)), axis=-1),
-                          w.constant([n, samples], np.int64))
+        normalized = gw.op("Reshape", gw.op("Gather", grid, gw.constant(np.array(rank - 1 - k, np.int64)), axis=-1),
+                          gw.constant([n, samples], np.int64))
         # align_corners: -1 and 1 are the centers of the corner samples, else their outer edges.
         low, high = (0.0, size - 1.0) if align else (-0.5, size - 0.5)
-        point = w.op("Sub", w.op("Mul", w.op("Add", normalized, one), const((high - low) / 2)), const(-low))
+        point = gw.op("Sub", gw.op("Mul", gw.op("Add", normalized, one), const((high - low) / 2)), const(-low))
         if mode == "nearest":
-            point = w.op("Round", point)  # half to even, as ONNX and PyTorch
+            point = gw.op("Round", point)  # half to even, as ONNX and PyTorch
         # Cubic pads each of its samples (below), as ONNX Runtime and PyTorch; the others the point.
         if padding == "border" and mode != "cubic":  # outside [low, high]: the nearest edge sample
-            outside = w.op("Or", w.op("Less", point, const(low)), w.op("Greater", point, const(high)))
-            point = w.op("Where", outside, w.op("Clip", point, const(0.0), const(size - 1.0)), point)
+            outside = gw.op("Or", gw.op("Less", point, const(low)), gw.op("Greater", point, const(high)))
+            point = gw.op("Where", outside, gw.op("Clip", point, const(0.0), const(size - 1.0)), point)
         elif padding == "reflection" and mode != "cubic":
-            point = _reflect(w, point, low, high, dtype)
+            point = _reflect(gw, point, low, high, dtype)
         if mode == "nearest":
             options.append([(point, None)])
             continue
-        floor = w.op("Floor", point)
-        t = w.op("Sub", point, floor)
+        floor = gw.op("Floor", point)
+        t = gw.op("Sub", point, floor)
         if mode == "linear":
-            options.append([(floor, w.op("Sub", one, t)), (w.op("Add", floor, one), t)])
+            options.append([(floor, gw.op("Sub", one, t)), (gw.op("Add", floor, one), t)])
             continue
         far = [a, -5 * a, 8 * a, -4 * a]  # the cubic kernel for distances in [1, 2]
         near = [a + 2, -(a + 3), 0.0, 1.0]  # and in [0, 1]
-        distances = [w.op("Add", t, one), t, w.op("Sub", one, t), w.op("Sub", const(2.0), t)]
-        weights = [_horner(w, d, far if k2 in (0, 3) else near, dtype) for k2, d in enumerate(distances)]
-        options.append([(w.op("Add", floor, const(float(shift))), weight)
+        distances = [gw.op("Add", t, one), t, gw.op("Sub", one, t), gw.op("Sub", const(2.0), t)]
+        weights = [_horner(gw, d, far if k2 in (0, 3) else near, dtype) for k2, d in enumerate(distances)]
+        options.append([(gw.op("Add", floor, const(float(shift))), weight)
                         for shift, weight in zip((-1, 0, 1, 2), weights)])
     total = None
     for corner in itertools.product(*options):
         flat, weight, valid = None, None, None
         for k, (index, factor) in enumerate(corner):
             if padding == "zeros":
-                inside = w.op("And", w.op("GreaterOrEqual", index, const(0.0)),
-                              w.op("LessOrEqual", index, const(sizes[k] - 1.0)))
-                valid = inside if valid is None else w.op("And", valid, inside)
+                inside = gw.op("And", gw.op("GreaterOrEqual", index, const(0.0)),
+                              gw.op("LessOrEqual", index, const(sizes[k] - 1.0)))
+                valid = inside if valid is None else gw.op("And", valid, inside)
             elif padding == "reflection" and mode != "nearest":  # linear: samples past the edges
-                index = _reflect(w, index, *((0.0, sizes[k] - 1.0) if align else (-0.5, sizes[k] - 0.5)), dtype)
-            clamped = w.op("Clip", index, const(0.0), const(sizes[k] - 1.0))
-            term = w.op("Mul", clamped, const(float(strides[k])))
-            flat = term if flat is None else w.op("Add", flat, term)
+                index = _reflect(gw, index, *((0.0, sizes[k] - 1.0) if align else (-0.5, sizes[k] - 0.5)), dtype)
+            clamped = gw.op("Clip", index, const(0.0), const(sizes[k] - 1.0))
+            term = gw.op("Mul", clamped, const(float(strides[k])))
+            flat = term if flat is None else gw.op("Add", flat, term)
             if factor is not None:
-                weight = factor if weight is None else w.op("Mul", weight, factor)
+                weight = factor if weight is None else gw.op("Mul", weight, factor)
         if valid is not None:
-            mask = w.cast(valid, dtype)
-            weight = mask if weight is None else w.op("Mul", weight, mask)
-        indices = w.op("Expand", w.unsqueeze(w.cast(flat, np.int64), [1]), index_shape)
-        sampled = w.op("GatherElements", flat_x, indices, axis=2)
+            mask = gw.cast(valid, dtype)
+            weight = mask if weight is None else gw.op("Mul", weight, mask)
+        indices = gw.op("Expand", gw.unsqueeze(gw.cast(flat, np.int64), [1]), index_shape)
+        sampled = gw.op("GatherElements", flat_x, indices, axis=2)
         if weight is not None:
-            sampled = w.op("Mul", sampled, w.unsqueeze(weight, [1]))
-        total = sampled if total is None else w.op("Add", total, sampled)
-    w.node("Reshape", [total, w.constant([n, channels, *grid_shape[1:-1]], np.int64)], node.output)
+            sampled = gw.op("Mul", sampled, gw.unsqueeze(weight, [1]))
+        total = sampled if total is None else gw.op("Add", total, sampled)
+    gw.node("Reshape", [total, gw.constant([n, channels, *grid_shape[1:-1]], np.int64)], node.output)
     return True
 
 
 @register("AffineGrid", why=NO_GRADIENT)
-def _affine_grid(node, w, types) -> bool:
+def _affine_grid(node, gw, types) -> bool:
     """AffineGrid as the (constant) grid of normalized positions times theta transposed, for a
     constant size: no gradient in the builder."""
     theta = node.input[0]
-    size = constant(w, node.input[1])
+    size = constant(gw, node.input[1])
     if size is None or not is_float(types, theta):
         return False
     dtype = helper.tensor_dtype_to_np_dtype(types[theta][0])
@@ -341,6 +341,6 @@ def _affine_grid(node, w, types) -> bool:
     mesh = np.meshgrid(*axes, indexing="ij")
     base = np.stack([m.reshape(-1) for m in mesh[::-1]] + [np.ones(mesh[0].size)], axis=1)
     # theta @ base^T, then transposed: a transposed MatMul input would fuse into FusedMatMul, float-only.
-    grid = w.op("Transpose", w.op("MatMul", theta, w.constant(base.T, dtype)), perm=[0, 2, 1])
-    w.node("Reshape", [grid, w.constant([n, *spatial, len(spatial)], np.int64)], node.output)
+    grid = gw.op("Transpose", gw.op("MatMul", theta, gw.constant(base.T, dtype)), perm=[0, 2, 1])
+    gw.node("Reshape", [grid, gw.constant([n, *spatial, len(spatial)], np.int64)], node.output)
     return True
