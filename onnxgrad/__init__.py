@@ -7,6 +7,7 @@ from onnxgrad import nn, optim
 from onnxgrad._api import ForwardValueAndGrad, value_and_grad
 from onnxgrad._graph import TensorInfo
 from onnxgrad._network import Network, Parameter, ParameterTuple, load
+from onnxgrad._public import claim_exports as _claim_exports
 from onnxgrad.errors import (
     ConversionError,
     GradientBuildError,
@@ -47,8 +48,4 @@ __all__ = [
     "RuntimeFailure",
 ]
 
-# Re-exported names report their public home (repr, help(), documentation), as numpy's set_module does.
-for _obj in map(globals().get, __all__):
-    if getattr(_obj, "__module__", "").startswith(__name__ + "._"):
-        _obj.__module__ = __name__
-del _obj
+_claim_exports(globals())

@@ -4,6 +4,7 @@ Each loss takes MindSpore 2.10's constructor arguments, with its defaults, and
 returns MindSpore's forward values and gradients, the labels' included.
 """
 
+from onnxgrad._public import claim_exports as _claim_exports
 from onnxgrad.nn._bce import BCEWithLogitsLoss
 from onnxgrad.nn._cross_entropy import CrossEntropyLoss, NLLLoss
 from onnxgrad.nn._loss import LossFn, WithLossCell, attach_loss
@@ -30,8 +31,4 @@ __all__ = [
     "loss_names",
 ]
 
-# Re-exported names report their public home (repr, help(), documentation), as numpy's set_module does.
-for _obj in map(globals().get, __all__):
-    if getattr(_obj, "__module__", "").startswith(__name__ + "._"):
-        _obj.__module__ = __name__
-del _obj
+_claim_exports(globals())
